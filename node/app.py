@@ -1,0 +1,106 @@
+"""One node, one nursery: the store, the executor (queue, workers, exit watcher), the mesh and the
+RPC server, started in that order and stopped in reverse.
+
+Shutdown mirrors hypercorn's ``worker_serve``: the trigger stops the RPC server first (it drains
+in-flight requests for ``graceful_timeout``), then the mesh and workers are cancelled. Running
+containers are left running and queued jobs stay pending in the store, so a restart picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from rpc.methods import build_methods
+from rpc.protocol import Dispatcher
+from rpc.server import create_app, serve_rpc
+
+from .config import Config
+from .core import Node
+from .executor import Executor
+from .identity import load_or_create
+from .jobqueue import JobQueue
+from .runtime import DockerRuntime
+from .store import Store
+
+log = logging.getLogger("cmnode.node")
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    """What ``run_node`` hands back once it serves: enough for tests and the CLI to talk to it."""
+
+    node_id: str
+    rpc_url: str
+    node: Node
+
+
+async def run_node(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until ``shutdown_trigger`` returns (forever if None)."""
+    identity = load_or_create(config.data_dir)
+    runtime = DockerRuntime(
+        node_id=identity.node_id,
+        docker_timeout=config.docker_timeout,
+        pull_timeout=config.pull_timeout,
+        max_threads=config.worker_count + 8,
+        base_url=config.docker_host,
+    )
+    try:
+        async with Store.open(config.db_path) as store, trio.open_nursery() as services:
+            queue = JobQueue(config.queue_size)
+            executor = Executor(
+                node_id=identity.node_id,
+                store=store,
+                runtime=runtime,
+                queue=queue,
+                worker_count=config.worker_count,
+            )
+            await services.start(executor.run)
+            node = Node(config=config, identity=identity, store=store, executor=executor)
+
+            async def health() -> tuple[bool, dict[str, object]]:
+                problems: dict[str, object] = {}
+                try:
+                    await store.ping()
+                except Exception as exc:
+                    problems["store"] = str(exc)
+                if executor.docker_error is not None:
+                    problems["docker"] = executor.docker_error
+                return not problems, {"node_id": identity.node_id, "problems": problems}
+
+            app = create_app(
+                Dispatcher(build_methods(node)), max_body=config.max_body, token=config.rpc_token, health=health
+            )
+            stop_rpc = trio.Event()
+            async with trio.open_nursery() as front:
+                url = await front.start(
+                    partial(
+                        serve_rpc,
+                        app,
+                        host=config.listen_address,
+                        port=config.port,
+                        graceful_timeout=config.graceful_timeout,
+                        shutdown_trigger=stop_rpc.wait,
+                    )
+                )
+                node.rpc_url = url
+                log.info("node ready node_id=%s rpc=%s/jrpc", identity.node_id, url)
+                task_status.started(RunningNode(node_id=identity.node_id, rpc_url=url, node=node))
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                else:
+                    await shutdown_trigger()
+                log.info("shutting down node_id=%s", identity.node_id)
+                stop_rpc.set()
+            services.cancel_scope.cancel()
+    finally:
+        runtime.close()

@@ -1,0 +1,216 @@
+"""The node as its API sees it: create, inspect and stop jobs, and describe the node.
+
+Handlers in ``rpc/methods.py`` call only this class; it ties the store, the executor and the mesh
+together and holds no state of its own beyond references to them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .config import Config
+from .errors import NotFoundError, ValidationError
+from .executor import Executor
+from .identity import Identity
+from .model import Execution, Job, JobSpec, State, derive_status
+from .store import JobRecord, Store
+
+
+@dataclass
+class MeshHooks:
+    """What the mesh (``node/p2p.py``) offers the core; absent on a node without a mesh."""
+
+    publish_job: Callable[[Job], Awaitable[None]] | None = None
+    publish_cancel: Callable[[str], Awaitable[None]] | None = None
+    fetch_logs: Callable[[str, str, int | None], Awaitable[dict[str, Any]]] | None = None
+    peers: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    addresses: Callable[[], list[str]] = field(default=lambda: [])
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        identity: Identity,
+        store: Store,
+        executor: Executor,
+        rpc_url: str = "",
+        mesh: MeshHooks | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.store = store
+        self.executor = executor
+        self.rpc_url = rpc_url
+        self.mesh = mesh or MeshHooks()
+        self.started_at = time.time()
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    async def create(self, spec: JobSpec) -> Job:
+        """Accept a job: durable on this node before this returns, then announced to the mesh.
+
+        Raises:
+            QueueFullError: the local queue has no room; the job was not recorded.
+        """
+        job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
+        job = Job(**{**job.__dict__, "signature": self.identity.sign(job.canonical_bytes())})
+        await self.executor.submit(job)
+        if self.mesh.publish_job is not None:
+            await self.mesh.publish_job(job)
+        return job
+
+    async def _record(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
+        found = await self.store.get_job_with_executions(job_id)
+        if found is None:
+            raise NotFoundError(f"job {job_id} not found", data={"job_id": job_id})
+        return found
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        record, executions = await self._record(job_id)
+        return {
+            "status": derive_status(executions),
+            "job_id": job_id,
+            "executions": [_execution_view(e) for e in executions],
+            "origin": record.job.origin,
+            "created_at": record.job.created_at,
+            "spec": record.job.spec.to_json(),
+        }
+
+    async def list_jobs(
+        self, *, status: str | None, labels: dict[str, str], limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        before = _parse_cursor(cursor) if cursor else None
+        records = await self.store.list_jobs(status=status, labels=labels, limit=limit + 1, before=before)
+        more = len(records) > limit
+        records = records[:limit]
+        next_cursor = f"{records[-1].job.created_at!r}:{records[-1].seq}" if more and records else None
+        return {
+            "jobs": [
+                {
+                    "job_id": r.job.job_id,
+                    "status": r.status,
+                    "image": r.job.spec.image,
+                    "name": r.job.spec.name,
+                    "labels": dict(r.job.spec.labels),
+                    "origin": r.job.origin,
+                    "created_at": r.job.created_at,
+                }
+                for r in records
+            ],
+            "next_cursor": next_cursor,
+        }
+
+    async def stop(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job on every node; stopping a job twice is not an error."""
+        await self._record(job_id)
+        await self.store.mark_cancelled(job_id)
+        await self.executor.cancel(job_id)
+        if self.mesh.publish_cancel is not None:
+            await self.mesh.publish_cancel(job_id)
+        return {"job_id": job_id, "message": "Job stop requested"}
+
+    async def cancel_from_peer(self, job_id: str) -> None:
+        if await self.store.get_job(job_id) is not None:
+            await self.store.mark_cancelled(job_id)
+        await self.executor.cancel(job_id)
+
+    async def logs(self, job_id: str, node_id: str | None, tail: int | None) -> dict[str, Any]:
+        _, executions = await self._record(job_id)
+        node_id = node_id or self.node_id
+        execution = next((e for e in executions if e.node_id == node_id), None)
+        if execution is None:
+            known = ", ".join(e.node_id for e in executions) or "none"
+            raise NotFoundError(
+                f"job {job_id} has no execution on node {node_id} (executions on: {known})",
+                data={"job_id": job_id, "node_id": node_id},
+            )
+        if node_id != self.node_id:
+            if self.mesh.fetch_logs is None:
+                raise NotFoundError(f"node {node_id} is not reachable from this node")
+            return await self.mesh.fetch_logs(job_id, node_id, tail)
+        return await self.local_logs(job_id, tail)
+
+    async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
+        """This node's output of the job: from the container while it exists, else from the store."""
+        executions = [e for e in await self.store.executions_of(job_id) if e.node_id == self.node_id]
+        if not executions:
+            raise NotFoundError(f"job {job_id} has no execution on node {self.node_id}")
+        execution = executions[0]
+        stdout = stderr = ""
+        source = "none"
+        if execution.container_id is not None:
+            try:
+                stdout, stderr = await self.executor.runtime.logs(execution.container_id, tail=tail)
+                source = "container"
+            except Exception:  # gone or daemon away: fall back to the stored tail
+                source = "none"
+        if source == "none":
+            stored = await self.store.get_logs(job_id, self.node_id)
+            if stored is not None:
+                _, stdout, stderr = stored
+                stdout, stderr = _tail(stdout, tail), _tail(stderr, tail)
+                source = "store"
+        return {
+            "job_id": job_id,
+            "node_id": self.node_id,
+            "attempt": execution.attempt,
+            "state": execution.state.value,
+            "stdout": stdout,
+            "stderr": stderr,
+            "source": source,
+        }
+
+    # -- the node ---------------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "version": __version__,
+            "addresses": self.mesh.addresses(),
+            "rpc_url": self.rpc_url,
+            "queue": {"depth": self.executor.queue.depth, "size": self.executor.queue.size},
+            "workers": {"count": self.executor.worker_count, "busy": self.executor.busy},
+            "docker": {"ok": self.executor.docker_error is None, "error": self.executor.docker_error},
+            "peers": len(self.mesh.peers()),
+            "uptime": round(time.time() - self.started_at, 3),
+        }
+
+    async def peers(self) -> dict[str, Any]:
+        return {"peers": self.mesh.peers()}
+
+
+def _execution_view(e: Execution) -> dict[str, Any]:
+    view = e.to_json()
+    view.pop("job_id")
+    return view
+
+
+def _tail(text: str, tail: int | None) -> str:
+    if tail is None:
+        return text
+    if tail == 0:
+        return ""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-tail:])
+
+
+def _parse_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        created, seq = cursor.rsplit(":", 1)
+        return float(created), int(seq)
+    except ValueError:
+        raise ValidationError([{"field": "cursor", "message": "is not a cursor returned by List"}]) from None
+
+
+FINAL_STATES = [s.value for s in State if s.final]

@@ -1,0 +1,371 @@
+"""The node's SQLite store: jobs and executions, the single source of truth on this node.
+
+Writes go through one writer task that commits whatever has queued up in a single transaction (group
+commit), so ``Create`` can wait for a durable write without paying one fsync per job under load. SQLite
+runs in worker threads (``trio.to_thread``), never on the trio thread; reads use their own connection,
+which WAL mode lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from .errors import ConfigError
+from .model import Execution, Job, derive_status
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC, seq DESC);
+CREATE TABLE IF NOT EXISTS job_labels (
+    job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (key, value, job_id)
+);
+CREATE TABLE IF NOT EXISTS executions (
+    job_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (job_id, node_id)
+);
+CREATE INDEX IF NOT EXISTS executions_by_node_state ON executions (node_id, state);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL, node_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    stdout TEXT NOT NULL, stderr TEXT NOT NULL, PRIMARY KEY (job_id, node_id)
+);
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    job: Job
+    status: str
+    cancelled: bool
+    seq: int
+
+
+class _Pending:
+    """One write waiting for its group commit."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _connect(path: Path | str, *, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    return conn
+
+
+class Store:
+    """Jobs and executions on disk. Open with ``async with Store.open(path) as store``."""
+
+    def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._read_lock = trio.CapacityLimiter(1)
+        self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
+        self.commits = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str, *, durable: bool = True) -> AsyncIterator[Store]:
+        """Open (creating) the database and run its writer task until the block exits.
+
+        ``path`` may be ``":memory:"``-like (``file:name?mode=memory&cache=shared``) for benchmarks;
+        ``durable=False`` relaxes fsync (benchmarks only).
+
+        Raises:
+            ConfigError: the file cannot be opened or is not a cmnode database.
+        """
+        sync = "FULL" if durable else "OFF"
+
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            writer = _connect(path, synchronous=sync)
+            writer.executescript(_SCHEMA)
+            reader = _connect(path, synchronous=sync)
+            return writer, reader
+
+        try:
+            writer, reader = await trio.to_thread.run_sync(connect)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
+        store = cls(writer, reader)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store._write_loop)
+                try:
+                    yield store
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            writer.close()
+            reader.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        async for first in self._recv:
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
+                await trio.to_thread.run_sync(self._apply, batch)
+            self.commits += 1
+            for item in batch:
+                item.done.set()
+
+    def _apply(self, batch: list[_Pending]) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                conn.execute("SAVEPOINT item")
+                try:
+                    item.result = item.fn(conn)
+                    conn.execute("RELEASE item")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO item")
+                    conn.execute("RELEASE item")
+                    item.error = exc
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            for item in batch:
+                item.error = exc
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside the next group commit and return once it is on disk."""
+        item = _Pending(fn)
+        await self._send.send(item)
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        result: T = item.result
+        return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await trio.to_thread.run_sync(fn, self._reader, limiter=self._read_lock)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def add_job(self, job: Job, execution: Execution | None = None) -> bool:
+        """Record ``job`` (and this node's first execution of it) unless known; True if it was new."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body) VALUES (?, ?, ?, ?)",
+                (job.job_id, job.origin, job.created_at, json.dumps(job.to_json())),
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
+                [(job.job_id, k, v) for k, v in job.spec.labels.items()],
+            )
+            if execution is not None:
+                _put_execution(conn, execution)
+            _refresh_status(conn, job.job_id)
+            return True
+
+        return await self._write(write)
+
+    async def put_execution(self, execution: Execution) -> bool:
+        """Keep ``execution`` if its version is newer than the stored one; True if it was applied."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            applied = _put_execution(conn, execution)
+            if applied:
+                _refresh_status(conn, execution.job_id)
+            return applied
+
+        return await self._write(write)
+
+    async def put_executions(self, executions: Iterable[Execution]) -> list[Execution]:
+        """Apply many executions in one commit; returns those that were newer than what was stored."""
+        batch = list(executions)
+
+        def write(conn: sqlite3.Connection) -> list[Execution]:
+            applied = [e for e in batch if _put_execution(conn, e)]
+            for job_id in {e.job_id for e in applied}:
+                _refresh_status(conn, job_id)
+            return applied
+
+        return await self._write(write)
+
+    async def mark_cancelled(self, job_id: str) -> bool:
+        """Flag the job cancelled; True if it was not already."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("UPDATE jobs SET cancelled = 1 WHERE job_id = ? AND cancelled = 0", (job_id,))
+            return cur.rowcount > 0
+
+        return await self._write(write)
+
+    async def put_logs(self, job_id: str, node_id: str, attempt: int, stdout: str, stderr: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO logs (job_id, node_id, attempt, stdout, stderr) VALUES (?, ?, ?, ?, ?)",
+                (job_id, node_id, attempt, stdout, stderr),
+            )
+
+        await self._write(write)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(write)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        def read(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute("SELECT body, status, cancelled, seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            return _record(row) if row else None
+
+        return await self._read(read)
+
+    async def get_job_with_executions(self, job_id: str) -> tuple[JobRecord, list[Execution]] | None:
+        """The job and every execution of it that this node knows, in one read."""
+
+        def read(conn: sqlite3.Connection) -> tuple[JobRecord, list[Execution]] | None:
+            row = conn.execute("SELECT body, status, cancelled, seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            rows = conn.execute("SELECT body FROM executions WHERE job_id = ? ORDER BY node_id", (job_id,)).fetchall()
+            return _record(row), [Execution.from_json(json.loads(r[0])) for r in rows]
+
+        return await self._read(read)
+
+    async def executions_of(self, job_id: str) -> list[Execution]:
+        def read(conn: sqlite3.Connection) -> list[Execution]:
+            rows = conn.execute("SELECT body FROM executions WHERE job_id = ?", (job_id,)).fetchall()
+            return [Execution.from_json(json.loads(r[0])) for r in rows]
+
+        return await self._read(read)
+
+    async def active_executions(self, node_id: str) -> list[Execution]:
+        """This node's executions that have not reached a final state (for recovery at start)."""
+
+        def read(conn: sqlite3.Connection) -> list[Execution]:
+            rows = conn.execute(
+                "SELECT body FROM executions WHERE node_id = ? AND state IN ('pending', 'pulling', 'running')",
+                (node_id,),
+            ).fetchall()
+            return [Execution.from_json(json.loads(r[0])) for r in rows]
+
+        return await self._read(read)
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 100,
+        before: tuple[float, int] | None = None,
+    ) -> list[JobRecord]:
+        """Jobs newest first; ``before`` is the (created_at, seq) cursor of the last job already seen."""
+
+        def read(conn: sqlite3.Connection) -> list[JobRecord]:
+            where: list[str] = []
+            args: list[Any] = []
+            if status is not None:
+                where.append("j.status = ?")
+                args.append(status)
+            for key, value in (labels or {}).items():
+                where.append(
+                    "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.job_id)"
+                )
+                args += [key, value]
+            if before is not None:
+                where.append("(j.created_at < ? OR (j.created_at = ? AND j.seq < ?))")
+                args += [before[0], before[0], before[1]]
+            sql = "SELECT body, status, cancelled, seq FROM jobs j"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY j.created_at DESC, j.seq DESC LIMIT ?"
+            args.append(limit)
+            return [_record(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(read)
+
+    async def get_logs(self, job_id: str, node_id: str) -> tuple[int, str, str] | None:
+        def read(conn: sqlite3.Connection) -> tuple[int, str, str] | None:
+            row = conn.execute(
+                "SELECT attempt, stdout, stderr FROM logs WHERE job_id = ? AND node_id = ?", (job_id, node_id)
+            ).fetchone()
+            return (row[0], row[1], row[2]) if row else None
+
+        return await self._read(read)
+
+    async def get_meta(self, key: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        return await self._read(read)
+
+    async def count_jobs(self) -> int:
+        return await self._read(lambda conn: int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]))
+
+    async def count_by_status(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+        return await self._read(read)
+
+    async def ping(self) -> None:
+        """Raises sqlite3.Error when the database cannot be read."""
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+def _record(row: tuple[str, str, int, int]) -> JobRecord:
+    return JobRecord(job=Job.from_json(json.loads(row[0])), status=row[1], cancelled=bool(row[2]), seq=row[3])
+
+
+def _put_execution(conn: sqlite3.Connection, e: Execution) -> bool:
+    cur = conn.execute(
+        "INSERT INTO executions (job_id, node_id, state, version, body) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+        "body = excluded.body WHERE excluded.version > executions.version",
+        (e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json())),
+    )
+    return cur.rowcount > 0
+
+
+def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
+    rows = conn.execute("SELECT body FROM executions WHERE job_id = ?", (job_id,)).fetchall()
+    status = derive_status(Execution.from_json(json.loads(r[0])) for r in rows)
+    conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status, job_id))

@@ -1,0 +1,239 @@
+"""The API's methods: their parameter and result schemas, and the handlers that call ``node.core.Node``.
+
+These definitions are the single source of both request validation (``rpc/protocol.py``) and the
+OpenRPC document served by ``rpc.discover``, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node import __version__
+from node.core import Node
+from node.model import PULL_POLICIES, JobSpec, State
+
+from .protocol import Method
+
+_STR = {"type": "string"}
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_JOB_ID = {"type": "string", "minLength": 1, "maxLength": 128, "description": "the job ID returned by Create"}
+_NODE_ID = {"type": "string", "minLength": 1, "maxLength": 128, "description": "a node's libp2p peer ID"}
+_NONE: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+JOB_SPEC: dict[str, Any] = {
+    "type": "object",
+    "description": "What to run. Unknown fields are refused.",
+    "properties": {
+        "image": {"type": "string", "minLength": 1, "maxLength": 512, "description": "a Docker image reference"},
+        "arguments": {"type": ["array", "null"], "items": _STR, "description": "the command and its arguments"},
+        "env": {"type": ["object", "null"], "additionalProperties": _STR, "description": "environment variables"},
+        "name": {"type": "string", "description": "a display name"},
+        "labels": {"type": ["object", "null"], "additionalProperties": _STR, "description": "labels to filter by"},
+        "entrypoint": {"type": ["array", "null"], "items": _STR, "description": "overrides the image's entrypoint"},
+        "resources": {
+            "type": "object",
+            "properties": {
+                "cpus": {"type": "number", "minimum": 0},
+                "memory": {"type": ["integer", "string"], "description": "bytes, or a size such as '256m'"},
+            },
+            "additionalProperties": False,
+        },
+        "timeout": {"type": "number", "minimum": 0, "description": "seconds before the container is stopped"},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 100, "description": "attempts after the first"},
+        "pull": {"type": "string", "enum": list(PULL_POLICIES), "description": "when to pull the image"},
+        "placement": {
+            "description": "which nodes run the job",
+            "oneOf": [
+                {"type": "string", "enum": ["all"]},
+                {
+                    "type": "object",
+                    "properties": {"replicas": {"type": "integer", "minimum": 1}},
+                    "required": ["replicas"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"nodes": {"type": "array", "items": _STR, "minItems": 1}},
+                    "required": ["nodes"],
+                    "additionalProperties": False,
+                },
+            ],
+        },
+    },
+    "required": ["image"],
+    "additionalProperties": False,
+}
+
+_EXECUTION = {
+    "type": "object",
+    "properties": {
+        "node_id": _STR,
+        "state": {"type": "string", "enum": [s.value for s in State]},
+        "attempt": {"type": "integer"},
+        "container_id": {"type": ["string", "null"]},
+        "exit_code": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "version": {"type": "integer"},
+    },
+}
+
+
+def build_methods(node: Node) -> list[Method]:
+    """Every method of the API, bound to ``node``."""
+
+    async def create(params: dict[str, Any]) -> dict[str, Any]:
+        job = await node.create(JobSpec.from_json(params))
+        return {"job_id": job.job_id, "message": "Job created successfully"}
+
+    async def status(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.status(params["job_id"])
+
+    async def list_jobs(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.list_jobs(
+            status=params.get("status"),
+            labels=params.get("labels") or {},
+            limit=params.get("limit", 100),
+            cursor=params.get("cursor"),
+        )
+
+    async def logs(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.logs(params["job_id"], params.get("node_id"), params.get("tail"))
+
+    async def stop(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.stop(params["job_id"])
+
+    async def info(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.info()
+
+    async def peers(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.peers()
+
+    job_id_only = {
+        "type": "object",
+        "properties": {"job_id": _JOB_ID},
+        "required": ["job_id"],
+        "additionalProperties": False,
+    }
+    methods = [
+        Method(
+            name="ContainerService.Create",
+            handler=create,
+            params=JOB_SPEC,
+            result={
+                "type": "object",
+                "properties": {"job_id": _STR, "message": _STR},
+                "required": ["job_id", "message"],
+            },
+            summary="Accept a job: stored, queued and gossiped to every node of the mesh.",
+        ),
+        Method(
+            name="ContainerService.Status",
+            handler=status,
+            params=job_id_only,
+            result={
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string"},
+                    "job_id": _STR,
+                    "executions": {"type": "array", "items": _EXECUTION},
+                },
+                "required": ["status", "job_id", "executions"],
+            },
+            summary="The job's status, derived from every node's execution of it.",
+        ),
+        Method(
+            name="ContainerService.List",
+            handler=list_jobs,
+            params={
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "enum": [s.value for s in State]},
+                    "labels": _STR_MAP,
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "cursor": {"type": "string"},
+                },
+                "additionalProperties": False,
+            },
+            result={
+                "type": "object",
+                "properties": {"jobs": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+            },
+            summary="Jobs newest first, filtered by status and labels, a page at a time.",
+        ),
+        Method(
+            name="ContainerService.Logs",
+            handler=logs,
+            params={
+                "type": "object",
+                "properties": {
+                    "job_id": _JOB_ID,
+                    "node_id": _NODE_ID,
+                    "tail": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+                },
+                "required": ["job_id"],
+                "additionalProperties": False,
+            },
+            result={"type": "object", "properties": {"stdout": _STR, "stderr": _STR, "node_id": _STR}},
+            summary="Output of the job's execution on a node (this node by default).",
+        ),
+        Method(
+            name="ContainerService.Stop",
+            handler=stop,
+            params=job_id_only,
+            result={"type": "object", "properties": {"job_id": _STR, "message": _STR}},
+            summary="Cancel the job on every node. Idempotent.",
+        ),
+        Method(
+            name="NodeService.Info",
+            handler=info,
+            params=_NONE,
+            result={"type": "object", "properties": {"node_id": _STR, "addresses": {"type": "array"}}},
+            summary="This node: peer ID, addresses, version, queue, workers, Docker health.",
+        ),
+        Method(
+            name="NodeService.Peers",
+            handler=peers,
+            params=_NONE,
+            result={"type": "object", "properties": {"peers": {"type": "array"}}},
+            summary="Peers this node is connected to.",
+        ),
+    ]
+
+    async def discover(params: dict[str, Any]) -> dict[str, Any]:
+        return openrpc_document([*methods, discover_method])
+
+    discover_method = Method(
+        name="rpc.discover",
+        handler=discover,
+        params=_NONE,
+        result={"type": "object", "description": "an OpenRPC document"},
+        summary="This API as an OpenRPC document.",
+    )
+    return [*methods, discover_method]
+
+
+def openrpc_document(methods: list[Method]) -> dict[str, Any]:
+    """An OpenRPC 1.2 document. Params are described by name (one descriptor per field of the params
+    object); the original service's by-position form, a one-element array holding that object, is also
+    accepted, as ``info.description`` says."""
+    return {
+        "openrpc": "1.2.6",
+        "info": {
+            "title": "cmnode",
+            "version": __version__,
+            "description": "Every method takes one params object: by name, or by position as [object].",
+        },
+        "methods": [
+            {
+                "name": m.name,
+                "summary": m.summary,
+                "paramStructure": "by-name",
+                "params": [
+                    {"name": name, "required": name in m.params.get("required", []), "schema": dict(schema)}
+                    for name, schema in m.params.get("properties", {}).items()
+                ],
+                "result": {"name": "result", "schema": dict(m.result)},
+            }
+            for m in methods
+        ],
+    }
