@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import __version__
@@ -64,7 +64,7 @@ class Node:
             QueueFullError: the local queue has no room; the job was not recorded.
         """
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
-        job = Job(**{**job.__dict__, "signature": self.identity.sign(job.canonical_bytes())})
+        job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
         await self.executor.submit(job)
         if self.mesh.publish_job is not None:
             await self.mesh.publish_job(job)
