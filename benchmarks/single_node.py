@@ -19,10 +19,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import httpx
 import trio
 
-import docker
 from benchmarks.common import IMAGE, call, median, node_process, pct, remove_containers
 
 RAW_LABEL = "cmnode-bench.raw=1"
