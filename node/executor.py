@@ -129,12 +129,13 @@ class Executor:
         if current is None or current.attempt != attempt or (states is not None and current.state not in states):
             return None
         new = current.advance(**changes)
-        if new.state.final:
-            del self._active[job_id]
-            self._jobs.pop(job_id, None)
+        if new.state.final or new.attempt != attempt:  # this attempt is over: so is its timeout
             timer = self._timers.pop((job_id, attempt), None)
             if timer is not None:
                 timer.cancel()
+        if new.state.final:
+            del self._active[job_id]
+            self._jobs.pop(job_id, None)
         else:
             self._active[job_id] = new
         await self._record_published(new)
