@@ -55,6 +55,37 @@ CREATE TABLE IF NOT EXISTS logs (
 """
 
 
+_CHANGE_COLUMNS = """
+CREATE INDEX IF NOT EXISTS jobs_by_change ON jobs (chg);
+CREATE INDEX IF NOT EXISTS executions_by_change ON executions (chg);
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Add the change sequence (``chg``) to databases made before the mesh; returns its highest value."""
+    for table in ("jobs", "executions"):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if "chg" not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN chg INTEGER NOT NULL DEFAULT 0")
+    conn.executescript(_CHANGE_COLUMNS)
+    row = conn.execute("SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)")
+    return int(row.fetchone()[0] or 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Changes:
+    """What changed on this node after a change sequence number: the answer to a peer's catch-up request.
+
+    ``upto`` is the sequence number the requester may remember as seen; ``more`` says another page follows;
+    ``head`` is the highest number in the store (lower than what a peer remembers: this store was replaced)."""
+
+    jobs: list[tuple[Job, bool]]
+    executions: list[Execution]
+    upto: int
+    head: int
+    more: bool
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobRecord:
     job: Job
@@ -92,6 +123,18 @@ class Store:
         self._read_lock = trio.CapacityLimiter(1)
         self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
         self.commits = 0
+        # The local change sequence: every job or execution row written gets the next number, so a peer can
+        # ask "what changed after N" (catch-up). Only the writer thread advances it.
+        self._chg = 0
+
+    def _next_chg(self) -> int:
+        self._chg += 1
+        return self._chg
+
+    @property
+    def head(self) -> int:
+        """The highest change sequence number handed out so far."""
+        return self._chg
 
     @classmethod
     @asynccontextmanager
@@ -106,17 +149,19 @@ class Store:
         """
         sync = "FULL" if durable else "OFF"
 
-        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
             writer = _connect(path, synchronous=sync)
             writer.executescript(_SCHEMA)
+            head = _migrate(writer)
             reader = _connect(path, synchronous=sync)
-            return writer, reader
+            return writer, reader, head
 
         try:
-            writer, reader = await trio.to_thread.run_sync(connect)
+            writer, reader, head = await trio.to_thread.run_sync(connect)
         except sqlite3.Error as exc:
             raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
         store = cls(writer, reader)
+        store._chg = head
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._write_loop)
@@ -185,8 +230,8 @@ class Store:
 
         def write(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body) VALUES (?, ?, ?, ?)",
-                (job.job_id, job.origin, job.created_at, json.dumps(job.to_json())),
+                "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
+                (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), self._next_chg()),
             )
             if cur.rowcount == 0:
                 return False
@@ -195,7 +240,7 @@ class Store:
                 [(job.job_id, k, v) for k, v in job.spec.labels.items()],
             )
             if execution is not None:
-                _put_execution(conn, execution)
+                _put_execution(conn, execution, self._next_chg())
             _refresh_status(conn, job.job_id)
             return True
 
@@ -205,7 +250,7 @@ class Store:
         """Keep ``execution`` if its version is newer than the stored one; True if it was applied."""
 
         def write(conn: sqlite3.Connection) -> bool:
-            applied = _put_execution(conn, execution)
+            applied = _put_execution(conn, execution, self._next_chg())
             if applied:
                 _refresh_status(conn, execution.job_id)
             return applied
@@ -217,7 +262,7 @@ class Store:
         batch = list(executions)
 
         def write(conn: sqlite3.Connection) -> list[Execution]:
-            applied = [e for e in batch if _put_execution(conn, e)]
+            applied = [e for e in batch if _put_execution(conn, e, self._next_chg())]
             for job_id in {e.job_id for e in applied}:
                 _refresh_status(conn, job_id)
             return applied
@@ -228,7 +273,9 @@ class Store:
         """Flag the job cancelled; True if it was not already."""
 
         def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("UPDATE jobs SET cancelled = 1 WHERE job_id = ? AND cancelled = 0", (job_id,))
+            cur = conn.execute(
+                "UPDATE jobs SET cancelled = 1, chg = ? WHERE job_id = ? AND cancelled = 0", (self._next_chg(), job_id)
+            )
             return cur.rowcount > 0
 
         return await self._write(write)
@@ -337,6 +384,38 @@ class Store:
 
         return await self._read(read)
 
+    async def changes_since(self, since: int, *, limit: int = 500) -> Changes:
+        """Jobs (with their cancelled flag) and executions written after change ``since``, oldest first, at
+        most ``limit`` of each; page on with ``since=result.upto`` while ``result.more``."""
+
+        def read(conn: sqlite3.Connection) -> Changes:
+            conn.execute("BEGIN")  # one snapshot for both tables, or a commit between them could be skipped
+            try:
+                jobs = conn.execute(
+                    "SELECT body, cancelled, chg FROM jobs WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+                ).fetchall()
+                execs = conn.execute(
+                    "SELECT body, chg FROM executions WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+                ).fetchall()
+                head = conn.execute(
+                    "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)"
+                ).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            # A full page may hide later rows of its kind: stop both lists at the lower of the full pages' ends.
+            # Commits become visible in change order, so the highest number seen is a safe watermark.
+            ends = [rows[-1][-1] for rows in (jobs, execs) if len(rows) == limit]
+            upto = min(ends) if ends else max([since, *(r[-1] for r in jobs), *(r[-1] for r in execs)])
+            return Changes(
+                jobs=[(Job.from_json(json.loads(r[0])), bool(r[1])) for r in jobs if r[2] <= upto],
+                executions=[Execution.from_json(json.loads(r[0])) for r in execs if r[1] <= upto],
+                upto=upto,
+                head=int(head or 0),
+                more=bool(ends),
+            )
+
+        return await self._read(read)
+
     async def count_jobs(self) -> int:
         return await self._read(lambda conn: int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]))
 
@@ -355,12 +434,12 @@ def _record(row: tuple[str, str, int, int]) -> JobRecord:
     return JobRecord(job=Job.from_json(json.loads(row[0])), status=row[1], cancelled=bool(row[2]), seq=row[3])
 
 
-def _put_execution(conn: sqlite3.Connection, e: Execution) -> bool:
+def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
     cur = conn.execute(
-        "INSERT INTO executions (job_id, node_id, state, version, body) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO executions (job_id, node_id, state, version, body, chg) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
-        "body = excluded.body WHERE excluded.version > executions.version",
-        (e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json())),
+        "body = excluded.body, chg = excluded.chg WHERE excluded.version > executions.version",
+        (e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json()), chg),
     )
     return cur.rowcount > 0
 

@@ -1,0 +1,126 @@
+"""The gossip wire: one JSON envelope per message on the topic ``jobs``, with a ``type``.
+
+    {"type": "job", "job": {...Job.to_json()...}}               a new job, signed by its origin
+    {"type": "execution", "execution": {...Execution...}}       a state change, sent by the executing node
+    {"type": "cancel", "job_id": "..."}                         stop the job everywhere
+
+Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, type-checked and (for jobs)
+signature-checked here, so the mesh only ever sees well-formed values. Every message is idempotent; the
+receiver merges by job ID and execution version, so duplicates and reordering change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ValidationError
+from .identity import verify
+from .model import Execution, Job
+
+TOPIC = "jobs"
+MAX_MESSAGE_BYTES = 1_000_000
+"""Larger envelopes are dropped unread. A Create body is at most 1 MiB including its JSON-RPC wrapper, so a
+real job stays under this; a 1 MiB message cannot be one."""
+
+
+class WireError(Exception):
+    """A message that is not a valid envelope; ``reason`` is a short counter label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JobMsg:
+    job: Job
+
+
+@dataclass(frozen=True)
+class ExecutionMsg:
+    execution: Execution
+
+
+@dataclass(frozen=True)
+class CancelMsg:
+    job_id: str
+
+
+Envelope = JobMsg | ExecutionMsg | CancelMsg
+
+
+def encode(msg: Envelope) -> bytes:
+    body: dict[str, Any]
+    if isinstance(msg, JobMsg):
+        body = {"type": "job", "job": msg.job.to_json()}
+    elif isinstance(msg, ExecutionMsg):
+        body = {"type": "execution", "execution": msg.execution.to_json()}
+    else:
+        body = {"type": "cancel", "job_id": msg.job_id}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> Envelope:
+    """Parse and validate one envelope.
+
+    Args:
+        data: the message payload.
+        sender: the peer ID that published it (pubsub's signed ``from``), or None when the envelope came
+            through a relay such as catch-up; an execution must come from the node that ran it.
+        check_signature: verify a job's origin signature (skip only for data already verified).
+
+    Raises:
+        WireError: oversized, not JSON, wrong types, bad signature or spoofed sender.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes")
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError("malformed", "not JSON") from exc
+    if not isinstance(body, dict):
+        raise WireError("malformed", "not an object")
+    kind = body.get("type")
+    if kind == "job":
+        return JobMsg(parse_job(body.get("job"), check_signature=check_signature))
+    if kind == "execution":
+        execution = parse_execution(body.get("execution"))
+        if sender is not None and execution.node_id != sender:
+            raise WireError("spoofed", f"execution of {execution.node_id} sent by {sender}")
+        return ExecutionMsg(execution)
+    if kind == "cancel":
+        job_id = body.get("job_id")
+        if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
+            raise WireError("malformed", "cancel without a job_id")
+        return CancelMsg(job_id)
+    raise WireError("malformed", f"unknown type {kind!r}")
+
+
+def parse_job(data: Any, *, check_signature: bool = True) -> Job:
+    """A job from its JSON form, verified against its origin's key.
+
+    Raises:
+        WireError: malformed, or the signature is not the origin's.
+    """
+    try:
+        job = Job.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", exc.message) from exc
+    if not 0 < len(job.job_id) <= 128:
+        raise WireError("malformed", "job_id")
+    if check_signature and not verify(job.origin, job.canonical_bytes(), job.signature):
+        raise WireError("unverified", f"job {job.job_id} is not signed by {job.origin}")
+    return job
+
+
+def parse_execution(data: Any) -> Execution:
+    """Raises WireError when ``data`` is not an execution."""
+    try:
+        execution = Execution.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", exc.message) from exc
+    if execution.version < 1 or execution.attempt < 1:
+        raise WireError("malformed", "version and attempt must be >= 1")
+    return execution
