@@ -24,6 +24,7 @@ from .core import Node
 from .executor import Executor
 from .identity import load_or_create
 from .jobqueue import JobQueue
+from .p2p import Mesh
 from .runtime import DockerRuntime
 from .store import Store
 
@@ -56,6 +57,10 @@ async def run_node(
     )
     try:
         async with Store.open(config.db_path) as store, trio.open_nursery() as services:
+            # The mesh listens first (what peers send waits until attach), so the executor's recovery
+            # can already announce the executions it changes.
+            mesh = Mesh(config=config, identity=identity, store=store)
+            await services.start(mesh.run)
             queue = JobQueue(config.queue_size)
             executor = Executor(
                 node_id=identity.node_id,
@@ -63,9 +68,11 @@ async def run_node(
                 runtime=runtime,
                 queue=queue,
                 worker_count=config.worker_count,
+                publish=mesh.publish_execution,
             )
             await services.start(executor.run)
-            node = Node(config=config, identity=identity, store=store, executor=executor)
+            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=mesh.hooks())
+            mesh.attach(node)
 
             async def health() -> tuple[bool, dict[str, object]]:
                 problems: dict[str, object] = {}

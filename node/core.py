@@ -30,6 +30,8 @@ class MeshHooks:
     fetch_logs: Callable[[str, str, int | None], Awaitable[dict[str, Any]]] | None = None
     peers: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     addresses: Callable[[], list[str]] = field(default=lambda: [])
+    stats: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    """Counters of the mesh (gossip in/out/dropped by reason, catch-up rounds), for metrics."""
 
 
 class Node:
