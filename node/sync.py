@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import trio
+
 from .model import Execution, Job
 from .store import Store
 from .wire import WireError, parse_execution, parse_job
@@ -145,6 +147,7 @@ class Replica:
                 self._drop(exc)
         # Executions first: a job learned late runs here only if it is still active somewhere.
         self.stats.executions += await self.on_executions(parsed)
+        verified: dict[str, tuple[Job, bool]] = {}
         for entry in jobs:
             try:
                 if not isinstance(entry, dict) or not isinstance(entry.get("cancelled"), bool):
@@ -153,8 +156,15 @@ class Replica:
             except WireError as exc:
                 self._drop(exc)
                 continue
-            if await self.on_job(job, cancelled=entry["cancelled"]):
+            verified[job.job_id] = (job, entry["cancelled"])
+
+        async def one(job: Job, cancelled: bool) -> None:
+            if await self.on_job(job, cancelled=cancelled):
                 self.stats.jobs += 1
+
+        async with trio.open_nursery() as nursery:  # concurrently, so the store commits them in groups
+            for job, cancelled in verified.values():
+                nursery.start_soon(one, job, cancelled)
         return max(upto, since), more
 
     async def catch_up(self, peer_id: str, request: Callable[[dict[str, Any]], Awaitable[Any]]) -> int:
