@@ -185,6 +185,7 @@ class Node:
             "workers": {"count": self.executor.worker_count, "busy": self.executor.busy},
             "docker": {"ok": self.executor.docker_error is None, "error": self.executor.docker_error},
             "peers": len(self.mesh.peers()),
+            "mesh": self.mesh.stats(),
             "uptime": round(time.time() - self.started_at, 3),
         }
 
