@@ -69,6 +69,7 @@ async def run_node(
                 queue=queue,
                 worker_count=config.worker_count,
                 publish=mesh.publish_execution,
+                retention=config.retention,
             )
             await services.start(executor.run)
             node = Node(config=config, identity=identity, store=store, executor=executor, mesh=mesh.hooks())

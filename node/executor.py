@@ -9,10 +9,12 @@ and announces the new version. Only this node writes its executions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, NoReturn
 
 import trio
@@ -20,15 +22,19 @@ import trio
 from .errors import NotFoundError, RuntimeFailureError
 from .jobqueue import JobQueue, WorkItem
 from .model import Execution, Job, State
-from .runtime import ContainerExit, DockerHealth, DockerRuntime
-from .store import Store
+from .runtime import ContainerExit, ContainerInfo, DockerHealth, DockerRuntime
+from .store import JobRecord, Store
 
 log = logging.getLogger("cmnode.executor")
 
-LOG_TAIL_LINES = 10_000
-LOG_TAIL_BYTES = 2 * 1024 * 1024
+# The output kept in the store per execution. Docker's tail counts the two streams together, hence the margin
+# over the 10,000 lines per stream that are promised; the size bound is what really limits the store.
+LOG_TAIL_LINES = 25_000
+LOG_TAIL_CHARS = 2 * 1024 * 1024
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
+SWEEP_MIN = 1.0
+SWEEP_MAX = 60.0
 
 Publish = Callable[[Execution], Awaitable[None]]
 
@@ -44,6 +50,7 @@ class Executor:
         worker_count: int,
         publish: Publish | None = None,
         backoff_base: float = BACKOFF_BASE,
+        retention: float | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -52,6 +59,7 @@ class Executor:
         self.worker_count = worker_count
         self.publish = publish
         self.backoff_base = backoff_base
+        self.retention = retention  # seconds a finished container is kept; None keeps it
         self.busy = 0
         self.docker_error: str | None = "not connected yet"
         self._docker_up = trio.Event()
@@ -60,6 +68,12 @@ class Executor:
         self._timers: dict[tuple[str, int], trio.CancelScope] = {}
         self._timed_out: set[tuple[str, int]] = set()
         self._cancelled: set[str] = set()
+        self._pulls: dict[str, trio.CancelScope] = {}
+        # Attempts that may have a container we did not record (recovered, or a start cut short by the daemon
+        # going away): checked against one shared listing of our containers before a worker starts one.
+        self._unverified: set[tuple[str, int]] = set()
+        self._listing: dict[tuple[str, int], ContainerInfo] | None = None
+        self._listing_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -68,12 +82,15 @@ class Executor:
         """Recover this node's unfinished executions, then run workers and the exit watcher forever."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            unfinished = await self._load_unfinished()
             send, recv = trio.open_memory_channel[ContainerExit | DockerHealth](1000)
             nursery.start_soon(self._consume_events, recv)
             await nursery.start(self.runtime.watch_exits, send)
-            await self._recover()
+            await self._recover(unfinished)
             for _ in range(self.worker_count):
                 nursery.start_soon(self._worker)
+            if self.retention is not None:
+                nursery.start_soon(self._sweep_forever, self.retention)
             task_status.started()
             await trio.sleep_forever()
         raise AssertionError("unreachable")
@@ -208,10 +225,18 @@ class Executor:
             if current is None or current.attempt != attempt or current.state not in (State.PENDING, State.PULLING):
                 return  # cancelled, superseded, or already adopted
             try:
+                if await self._adopt_existing(job, attempt):
+                    return
                 if job.spec.pull == "always" or not await self.runtime.image_present(job.spec.image):
                     await self._transition(job_id, attempt, state=State.PULLING, error=None)
-                    await self.runtime.ensure_image(job.spec.image, job.spec.pull)
-                    if job_id not in self._active:
+                    with trio.CancelScope() as pull:  # Stop cancels a pull rather than wait for it
+                        self._pulls[job_id] = pull
+                        try:
+                            await self.runtime.ensure_image(job.spec.image, job.spec.pull)
+                        finally:
+                            self._pulls.pop(job_id, None)
+                    current = self._active.get(job_id)
+                    if pull.cancelled_caught or current is None or current.attempt != attempt:
                         return  # cancelled while pulling
                 container_id = await self.runtime.start(job, attempt)
             except RuntimeFailureError as exc:
@@ -219,8 +244,11 @@ class Executor:
                 if reason is None:
                     await self._fail(job_id, attempt, exc.message)
                     return
-                # The daemon is away: keep the job, say why it waits, and go on when it is back.
+                # The daemon is away: keep the job, say why it waits, and go on when it is back. It may have
+                # created or even started the container before it went: look before starting another.
                 self._mark_down(reason)
+                self._listing = None
+                self._unverified.add((job_id, attempt))
                 await self._transition(job_id, attempt, error=f"waiting for the Docker daemon: {reason}")
                 await self._docker_up.wait()
                 continue
@@ -233,16 +261,27 @@ class Executor:
                 if job_id in self._cancelled:
                     self._spawn(self._remove_quietly, job_id, attempt, container_id)
                 return
-            if job.spec.timeout is not None:
-                self._spawn(self._enforce_timeout, job_id, attempt, container_id, job.spec.timeout)
+            self._start_timer(job, running)
             return
 
-    async def _enforce_timeout(self, job_id: str, attempt: int, container_id: str, timeout: float) -> None:
-        with trio.CancelScope() as scope:
-            self._timers[(job_id, attempt)] = scope
-            await trio.sleep(timeout)
+    def _start_timer(self, job: Job, execution: Execution) -> None:
+        """Enforce the spec's ``timeout`` on a running attempt, counted from when it started (which, for an
+        attempt adopted at recovery, was before this process)."""
+        if job.spec.timeout is None or execution.container_id is None:
+            return
+        started = execution.started_at if execution.started_at is not None else time.time()
+        delay = max(0.0, started + job.spec.timeout - time.time())
+        scope = trio.CancelScope()  # registered now, so an exit that comes first finds it to cancel
+        self._timers[(job.job_id, execution.attempt)] = scope
+        self._spawn(self._enforce_timeout, scope, job.job_id, execution.attempt, execution.container_id, delay)
+
+    async def _enforce_timeout(
+        self, scope: trio.CancelScope, job_id: str, attempt: int, container_id: str, delay: float
+    ) -> None:
+        with scope:
+            await trio.sleep(delay)
             self._timed_out.add((job_id, attempt))
-            log.info("timeout job_id=%s attempt=%d after %ss: stopping the container", job_id, attempt, timeout)
+            log.info("timeout job_id=%s attempt=%d: stopping the container", job_id, attempt)
             try:
                 await self.runtime.stop(container_id, grace=2.0)
             except RuntimeFailureError as exc:
@@ -275,7 +314,7 @@ class Executor:
             return
         key = (ev.job_id, ev.attempt)
         extra: dict[str, Any] = {"container_id": ev.container_id}
-        self._spawn(self._capture_logs, ev.job_id, ev.attempt, ev.container_id)
+        self._spawn(self._after_exit, ev.job_id, ev.attempt, ev.container_id)
         if key in self._timed_out:
             self._timed_out.discard(key)
             job = self._jobs.get(ev.job_id)
@@ -294,53 +333,117 @@ class Executor:
         except (RuntimeFailureError, NotFoundError) as exc:
             log.debug("no logs for job_id=%s: %s", job_id, exc)
             return
-        await self.store.put_logs(job_id, self.node_id, attempt, stdout[-LOG_TAIL_BYTES:], stderr[-LOG_TAIL_BYTES:])
+        await self.store.put_logs(job_id, self.node_id, attempt, _last_lines(stdout), _last_lines(stderr))
+
+    async def _after_exit(self, job_id: str, attempt: int, container_id: str) -> None:
+        """Keep the output; with no retention, the container goes as soon as its output is safe."""
+        await self._capture_logs(job_id, attempt, container_id)
+        current = self._active.get(job_id)
+        if self.retention == 0 and (current is None or current.attempt != attempt):
+            await self._remove_finished(container_id)
 
     async def _reconcile(self) -> None:
-        """After (re)connecting to the daemon: executions whose container vanished are lost."""
+        """After (re)connecting to the daemon: executions whose container vanished meanwhile are lost.
+
+        Only executions already running before the listing are judged: a container started while the list
+        was being taken is missing from it, yet very much there."""
+        running = [(e.job_id, e.attempt, e.container_id) for e in self._active.values() if e.state == State.RUNNING]
         try:
-            present = {c.container_id: c for c in await self.runtime.list_managed()}
+            present = {c.container_id for c in await self.runtime.list_managed()}
         except RuntimeFailureError:
             return
-        for execution in list(self._active.values()):
-            if execution.state == State.RUNNING and execution.container_id not in present:
-                await self._fail(execution.job_id, execution.attempt, "container vanished", final_state=State.LOST)
+        for job_id, attempt, container_id in running:
+            current = self._active.get(job_id)
+            if container_id not in present and current is not None and current.container_id == container_id:
+                await self._fail(job_id, attempt, "container vanished", final_state=State.LOST)
 
-    async def _recover(self) -> None:
-        """Pick up this node's executions that were not final when it last stopped."""
-        for execution in await self.store.active_executions(self.node_id):
-            record = await self.store.get_job(execution.job_id)
-            if record is None:
-                continue
+    # -- recovery at start ------------------------------------------------------------------------
+
+    async def _load_unfinished(self) -> list[tuple[JobRecord, Execution]]:
+        """Track this node's executions that were not final when it last stopped, BEFORE the exit watcher
+        starts: its first report lists containers that ended while the node was down, and each must find
+        its execution here to be recorded with its true exit code."""
+        unfinished = await self.store.unfinished(self.node_id)
+        for record, execution in unfinished:
             self._track(record.job, execution)
-            if record.cancelled:
-                await self._transition(execution.job_id, execution.attempt, state=State.CANCELLED)
-                continue
-            await self._adopt_or_requeue(record.job, execution)
+        return unfinished
 
-    async def _adopt_or_requeue(self, job: Job, execution: Execution) -> None:
-        if execution.state in (State.PENDING, State.PULLING):
-            # A crash between "container started" and "running recorded" leaves a container: adopt it.
-            try:
-                existing = [
-                    c for c in await self.runtime.list_managed()
-                    if c.job_id == job.job_id and c.attempt == execution.attempt
-                ]  # fmt: skip
-            except RuntimeFailureError:
-                existing = []
-            if existing:
-                await self._transition(
-                    job.job_id, execution.attempt, state=State.RUNNING, container_id=existing[0].container_id
-                )
-            else:
-                self._spawn(self.queue.put, WorkItem(job, execution.attempt))
-        # Running ones are followed by the exit watcher; _reconcile marks those whose container is gone.
+    async def _recover(self, unfinished: list[tuple[JobRecord, Execution]]) -> None:
+        """Adopt, re-queue or cancel what ``_load_unfinished`` tracked, against one listing of our containers.
+
+        Running attempts are followed by the exit watcher (``_reconcile`` marks those whose container is
+        gone). A pending or pulling attempt may have a container all the same (a crash between starting it
+        and recording so): it is adopted, never started twice. Without the daemon, that check waits for the
+        worker, which makes it before starting anything."""
+        with contextlib.suppress(RuntimeFailureError):
+            await self._refresh_listing()
+        requeue: list[WorkItem] = []
+        for record, execution in unfinished:
+            job, key = record.job, (record.job.job_id, execution.attempt)
+            if execution.state == State.RUNNING:
+                if record.cancelled:
+                    await self.cancel(job.job_id)
+                else:
+                    self._start_timer(job, execution)
+                continue
+            self._unverified.add(key)
+            if record.cancelled:
+                found = self._listing.pop(key, None) if self._listing is not None else None
+                await self.cancel(job.job_id)
+                if found is not None:
+                    self._spawn(self._remove_quietly, job.job_id, execution.attempt, found.container_id)
+            elif self._listing is None or not await self._adopt_existing(job, execution.attempt):
+                requeue.append(WorkItem(job, execution.attempt))
+        self._spawn(self._requeue_all, requeue)
+
+    async def _requeue_all(self, items: list[WorkItem]) -> None:
+        for item in items:  # in order: the oldest job first, as they were queued
+            await self.queue.put(item)
+
+    async def _refresh_listing(self) -> None:
+        """List our containers once for every attempt waiting to be checked. Raises RuntimeFailureError."""
+        async with self._listing_lock:
+            if self._listing is None:
+                self._listing = {(c.job_id, c.attempt): c for c in await self.runtime.list_managed()}
+
+    async def _adopt_existing(self, job: Job, attempt: int) -> bool:
+        """True if this unverified attempt turned out to have a started container, now followed as running.
+
+        A container that was created but never started has not run: it is removed, and the attempt starts
+        afresh. Raises RuntimeFailureError when the daemon cannot list containers.
+        """
+        key = (job.job_id, attempt)
+        if key not in self._unverified:
+            return False
+        await self._refresh_listing()
+        assert self._listing is not None
+        found = self._listing.pop(key, None)
+        self._unverified.discard(key)
+        if not self._unverified:
+            self._listing = None
+        if found is None:
+            return False
+        if found.status == "created":
+            log.info("removing never-started container job_id=%s attempt=%d", job.job_id, attempt)
+            await self.runtime.remove(found.container_id)
+            return False
+        log.info("adopting container job_id=%s attempt=%d status=%s", job.job_id, attempt, found.status)
+        adopted = await self._transition(
+            job.job_id, attempt, states=(State.PENDING, State.PULLING), state=State.RUNNING,
+            container_id=found.container_id, error=None,
+        )  # fmt: skip
+        if adopted is not None:
+            self._start_timer(job, adopted)
+        return True
 
     # -- cancellation -----------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> None:
         """Cancel this node's execution of the job: queued ones never start, running ones are stopped."""
         self._cancelled.add(job_id)
+        pull = self._pulls.pop(job_id, None)
+        if pull is not None:
+            pull.cancel()
         current = self._active.get(job_id)
         if current is None:
             return
@@ -358,5 +461,65 @@ class Executor:
         except RuntimeFailureError as exc:
             log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
 
+    # -- retention --------------------------------------------------------------------------------
+
+    async def _sweep_forever(self, retention: float) -> None:
+        """Remove our finished containers once they are ``retention`` seconds old, their output kept first."""
+        interval = min(SWEEP_MAX, max(SWEEP_MIN, retention / 10))
+        while True:
+            try:
+                await self.sweep(retention)
+            except RuntimeFailureError as exc:
+                log.debug("retention sweep skipped: %s", exc.message)
+            await trio.sleep(interval)
+
+    async def sweep(self, retention: float) -> int:
+        """One pass of the retention clean-up; returns how many containers it removed.
+
+        Never touches the container of an attempt still in progress here, nor a running one; a container
+        created but never started by an attempt that is over goes at once (it has no output)."""
+        removed = 0
+        now = time.time()
+        for info in await self.runtime.list_managed():
+            current = self._active.get(info.job_id)
+            if current is not None and current.attempt == info.attempt:
+                continue
+            if info.status in ("exited", "dead"):
+                finished = _docker_time(info.finished_at)
+                if finished is None or now - finished < retention:
+                    continue
+                stored = await self.store.get_logs(info.job_id, self.node_id)
+                if stored is None or stored[0] < info.attempt:
+                    await self._capture_logs(info.job_id, info.attempt, info.container_id)
+            elif info.status != "created":
+                continue
+            await self._remove_finished(info.container_id)
+            removed += 1
+        return removed
+
+    async def _remove_finished(self, container_id: str) -> None:
+        try:
+            await self.runtime.remove(container_id)
+        except RuntimeFailureError as exc:
+            log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
+
     def active(self, job_id: str) -> Execution | None:
         return self._active.get(job_id)
+
+
+def _last_lines(text: str) -> str:
+    """At most LOG_TAIL_CHARS of the end of ``text``, starting at a line boundary."""
+    if len(text) <= LOG_TAIL_CHARS:
+        return text
+    cut = text[-LOG_TAIL_CHARS:]
+    return cut[cut.find("\n") + 1 :]
+
+
+def _docker_time(value: str | None) -> float | None:
+    """Docker's RFC 3339 timestamp (nanoseconds, ``Z``) as a Unix time; None if absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None

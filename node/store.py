@@ -227,24 +227,28 @@ class Store:
 
     async def add_job(self, job: Job, execution: Execution | None = None) -> bool:
         """Record ``job`` (and this node's first execution of it) unless known; True if it was new."""
+        return await self._write(lambda conn: self._insert_job(conn, job, execution))
 
-        def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
-                (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), self._next_chg()),
-            )
-            if cur.rowcount == 0:
-                return False
-            conn.executemany(
-                "INSERT OR IGNORE INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
-                [(job.job_id, k, v) for k, v in job.spec.labels.items()],
-            )
-            if execution is not None:
-                _put_execution(conn, execution, self._next_chg())
-            _refresh_status(conn, job.job_id)
-            return True
+    async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]]) -> int:
+        """Record many jobs in one commit (bulk loads: tests, benchmarks); returns how many were new."""
+        batch = list(items)
+        return await self._write(lambda conn: sum(self._insert_job(conn, job, e) for job, e in batch))
 
-        return await self._write(write)
+    def _insert_job(self, conn: sqlite3.Connection, job: Job, execution: Execution | None) -> bool:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
+            (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), self._next_chg()),
+        )
+        if cur.rowcount == 0:
+            return False
+        conn.executemany(
+            "INSERT OR IGNORE INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
+            [(job.job_id, k, v) for k, v in job.spec.labels.items()],
+        )
+        if execution is not None:
+            _put_execution(conn, execution, self._next_chg())
+        _refresh_status(conn, job.job_id)
+        return True
 
     async def put_execution(self, execution: Execution) -> bool:
         """Keep ``execution`` if its version is newer than the stored one; True if it was applied."""
@@ -332,6 +336,19 @@ class Store:
                 (node_id,),
             ).fetchall()
             return [Execution.from_json(json.loads(r[0])) for r in rows]
+
+        return await self._read(read)
+
+    async def unfinished(self, node_id: str) -> list[tuple[JobRecord, Execution]]:
+        """This node's executions not final yet, each with its job, oldest job first: what recovery picks up."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[JobRecord, Execution]]:
+            rows = conn.execute(
+                "SELECT j.body, j.status, j.cancelled, j.seq, e.body FROM executions e JOIN jobs j USING (job_id) "
+                "WHERE e.node_id = ? AND e.state IN ('pending', 'pulling', 'running') ORDER BY j.created_at, j.seq",
+                (node_id,),
+            ).fetchall()
+            return [(_record(r[:4]), Execution.from_json(json.loads(r[4]))) for r in rows]
 
         return await self._read(read)
 
