@@ -44,7 +44,17 @@ rpc() {
 }
 
 # jq-like access without jq: `json EXPR < body` evaluates EXPR with `r` bound to the parsed JSON.
-json() { python3 -c 'import json, sys; r = json.load(sys.stdin); v = eval(sys.argv[1]); print(v if isinstance(v, str) else json.dumps(v))' "$1"; }
+json() {
+    python3 -c '
+import json, sys
+body = sys.stdin.read()
+try:
+    r = json.loads(body)
+    v = eval(sys.argv[1])
+except Exception as exc:
+    sys.exit(f"{sys.argv[1]}: {type(exc).__name__} {exc} in: {body[:300]!r}")
+print(v if isinstance(v, str) else json.dumps(v))' "$1"
+}
 
 # result PORT METHOD PARAMS: the `result` of a call; fails the run on a JSON-RPC error.
 result() {
