@@ -24,6 +24,7 @@ from .core import Node
 from .executor import Executor
 from .identity import load_or_create
 from .jobqueue import JobQueue
+from .metrics import NodeMetrics
 from .p2p import Mesh
 from .runtime import DockerRuntime
 from .store import Store
@@ -83,10 +84,16 @@ async def run_node(
                     problems["store"] = str(exc)
                 if executor.docker_error is not None:
                     problems["docker"] = executor.docker_error
-                return not problems, {"node_id": identity.node_id, "problems": problems}
+                reason = "; ".join(f"{part}: {why}" for part, why in problems.items())
+                return not problems, {"node_id": identity.node_id, "problems": problems, "reason": reason or None}
 
+            metrics = NodeMetrics(node)
             app = create_app(
-                Dispatcher(build_methods(node)), max_body=config.max_body, token=config.rpc_token, health=health
+                Dispatcher(build_methods(node), on_call=metrics.on_call),
+                max_body=config.max_body,
+                token=config.rpc_token,
+                health=health,
+                metrics=metrics.render,
             )
             stop_rpc = trio.Event()
             async with trio.open_nursery() as front:

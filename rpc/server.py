@@ -28,7 +28,8 @@ log = logging.getLogger("cmnode.rpc")
 
 JSON = "application/json"
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
-Metrics = Callable[[], tuple[bytes, str]]
+Metrics = Callable[[], Awaitable[tuple[bytes, str]]]
+"""Returns the exposition body and its content type (``node/metrics.py``: ``NodeMetrics.render``)."""
 
 
 def _error_body(code: int, message: str) -> bytes:
@@ -76,7 +77,7 @@ def create_app(
     async def metrics_view() -> Response:
         if metrics is None:
             return Response(b"", status=404)
-        body, content_type = metrics()
+        body, content_type = await metrics()
         return Response(body, status=200, content_type=content_type)
 
     @app.errorhandler(HTTPException)

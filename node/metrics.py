@@ -1,0 +1,130 @@
+"""A node's Prometheus metrics, served at ``GET /metrics`` in the text exposition format.
+
+Each node has its own ``CollectorRegistry`` (never the global one), so several nodes can run in one
+process, as they do in tests. RPC calls are counted as they happen (``on_call``, the Dispatcher's hook);
+everything else is read from the node when scraped: jobs by status from the store, the queue and
+workers from the executor, and the gossip counters from the mesh's ``stats()`` (``MeshHooks``), whose
+keys are those of ``MeshStatsSource``. A node without a mesh reports them as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .model import State
+
+if TYPE_CHECKING:
+    from .core import Node
+
+PREFIX = "cmnode"
+RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds; most calls take about a millisecond, Logs from a peer up to its 30 s request bound."""
+
+
+class MeshStatsSource(TypedDict, total=False):
+    """The part of the mesh's ``stats()`` dict read here (``node/p2p.py``: ``Mesh.snapshot``)."""
+
+    messages_in: int
+    messages_out: int
+    dropped: dict[str, int]
+    peers: int
+    sync_rounds: int
+    sync_failures: int
+
+
+class NodeMetrics:
+    """The metrics of one node. Pass ``on_call`` to the Dispatcher and ``render`` to the HTTP server."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            f"{PREFIX}_rpc_requests",
+            "JSON-RPC calls by method and outcome (code is 'ok' or the JSON-RPC error code).",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            f"{PREFIX}_rpc_request_duration_seconds",
+            "Time to validate and run a JSON-RPC call, by method.",
+            ["method"],
+            buckets=RPC_BUCKETS,
+            registry=self.registry,
+        )
+        self._jobs: dict[str, int] = {}
+        self.registry.register(_Scraped(self))
+
+    def on_call(self, method: str, seconds: float, error_code: int | None) -> None:
+        """The Dispatcher's hook: one call to a known method finished."""
+        self._requests.labels(method, "ok" if error_code is None else str(error_code)).inc()
+        self._latency.labels(method).observe(seconds)
+
+    async def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type; reads the store first (it is async, collectors are not)."""
+        self._jobs = await self.node.store.count_by_status()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Scraped(Collector):
+    """Values read from the node at scrape time rather than counted here."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._metrics.node
+        jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs this node knows, by status.", labels=["status"])
+        counts = self._metrics._jobs
+        for state in State:
+            jobs.add_metric([state.value], counts.get(state.value, 0))
+        yield jobs
+
+        executor = node.executor
+        yield _gauge("queue_depth", "Jobs waiting for a worker (or reserved for one).", executor.queue.depth)
+        yield _gauge("queue_size", "Capacity of the job queue (--queue-size).", executor.queue.size)
+        yield _gauge("workers_busy", "Workers running an attempt now.", executor.busy)
+        yield _gauge("workers", "Workers (--worker-count).", executor.worker_count)
+        yield _gauge("docker_up", "1 when the Docker daemon answers, else 0.", executor.docker_error is None)
+
+        stats = _mesh_stats(node.mesh.stats)
+        yield _counter("gossip_messages_received", "Gossip messages received.", stats.get("messages_in", 0))
+        yield _counter("gossip_messages_sent", "Gossip messages published.", stats.get("messages_out", 0))
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_gossip_messages_dropped", "Gossip messages dropped, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(stats.get("dropped", {}).items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield _gauge("peers_connected", "Peers this node has a connection to.", stats.get("peers", 0))
+        yield _counter("sync_rounds", "Catch-up rounds with peers.", stats.get("sync_rounds", 0))
+        yield _counter("sync_failures", "Catch-up rounds that failed.", stats.get("sync_failures", 0))
+
+
+def _mesh_stats(source: Callable[[], Mapping[str, Any]]) -> MeshStatsSource:
+    """The mesh's counters; a missing or failing source reads as all zero (metrics must never fail a scrape)."""
+    try:
+        stats = dict(source())
+    except Exception:
+        return {}
+    out: MeshStatsSource = {}
+    for key in ("messages_in", "messages_out", "peers", "sync_rounds", "sync_failures"):
+        value = stats.get(key)
+        if isinstance(value, int):
+            out[key] = value  # type: ignore[literal-required]
+    dropped = stats.get("dropped")
+    if isinstance(dropped, dict):
+        out["dropped"] = {str(k): int(v) for k, v in dropped.items() if isinstance(v, int)}
+    return out
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
