@@ -189,7 +189,7 @@ trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 t=$SECONDS
-"${COMPOSE[@]}" up -d >/dev/null 2>&1 || { "${COMPOSE[@]}" up -d; fail "compose up failed"; }
+out=$("${COMPOSE[@]}" up -d 2>&1) || fail "compose up failed: $out"
 ok "compose up: node1..3 on 127.0.0.1:${PORTS[*]} ($((SECONDS - t))s)"
 
 node_up() { rpc "$1" NodeService.Info '{}' | json 'r["result"]["node_id"]'; }
