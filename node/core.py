@@ -67,7 +67,10 @@ class Node:
         """
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
-        await self.executor.submit(job)
+        if spec.placement.mode == "nodes" and self.node_id not in spec.placement.nodes:
+            await self.executor.accept(job, run_here=False)  # recorded here; the listed nodes run it
+        else:
+            await self.executor.submit(job)
         if self.mesh.publish_job is not None:
             await self.mesh.publish_job(job)
         return job

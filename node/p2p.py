@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -58,6 +59,7 @@ PEER_QUEUE_HIGH = 24
 OUTBOX_SIZE = 10_000
 INBOX_SIZE = 100_000
 INBOX_BATCH = 500
+VALIDATED_CACHE = 10_000
 
 
 @dataclass
@@ -125,7 +127,8 @@ class Mesh:
         self._rr: RequestResponse | None = None
         self._attached = trio.Event()
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](OUTBOX_SIZE)
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, bytes]](INBOX_SIZE)
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, Envelope]](INBOX_SIZE)
+        self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
         self._sync_send, self._sync_recv = trio.open_memory_channel[ID](1000)
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](1000)
         self._syncing: set[ID] = set()
@@ -287,19 +290,24 @@ class Mesh:
         if sender == self.node_id:
             return True
         try:
-            decode(msg.data, sender=sender)
+            envelope = decode(msg.data, sender=sender)
         except WireError as exc:
             self.stats.dropped[exc.reason] = self.stats.dropped.get(exc.reason, 0) + 1
             log.debug("gossip dropped from=%s via=%s: %s", sender, forwarder, exc)
             return False
+        # Pubsub delivers it next (unless it turns out to be a duplicate): keep the parsed value for _deliver.
+        self._validated[msg.from_id + msg.seqno] = envelope
+        while len(self._validated) > VALIDATED_CACHE:
+            self._validated.popitem(last=False)
         return True
 
     def _deliver(self, msg: rpc_pb2.Message) -> None:
         sender = ID(msg.from_id).to_base58()
-        if sender == self.node_id:
+        envelope = self._validated.pop(msg.from_id + msg.seqno, None)
+        if sender == self.node_id or envelope is None:
             return
         try:
-            self._inbox_send.send_nowait((sender, msg.data))
+            self._inbox_send.send_nowait((sender, envelope))
         except trio.WouldBlock:
             self.stats.dropped["overload"] = self.stats.dropped.get("overload", 0) + 1
 
@@ -315,13 +323,8 @@ class Mesh:
                 except trio.WouldBlock:
                     break
             by_job: dict[str, list[tuple[str, Envelope]]] = {}
-            for sender, data in batch:
+            for sender, msg in batch:
                 self.stats.messages_in += 1
-                try:
-                    msg = decode(data, sender=sender, check_signature=False)  # the validator verified it
-                except WireError as exc:
-                    self.stats.dropped[exc.reason] = self.stats.dropped.get(exc.reason, 0) + 1
-                    continue
                 by_job.setdefault(_job_of(msg), []).append((sender, msg))
             async with trio.open_nursery() as nursery:
                 for messages in by_job.values():

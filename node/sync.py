@@ -68,19 +68,15 @@ class Replica:
     async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
         """Record a verified job; run it here if placement says so and it is still active. True if new."""
         assert self.node is not None, "Replica.node is set before the mesh delivers anything"
-        if await self.store.get_job(job.job_id) is not None:
-            if cancelled:
-                await self.on_cancel(job.job_id)
-            return False
         if job.job_id in self._early_cancels:
             del self._early_cancels[job.job_id]
             cancelled = True
-        run = runs_here(job, self.node_id) and not cancelled and await self._still_active(job.job_id)
-        new = await self.node.executor.accept(job, run_here=run)
-        if new and cancelled:
+        run = not cancelled and runs_here(job, self.node_id) and await self._still_active(job.job_id)
+        new = await self.node.executor.accept(job, run_here=run)  # a known job is left as it is
+        if cancelled:
             await self.node.cancel_from_peer(job.job_id)
         if new:
-            log.debug("job from peer job_id=%s origin=%s run_here=%s", job.job_id, job.origin, run)
+            log.info("job from peer job_id=%s origin=%s run_here=%s", job.job_id, job.origin, run)
         return new
 
     async def _still_active(self, job_id: str) -> bool:

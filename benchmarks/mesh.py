@@ -1,0 +1,300 @@
+"""Mesh benchmark: N ``cmnode run`` processes on loopback against N bare py-libp2p gossipsub processes.
+
+    .venv/bin/python -m benchmarks.mesh [--nodes 3 10] [--samples 100] [--interval 0.1]
+
+For each N, both sides get the same topology (every process dials the first, as ``--bootstrap`` does) and the
+same gossipsub settings (node/p2p.py). cmnode: a job is created on one node (round robin) and the time until
+every other node has it in its store is taken from the receivers' "job from peer" log lines against the job's
+``created_at``. Bare: one process publishes a ~300-byte message and every other one prints when it arrives.
+Prints p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
+Targets: p99 <= 100 ms at N = 10; ratio <= 1.5x; idle RSS <= 110 MB per node.
+
+The jobs are placed on a node that does not exist (``{"nodes": [...]}``), so they are recorded everywhere and
+run nowhere: one gossip message per job, as on the bare side, and no container load on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import call, pct
+
+READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
+RECORDED = re.compile(r"^(\S+)Z level=info logger=cmnode.sync msg=job from peer job_id=(\S+)")
+NOWHERE = "12D3KooWNowhereNowhereNowhereNowhereNowhereNowhere1"
+SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"nodes": [NOWHERE]}}
+
+
+# -- cmnode -------------------------------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, data: Path, bootstrap: str | None) -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        self.log = data / "node.log"
+        flags = ["--bootstrap", bootstrap] if bootstrap else []
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
+                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data / "data"), "--queue-size", "10000", *flags],
+                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        match = READY.search(self.proc.stdout.readline())
+        if match is None:
+            self.proc.kill()
+            raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
+        self.node_id, self.url = match.group(1), match.group(2)
+
+    def recorded(self) -> dict[str, float]:
+        """job_id -> when this node stored it (wall clock, from its log)."""
+        out = {}
+        for line in self.log.read_text().splitlines():
+            if m := RECORDED.match(line):
+                out[m.group(2)] = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+                out[m.group(2)] += float("0" + m.group(1)[19:])
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@contextmanager
+def cmnode_cluster(n: int, data_root: str | None = None) -> Iterator[list[Node]]:
+    with tempfile.TemporaryDirectory(dir=data_root) as tmp, ExitStack() as stack:
+        first = Node(Path(tmp) / "n0", None)
+        stack.callback(first.stop)
+        with httpx.Client(timeout=30) as http:
+            seed = call(http, first.url, "NodeService.Info")["addresses"][0]
+        nodes = [first]
+        threads = []
+
+        def start(i: int) -> None:
+            node = Node(Path(tmp) / f"n{i}", seed)
+            nodes.append(node)
+            stack.callback(node.stop)
+
+        for i in range(1, n):
+            threads.append(threading.Thread(target=start, args=(i,)))
+            threads[-1].start()
+        for t in threads:
+            t.join()
+        if len(nodes) != n:
+            raise SystemExit("not every node started")
+        yield nodes
+
+
+def run_cmnode(
+    n: int, samples: int, interval: float, data_root: str | None = None
+) -> tuple[list[float], int, list[float]]:
+    """Returns (latencies in s, jobs not recorded everywhere, idle RSS per node in MB)."""
+    with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
+        deadline = time.monotonic() + 60
+        while len(call(http, nodes[0].url, "NodeService.Peers")["peers"]) < n - 1:
+            if time.monotonic() > deadline:
+                raise SystemExit("the mesh did not form")
+            time.sleep(0.2)
+        time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
+        rss = [rss_mb(node.proc.pid) for node in nodes]
+        jobs: list[tuple[str, int]] = []
+        for k in range(samples):
+            origin = k % n
+            jobs.append((call(http, nodes[origin].url, "ContainerService.Create", SPEC)["job_id"], origin))
+            time.sleep(interval)
+        time.sleep(3)
+        created = {}
+        for job_id, origin in jobs:
+            created[job_id] = call(http, nodes[origin].url, "ContainerService.Status", {"job_id": job_id})["created_at"]
+        recorded = [node.recorded() for node in nodes]
+    latencies, lost = [], 0
+    for job_id, origin in jobs:
+        times = [recorded[i].get(job_id) for i in range(n) if i != origin]
+        if any(t is None for t in times):
+            lost += 1
+            continue
+        latencies.append(max(t for t in times if t is not None) - created[job_id])
+    return latencies, lost, rss
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- bare py-libp2p -----------------------------------------------------------------------------------
+
+
+async def bare_peer() -> None:
+    """One bare gossipsub process: prints ``addr``; reads ``connect ADDR`` / ``pub ID`` lines on stdin; prints
+    ``sent ID T`` and ``recv ID T`` (wall clock)."""
+    import multiaddr
+    import trio
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as x25519
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
+    from libp2p.security.noise.transport import Transport as Noise
+    from libp2p.tools.anyio_service import background_trio_service
+
+    key_pair = create_new_key_pair()
+    listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+    host = new_host(key_pair=key_pair, sec_opt={NOISE: Noise(key_pair, noise_privkey=x25519().private_key)},
+                    listen_addrs=[listen])  # fmt: skip
+    router = GossipSub(protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
+                       heartbeat_interval=1, adaptive_gossip_enabled=False, spam_protection_enabled=False,
+                       eclipse_protection_enabled=False)  # fmt: skip
+    pubsub = Pubsub(host, router)
+    pubsub.counter = time.time_ns()
+    padding = "x" * 250
+    async with background_trio_service(pubsub), background_trio_service(router), host.run(listen_addrs=[listen]):
+        sub = await pubsub.subscribe("jobs")
+        print("addr", host.get_addrs()[0], flush=True)
+
+        async def receive() -> None:
+            while True:
+                msg = await sub.get()
+                print("recv", json.loads(msg.data)["id"], time.time(), flush=True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            while line := await trio.to_thread.run_sync(sys.stdin.readline):
+                command, _, arg = line.strip().partition(" ")
+                if command == "connect":
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(arg)))
+                elif command == "pub":
+                    data = json.dumps({"type": "job", "id": arg, "padding": padding}).encode()
+                    print("sent", arg, time.time(), flush=True)
+                    await pubsub.publish("jobs", data)
+            nursery.cancel_scope.cancel()
+
+
+class Bare:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.mesh", "--bare-peer"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.addr = self.proc.stdout.readline().split()[1]
+        self.events: dict[tuple[str, str], float] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            kind, ident, stamp = line.split()
+            self.events[(kind, ident)] = float(stamp)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_bare(n: int, samples: int, interval: float) -> tuple[list[float], int, list[float]]:
+    peers = [Bare() for _ in range(n)]
+    try:
+        for peer in peers[1:]:
+            peer.send(f"connect {peers[0].addr}")
+        time.sleep(4)  # connect (~250 ms each) and a few heartbeats
+        rss = [rss_mb(p.proc.pid) for p in peers]
+        for k in range(samples):
+            peers[k % n].send(f"pub {k}")
+            time.sleep(interval)
+        time.sleep(3)
+    finally:
+        for peer in peers:
+            peer.stop()
+    latencies, lost = [], 0
+    for k in range(samples):
+        origin = k % n
+        sent = peers[origin].events.get(("sent", str(k)))
+        times = [peers[i].events.get(("recv", str(k))) for i in range(n) if i != origin]
+        if sent is None or any(t is None for t in times):
+            lost += 1
+            continue
+        latencies.append(max(t for t in times if t is not None) - sent)
+    return latencies, lost, rss
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    return {"p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[3, 10])
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between jobs (10/s by default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per N")
+    parser.add_argument(
+        "--data-root",
+        help="where the nodes' data directories go (default: the temp dir). All N nodes share one disk here, so "
+        "their commits queue behind each other's fsync; /dev/shm shows the latency without that.",
+    )
+    parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_peer:
+        import trio
+
+        trio.run(bare_peer)
+        return
+    for n in args.nodes:
+        bare, bare_lost, bare_rss = run_bare(n, args.samples, args.interval)
+        mesh, mesh_lost, rss = run_cmnode(n, args.samples, args.interval, args.data_root)
+        b, m = summary(bare), summary(mesh)
+        result: dict[str, Any] = {
+            "nodes": n,
+            "cmnode": {**m, "lost": mesh_lost},
+            "bare": {**b, "lost": bare_lost},
+            "ratio_p50": m["p50_ms"] / b["p50_ms"],
+            "ratio_p99": m["p99_ms"] / b["p99_ms"],
+            "idle_rss_mb": {"max": max(rss), "mean": sum(rss) / len(rss), "bare_mean": sum(bare_rss) / len(bare_rss)},
+        }
+        if args.json:
+            print(json.dumps(result))
+            continue
+        print(
+            f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs, {1 / args.interval:g}/s)\n"
+            f"  cmnode       p50 {m['p50_ms']:7.1f} ms  p99 {m['p99_ms']:7.1f} ms  lost {mesh_lost}\n"
+            f"  bare libp2p  p50 {b['p50_ms']:7.1f} ms  p99 {b['p99_ms']:7.1f} ms  lost {bare_lost}\n"
+            f"  ratio        p50 {result['ratio_p50']:7.2f}x    p99 {result['ratio_p99']:7.2f}x\n"
+            f"  idle RSS     max {max(rss):6.1f} MB  mean {result['idle_rss_mb']['mean']:6.1f} MB"
+            f"  (bare peer {result['idle_rss_mb']['bare_mean']:.1f} MB)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
