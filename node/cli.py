@@ -31,8 +31,8 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 2
 
 
-def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "cmnode" / "config.toml"
 
 
@@ -48,7 +48,7 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None, environ: Map
     """
     path = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if environ.get(ENV_PREFIX + "CONFIG") else None)
     explicit = path is not None
-    path = path or default_config_path()
+    path = path or default_config_path(environ)
     values: dict[str, Any] = {}
     if explicit or path.exists():
         for key, value in load_toml(path).items():

@@ -6,8 +6,10 @@ otherwise install a default handler of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import sys
 import time
 
@@ -19,7 +21,8 @@ _QUIET = (
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        line = f"{stamp} level={record.levelname.lower()} logger={record.name} msg={record.getMessage()}"
+        message = record.getMessage().replace("\n", "\\n")  # one line per event, whatever the message holds
+        line = f"{stamp} level={record.levelname.lower()} logger={record.name} msg={message}"
         if record.exc_info and record.levelno >= logging.ERROR:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line
@@ -34,13 +37,35 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": message,
         }
-        for part in message.split():  # lift key=value fields of the message to top-level keys
-            key, eq, value = part.partition("=")
-            if eq and key.isidentifier() and key not in out:
-                out[key] = value
+        for key, value in fields(message).items():  # lift key=value fields of the message to top-level keys
+            out.setdefault(key, value)
         if record.exc_info and record.levelno >= logging.ERROR:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
+
+
+_KEY = re.compile(r"(?:^|(?<=\s))([A-Za-z_][A-Za-z0-9_]*)=")
+_INT = re.compile(r"-?\d{1,18}")
+
+
+def fields(message: str) -> dict[str, object]:
+    """The ``key=value`` fields of a message. A value runs to the next `` key=``, so one with spaces (an error
+    text, say) stays whole; ``None`` becomes null, a whole number an int, a JSON-quoted string its text."""
+    found = list(_KEY.finditer(message))
+    out: dict[str, object] = {}
+    ends = [match.start() for match in found[1:]] + [len(message)] if found else []
+    for match, end in zip(found, ends, strict=True):
+        raw = message[match.end() : end].rstrip()
+        value: object = raw
+        if raw == "None":
+            value = None
+        elif _INT.fullmatch(raw):
+            value = int(raw)
+        elif len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            with contextlib.suppress(ValueError):
+                value = json.loads(raw)
+        out[match.group(1)] = value
+    return out
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
