@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS job_labels (
-    job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (key, value, job_id)
+    job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    created_at REAL NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, value, job_id)
 );
 CREATE TABLE IF NOT EXISTS executions (
     job_id TEXT NOT NULL,
@@ -70,6 +72,21 @@ def _migrate(conn: sqlite3.Connection) -> int:
     conn.executescript(_CHANGE_COLUMNS)
     row = conn.execute("SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)")
     return int(row.fetchone()[0] or 0)
+
+
+def _migrate_labels(conn: sqlite3.Connection) -> None:
+    """Give each label row its job's (created_at, seq), so a label filter walks one index newest first
+    instead of checking every job (databases made before List had them lack the columns)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(job_labels)")}
+    if "seq" not in columns:
+        conn.execute("ALTER TABLE job_labels ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE job_labels ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            "UPDATE job_labels SET (created_at, seq) = "
+            "(SELECT created_at, seq FROM jobs WHERE jobs.job_id = job_labels.job_id) "
+            "WHERE job_id IN (SELECT job_id FROM jobs)"
+        )
+    conn.execute("CREATE INDEX IF NOT EXISTS job_labels_by_time ON job_labels (key, value, created_at DESC, seq DESC)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +170,7 @@ class Store:
             writer = _connect(path, synchronous=sync)
             writer.executescript(_SCHEMA)
             head = _migrate(writer)
+            _migrate_labels(writer)
             reader = _connect(path, synchronous=sync)
             return writer, reader, head
 
@@ -242,8 +260,8 @@ class Store:
         if cur.rowcount == 0:
             return False
         conn.executemany(
-            "INSERT OR IGNORE INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
-            [(job.job_id, k, v) for k, v in job.spec.labels.items()],
+            "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)",
+            [(job.job_id, k, v, job.created_at, cur.lastrowid) for k, v in job.spec.labels.items()],
         )
         if execution is not None:
             _put_execution(conn, execution, self._next_chg())
@@ -360,26 +378,38 @@ class Store:
         limit: int = 100,
         before: tuple[float, int] | None = None,
     ) -> list[JobRecord]:
-        """Jobs newest first; ``before`` is the (created_at, seq) cursor of the last job already seen."""
+        """Jobs newest first; ``before`` is the (created_at, seq) cursor of the last job already seen.
+
+        Every query walks one index in order and stops after ``limit`` matches: the time index, the status
+        index, or (with labels) the first label's index, the other conditions checked on the way."""
 
         def read(conn: sqlite3.Connection) -> list[JobRecord]:
+            pairs = list((labels or {}).items())
             where: list[str] = []
             args: list[Any] = []
+            if pairs:
+                key, value = pairs.pop(0)
+                sql = "SELECT j.body, j.status, j.cancelled, j.seq FROM job_labels o JOIN jobs j ON j.seq = o.seq"
+                order = ("o.created_at", "o.seq")
+                where.append("o.key = ? AND o.value = ?")
+                args += [key, value]
+            else:
+                sql = "SELECT j.body, j.status, j.cancelled, j.seq FROM jobs j"
+                order = ("j.created_at", "j.seq")
             if status is not None:
                 where.append("j.status = ?")
                 args.append(status)
-            for key, value in (labels or {}).items():
+            for key, value in pairs:
                 where.append(
                     "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.job_id)"
                 )
                 args += [key, value]
             if before is not None:
-                where.append("(j.created_at < ? OR (j.created_at = ? AND j.seq < ?))")
-                args += [before[0], before[0], before[1]]
-            sql = "SELECT body, status, cancelled, seq FROM jobs j"
+                where.append(f"({order[0]}, {order[1]}) < (?, ?)")
+                args += [before[0], before[1]]
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY j.created_at DESC, j.seq DESC LIMIT ?"
+            sql += f" ORDER BY {order[0]} DESC, {order[1]} DESC LIMIT ?"
             args.append(limit)
             return [_record(r) for r in conn.execute(sql, args).fetchall()]
 

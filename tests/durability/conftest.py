@@ -139,20 +139,23 @@ class NodeProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.node_id = ""
+        self.log = data_dir.parent / f"{data_dir.name}.log"  # a file, not a pipe: a full pipe would block the node
 
     def start(self) -> NodeProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0", "--no-mdns",
-             "--p2p-port", "0", "--data-dir", str(self.data_dir), "--log-level", "warning", *self.flags],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0", "--no-mdns",
+                 "--p2p-port", "0", "--data-dir", str(self.data_dir), "--log-level", "warning", *self.flags],
+                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # the node prints one "ready" line once it serves
         match = re.search(r"node (\S+) ready, RPC at (http://\S+/jrpc)", line)
         if match is None:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=30)
-            raise AssertionError(f"node did not start: {line!r} {err}")
+            self.proc.communicate(timeout=30)
+            raise AssertionError(f"node did not start: {line!r} {self.log.read_text()[-3000:]}")
         self.node_id, self.url = match.group(1), match.group(2)
         return self
 
@@ -163,10 +166,11 @@ class NodeProcess:
         self.proc.communicate(timeout=30)
 
     def terminate(self) -> str:
+        """SIGTERM; returns what the node logged."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        return err
+        self.proc.communicate(timeout=30)
+        return self.log.read_text()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -189,10 +193,14 @@ def node_processes(docker_client: DockerClient | None) -> Iterator[list[NodeProc
 
 class SecondDaemon:
     """A dockerd of the test's own (own data-root, exec-root, pidfile and socket; no bridge, no iptables), so a
-    test can really stop and start a daemon without touching the one other tests share."""
+    test can really stop and start a daemon without touching the one other tests share.
 
-    def __init__(self, root: Path) -> None:
+    It runs in a network namespace of its own (``unshare --net``): started with ``--bridge none``, dockerd
+    deletes any ``docker0`` interface it sees, which in the host namespace is the shared daemon's bridge."""
+
+    def __init__(self, root: Path, *extra: str) -> None:
         self.root = root
+        self.extra = extra
         self.socket = root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -202,9 +210,10 @@ class SecondDaemon:
         assert self.proc is None or self.proc.poll() is not None
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                 "--pidfile", str(self.root / "docker.pid"), "--host", self.url, "--bridge", "none",
-                 "--iptables=false", "--ip-masq=false", "--ip6tables=false"],
+                ["unshare", "--net", "dockerd", "--data-root", str(self.root / "data"),
+                 "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
+                 "--host", self.url, "--bridge", "none",
+                 "--iptables=false", "--ip-masq=false", "--ip6tables=false", *self.extra],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -229,15 +238,25 @@ class SecondDaemon:
             self.proc.kill()
             self.proc.wait(timeout=30)
 
+    def unmount(self) -> None:
+        """Undo the mounts dockerd leaves under its roots (with live-restore it keeps its data-root bind)."""
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(str(self.root))), reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
     def client(self) -> DockerClient:
         return DockerClient(base_url=self.url, timeout=30)
 
 
-@pytest.fixture
-def second_dockerd(tmp_path_factory: pytest.TempPathFactory, test_image: str) -> Iterator[SecondDaemon]:
+@pytest.fixture(params=[False, True], ids=["containers-stop-with-the-daemon", "live-restore"])
+def second_dockerd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, test_image: str
+) -> Iterator[SecondDaemon]:
+    """Without live-restore, stopping dockerd stops our containers too; with it, they run on without it."""
     # A short path: the socket path must fit in sun_path (108 bytes).
     root = Path(tmp_path_factory.mktemp("dockerd"))
-    daemon = SecondDaemon(root)
+    daemon = SecondDaemon(root, *(["--live-restore"] if request.param else []))
+    shared_bridge = Path("/sys/class/net/docker0").exists()
     daemon.start()
     try:
         saved = subprocess.Popen(["docker", "save", test_image], stdout=subprocess.PIPE)
@@ -253,3 +272,5 @@ def second_dockerd(tmp_path_factory: pytest.TempPathFactory, test_image: str) ->
                     c.remove(force=True)
                 client.close()
             daemon.stop()
+        daemon.unmount()
+        assert Path("/sys/class/net/docker0").exists() == shared_bridge, "the shared daemon's bridge was touched"
