@@ -12,6 +12,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from node import errors
 from node.app import RunningNode, run_node
 from node.config import Config
 from rpc.client import Client, RemoteError
@@ -135,3 +136,42 @@ async def test_each_node_has_its_own_registry(tmp_path: Path) -> None:
     assert value(a, "cmnode_rpc_requests_total", method="NodeService.Info", code="ok") == 3
     assert value(b, "cmnode_rpc_requests_total", method="NodeService.Info", code="ok") == 0
     assert value(a, "cmnode_workers") == value(b, "cmnode_workers") == 2
+
+
+@pytest.fixture
+def two_peers(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """Two node processes joined by --bootstrap (no Docker: jobs stay pending, gossip flows all the same)."""
+    nodes = [NodeProcess(tmp_path / "a", "--docker-host", "unix:///nonexistent.sock")]
+    try:
+        with Client(nodes[0].url) as client:
+            address = next(a for a in client.call("NodeService.Info")["addresses"] if "/ip4/127.0.0.1/" in a)
+        nodes.append(NodeProcess(tmp_path / "b", "--docker-host", "unix:///nonexistent.sock", "--bootstrap", address))
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_gossip_and_peer_metrics_between_two_nodes(two_peers: tuple[NodeProcess, NodeProcess]) -> None:
+    a, b = two_peers
+    deadline = time.monotonic() + 60
+    while not all(value(scrape(n.url), "cmnode_peers_connected") == 1 for n in (a, b)):
+        assert time.monotonic() < deadline, "the nodes did not connect"
+        time.sleep(0.2)
+    sent_before = value(scrape(a.url), "cmnode_gossip_messages_sent_total")
+    received_before = value(scrape(b.url), "cmnode_gossip_messages_received_total")
+    with Client(a.url) as on_a, Client(b.url) as on_b:
+        job_id = on_a.call("ContainerService.Create", {"image": "cmnode-test/busybox:latest"})["job_id"]
+        while True:  # until the job has reached b by gossip (or catch-up)
+            try:
+                on_b.call("ContainerService.Status", {"job_id": job_id})
+                break
+            except errors.NotFoundError:
+                assert time.monotonic() < deadline, "the job never reached the second node"
+                time.sleep(0.1)
+    assert value(scrape(a.url), "cmnode_gossip_messages_sent_total") > sent_before
+    while value(after_b := scrape(b.url), "cmnode_gossip_messages_received_total") <= received_before:
+        assert time.monotonic() < deadline, "b counted no gossip from a"
+        time.sleep(0.1)
+    assert [key for key in after_b if key[0] == "cmnode_gossip_messages_dropped_total"] == []  # nothing dropped
+    assert value(after_b, "cmnode_jobs", status="pending") + value(after_b, "cmnode_jobs", status="failed") == 1
