@@ -101,18 +101,34 @@ def test_token(token_node: NodeProcess) -> None:
 
 
 def _raiser(exc: Exception) -> object:
-    # A fake command: queue-full and engine failures cannot be provoked on demand from a real node
-    # (workers drain the queue within milliseconds), so this injects the error the client would raise.
+    # A fake command: these errors cannot be provoked on demand from a real node (a Docker failure
+    # mid-call, an internal error), so this injects the error the client would raise.
     def command() -> int:
         raise exc
 
     return _guarded(command)
 
 
+def test_a_full_queue_is_exit_7(tmp_path: Path) -> None:
+    """With the Docker daemon away, accepted jobs wait in the queue, so a queue of one fills up for real."""
+    proc = NodeProcess(tmp_path / "node", "--queue-size", "1", "--worker-count", "1",
+                       "--docker-host", "unix:///nonexistent.sock")  # fmt: skip
+    try:
+        codes = []
+        for _ in range(4):  # one job may sit with the (waiting) worker, one in the queue; the next is refused
+            out = cmnode("create", "busybox:latest", url=proc.url)
+            codes.append(out.returncode)
+            if out.returncode:
+                break
+        assert codes in ([0, 7], [0, 0, 7]), codes
+        assert one_line(out.stderr) == "cmnode: job queue is full"
+    finally:
+        proc.stop()
+
+
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (errors.QueueFullError("job queue is full"), Exit.QUEUE_FULL),
         (errors.RuntimeFailureError("docker down"), Exit.NODE_ERROR),
         (errors.PeerUnreachableError("peer gone"), Exit.NODE_ERROR),
         (RemoteError(-32603, "internal error"), Exit.NODE_ERROR),
