@@ -60,6 +60,7 @@ OUTBOX_SIZE = 10_000
 INBOX_SIZE = 100_000
 INBOX_BATCH = 500
 VALIDATED_CACHE = 10_000
+MAX_EXCHANGED = 200
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Mesh:
         self._sync_send, self._sync_recv = trio.open_memory_channel[ID](1000)
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](1000)
         self._syncing: set[ID] = set()
+        self._dialing: set[ID] = set()
         self._listen_port = 0
 
     @property
@@ -242,16 +244,18 @@ class Mesh:
 
         addresses = [str(a).rsplit("/p2p/", 1)[0] for a in self.host.get_addrs()]
         lan = [a for a in addresses if not a.startswith("/ip4/127.")] or addresses
-        discovery = await trio.to_thread.run_sync(Discovery, self.host.get_network(), self._listen_port, lan)
-        peerDiscovery.register_peer_discovered_handler(found)
+        peerDiscovery.register_peer_discovered_handler(found)  # before browsing starts, or early finds are lost
         try:
-            await trio.to_thread.run_sync(discovery.start)
-            task_status.started()
-            await trio.sleep_forever()
+            discovery = await trio.to_thread.run_sync(Discovery, self.host.get_network(), self._listen_port, lan)
+            try:
+                await trio.to_thread.run_sync(discovery.start)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await trio.to_thread.run_sync(discovery.stop, abandon_on_cancel=True)
         finally:
             peerDiscovery.unregister_peer_discovered_handler(found)
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await trio.to_thread.run_sync(discovery.stop, abandon_on_cancel=True)
 
     # -- publishing -------------------------------------------------------------------------------
 
@@ -367,7 +371,10 @@ class Mesh:
         rr = self._rr
 
         async def request(body: dict[str, Any]) -> Any:
-            return await rr.send_request(peer_id, [TProtocol(SYNC_PROTOCOL)], body, JSONCodec())
+            page = await rr.send_request(peer_id, [TProtocol(SYNC_PROTOCOL)], body, JSONCodec())
+            if isinstance(page, dict) and isinstance(page.get("peers"), list):
+                self._meet(page.pop("peers"))
+            return page
 
         stats = self.replica.stats
         before = (stats.jobs, stats.executions)
@@ -383,12 +390,37 @@ class Mesh:
             self._syncing.discard(peer_id)
 
     async def _serve_sync(self, request: Any, context: Any) -> dict[str, Any]:
-        return await self.replica.serve(request)
+        answer = await self.replica.serve(request)
+        if "error" not in answer:  # peer exchange: bootstrap through one node still yields a full mesh
+            answer["peers"] = [
+                f"{addr}/p2p/{p['node_id']}" for p in self.peers() if p["node_id"] != str(context.peer_id)
+                for addr in p["addresses"]
+            ]  # fmt: skip
+        return answer
+
+    def _meet(self, addresses: list[Any]) -> None:
+        """Dial the peers a peer told us about (those we are not connected to yet)."""
+        for address in addresses[:MAX_EXCHANGED]:
+            try:
+                info = info_from_p2p_addr(multiaddr.Multiaddr(str(address)))
+            except Exception:
+                continue
+            if info.peer_id != self.host_id and not self._connected(info.peer_id):
+                with contextlib.suppress(trio.WouldBlock):
+                    self._dial_send.send_nowait(info)
 
     async def _dialer(self, nursery: trio.Nursery) -> None:
         async for info in self._dial_recv:
-            if info.peer_id != self.host_id and not self._connected(info.peer_id):
-                nursery.start_soon(self._dial, info)
+            peer_id = info.peer_id
+            if peer_id != self.host_id and peer_id not in self._dialing and not self._connected(peer_id):
+                self._dialing.add(peer_id)
+                nursery.start_soon(self._dial_once, info)
+
+    async def _dial_once(self, info: PeerInfo) -> None:
+        try:
+            await self._dial(info)
+        finally:
+            self._dialing.discard(info.peer_id)
 
     async def _dial(self, info: PeerInfo) -> bool:
         """Connect within DIAL_TIMEOUT; a peer that offers no common security fails here."""
@@ -478,11 +510,17 @@ class Mesh:
     def peers(self) -> list[dict[str, Any]]:
         if self.host is None:
             return []
-        network = self.host.get_network()
+        network, peerstore = self.host.get_network(), self.host.get_peerstore()
         out = []
         for peer_id in self.host.get_connected_peers():
-            addrs = {str(a) for conn in network.get_connections(peer_id) for a in conn.get_transport_addresses()}
-            out.append({"node_id": peer_id.to_base58(), "addresses": sorted(addrs)})
+            try:  # the addresses it listens on (from identify, mDNS or our dial), else the connection's
+                known = [str(a) for a in peerstore.addrs(peer_id)]
+            except Exception:
+                known = []
+            addrs = [a for a in known if a.startswith("/ip4/") and "/tcp/" in a and "/0.0.0.0/" not in a]
+            if not addrs:
+                addrs = [str(a) for conn in network.get_connections(peer_id) for a in conn.get_transport_addresses()]
+            out.append({"node_id": peer_id.to_base58(), "addresses": sorted(set(addrs))})
         return sorted(out, key=lambda p: p["node_id"])
 
 

@@ -1,5 +1,6 @@
-"""Three ``cmnode run`` processes on loopback joined by ``--bootstrap``: a job created on one node runs on all
-three, Status on any node lists every execution, Logs reach another node's output, Stop cancels everywhere."""
+"""Three ``cmnode run`` processes on loopback joined by ``--bootstrap`` to the first (and to each other by peer
+exchange): a job created on one node runs on all three, Status on any node lists every execution, Logs reach
+another node's output, Stop cancels everywhere."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ async def _three(cluster: Cluster) -> list[NodeProc]:
     others = [await cluster.start(f"n{i}", "--bootstrap", seed) for i in (2, 3)]
     nodes = [first, *others]
 
-    async def joined() -> bool:
-        peers = await cluster.call(first, "NodeService.Peers")
-        return {p["node_id"] for p in peers["peers"]} == {n.node_id for n in others}
+    async def full_mesh() -> bool:  # both joined through node 1; peer exchange connects them to each other
+        for node in nodes:
+            peers = await cluster.call(node, "NodeService.Peers")
+            if {p["node_id"] for p in peers["peers"]} != {n.node_id for n in nodes} - {node.node_id}:
+                return False
+        return True
 
-    await eventually(joined, timeout=30)
+    await eventually(full_mesh, timeout=30)
     return nodes
 
 
