@@ -24,6 +24,7 @@ from docker.client import DockerClient
 
 from node.app import RunningNode, run_node
 from node.config import Config
+from tests.mesh.conftest import cluster  # noqa: F401  (the mesh's process cluster, for test_mesh.py)
 from tests.node.conftest import Rpc
 
 FINAL = ("complete", "failed", "cancelled", "lost")
