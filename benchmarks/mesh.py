@@ -2,10 +2,11 @@
 
     .venv/bin/python -m benchmarks.mesh [--nodes 3 10] [--samples 100] [--interval 0.1]
 
-For each N, both sides get the same topology (every process dials the first, as ``--bootstrap`` does) and the
-same gossipsub settings (node/p2p.py). cmnode: a job is created on one node (round robin) and the time until
-every other node has it in its store is taken from the receivers' "job from peer" log lines against the job's
-``created_at``. Bare: one process publishes a ~300-byte message and every other one prints when it arrives.
+For each N, both sides get the same topology, a full mesh (cmnode nodes bootstrap through the first and meet
+the others by peer exchange; bare processes dial every other), and the same gossipsub settings (node/p2p.py).
+cmnode: a job is created on one node (round robin) and the time until every other node has it in its store is
+taken from the receivers' "job from peer" log lines against the job's ``created_at``. Bare: one process
+publishes a ~300-byte message and every other one prints when it arrives.
 Prints p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
 Targets: p99 <= 100 ms at N = 10; ratio <= 1.5x; idle RSS <= 110 MB per node.
 
@@ -107,11 +108,11 @@ def run_cmnode(
 ) -> tuple[list[float], int, list[float]]:
     """Returns (latencies in s, jobs not recorded everywhere, idle RSS per node in MB)."""
     with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
-        deadline = time.monotonic() + 60
-        while len(call(http, nodes[0].url, "NodeService.Peers")["peers"]) < n - 1:
+        deadline = time.monotonic() + 90
+        while any(len(call(http, node.url, "NodeService.Peers")["peers"]) < n - 1 for node in nodes):
             if time.monotonic() > deadline:
                 raise SystemExit("the mesh did not form")
-            time.sleep(0.2)
+            time.sleep(0.5)
         time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
         rss = [rss_mb(node.proc.pid) for node in nodes]
         jobs: list[tuple[str, int]] = []
@@ -204,8 +205,9 @@ class Bare:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            kind, ident, stamp = line.split()
-            self.events[(kind, ident)] = float(stamp)
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("sent", "recv"):  # the library prints a few lines of its own
+                self.events[(parts[0], parts[1])] = float(parts[2])
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -220,9 +222,10 @@ class Bare:
 def run_bare(n: int, samples: int, interval: float) -> tuple[list[float], int, list[float]]:
     peers = [Bare() for _ in range(n)]
     try:
-        for peer in peers[1:]:
-            peer.send(f"connect {peers[0].addr}")
-        time.sleep(4)  # connect (~250 ms each) and a few heartbeats
+        for i, peer in enumerate(peers):
+            for other in peers[:i]:
+                peer.send(f"connect {other.addr}")
+        time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
         rss = [rss_mb(p.proc.pid) for p in peers]
         for k in range(samples):
             peers[k % n].send(f"pub {k}")
