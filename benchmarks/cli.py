@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import IMAGE, median, node_process, pct
+from benchmarks.common import IMAGE, median, node_process, pct, remove_containers
 from rpc.client import Client
 
 TARGET = 0.3
@@ -39,6 +39,7 @@ def main() -> None:
     with node_process() as url:
         with Client(url) as client:
             job_id = client.call("ContainerService.Create", {"image": IMAGE, "arguments": ["true"]})["job_id"]
+            node_id = client.call("NodeService.Info")["node_id"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CMNODE_")} | {"CMNODE_URL": url}
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
@@ -53,6 +54,7 @@ def main() -> None:
         for _ in range(args.samples):
             for name, command in commands.items():
                 times[name].append(wall(command, env))
+    remove_containers(f"cmnode.node_id={node_id}")
     base = median(times["python -c pass"])
     for name, values in times.items():
         print(f"  {name:30} median {median(values):.3f}  p95 {pct(values, 95):.3f}  ({median(values) / base:.1f}x)")
