@@ -15,6 +15,7 @@ from docker.client import DockerClient
 
 from node.model import State
 from node.store import Store
+from tests.node.test_docker_outage import forwarder
 
 from .arrange import arrange, create_unstarted
 from .conftest import Nodes, base_config, containers_of, hanging_registry
@@ -160,3 +161,23 @@ async def test_graceful_stop_keeps_queued_jobs_pending_and_restart_runs_each_onc
     found = await trio.to_thread.run_sync(containers_of, docker_client, node.node_id)
     assert {job_id: len(found[job_id]) for job_id in [long, *queued]} == {job_id: 1 for job_id in [long, *queued]}
     assert stuck not in found
+
+
+async def test_daemon_away_at_recovery_still_adopts_instead_of_starting_again(
+    nodes: Nodes, tmp_path: Path, test_image: str, docker_client: DockerClient
+) -> None:
+    """Recovery cannot list containers while the daemon is away; the worker looks before it starts one."""
+    socket = tmp_path / "docker.sock"  # a forwarder to the real daemon, down while the node starts
+    config = base_config(tmp_path / "n", docker_host=f"unix://{socket}")
+    async with arrange(config) as arranged:
+        job = arranged.make_job(test_image, ["sh", "-c", "sleep 3; exit 6"])
+        await arranged.record(job, State.PENDING)
+        container_id = await arranged.start(job)
+
+    node = await nodes.start(config)
+    assert (await node.rpc.call("NodeService.Info"))["docker"]["ok"] is False
+    async with forwarder(socket):
+        status = await node.rpc.wait_status(job.job_id, "failed", "complete", timeout=30)
+    (execution,) = status["executions"]
+    assert (execution["container_id"], execution["exit_code"]) == (container_id, 6)
+    assert await _containers(docker_client, node.node_id, job.job_id) == [container_id]
