@@ -152,6 +152,7 @@ class Node:
         if not executions:
             raise NotFoundError(f"job {job_id} has no execution on node {self.node_id}")
         execution = executions[0]
+        attempt = execution.attempt
         stdout = stderr = ""
         source = "none"
         if execution.container_id is not None:
@@ -162,14 +163,14 @@ class Node:
                 source = "none"
         if source == "none":
             stored = await self.store.get_logs(job_id, self.node_id)
-            if stored is not None:
-                _, stdout, stderr = stored
+            if stored is not None:  # the last attempt that ended (a retry may be waiting for its turn)
+                attempt, stdout, stderr = stored
                 stdout, stderr = _tail(stdout, tail), _tail(stderr, tail)
                 source = "store"
         return {
             "job_id": job_id,
             "node_id": self.node_id,
-            "attempt": execution.attempt,
+            "attempt": attempt,
             "state": execution.state.value,
             "stdout": stdout,
             "stderr": stderr,

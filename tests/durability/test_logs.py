@@ -9,7 +9,10 @@ import pytest
 import trio
 from docker.client import DockerClient
 
-from .conftest import Nodes, base_config, containers_of
+from node.model import Execution, State
+
+from .arrange import arrange
+from .conftest import Nodes, base_config, containers_of, hanging_registry
 
 pytestmark = pytest.mark.docker
 
@@ -77,3 +80,20 @@ async def test_logs_errors(nodes: Nodes, tmp_path: Path, test_image: str) -> Non
     job_id = await node.rpc.create(test_image, ["true"])
     bad_tail = await node.rpc.raw("ContainerService.Logs", [{"job_id": job_id, "tail": -1}])
     assert bad_tail["error"]["code"] == -32602
+
+
+async def test_logs_while_a_retry_waits_are_the_last_ended_attempts(
+    nodes: Nodes, tmp_path: Path, test_image: str
+) -> None:
+    config = base_config(tmp_path / "n")
+    async with hanging_registry() as image:
+        async with arrange(config) as arranged:  # attempt 1 ended and was stored; attempt 2 is due
+            job = arranged.make_job(image, ["true"], retries=1)
+            first = Execution(job_id=job.job_id, node_id=arranged.node_id).advance(state=State.PENDING, attempt=2)
+            await arranged.store.add_job(job, first)
+            await arranged.store.put_logs(job.job_id, arranged.node_id, 1, "first\n", "oops\n")
+        node = await nodes.start(config)
+        await node.rpc.wait_status(job.job_id, "pulling")  # attempt 2 hangs on its pull
+        logs = await node.rpc.call("ContainerService.Logs", {"job_id": job.job_id})
+    assert (logs["attempt"], logs["stdout"], logs["stderr"], logs["source"]) == (1, "first\n", "oops\n", "store")
+    assert logs["state"] == "pulling"
