@@ -2,11 +2,11 @@
 
     .venv/bin/python -m benchmarks.mesh [--nodes 3 10] [--samples 100] [--interval 0.1]
 
-For each N, both sides get the same topology, a full mesh (cmnode nodes bootstrap through the first and meet
-the others by peer exchange; bare processes dial every other), and the same gossipsub settings (node/p2p.py).
-cmnode: a job is created on one node (round robin) and the time until every other node has it in its store is
-taken from the receivers' "job from peer" log lines against the job's ``created_at``. Bare: one process
-publishes a ~300-byte message and every other one prints when it arrives.
+For each N, both sides get the same topology (the connections the cmnode nodes made: each bootstraps through the
+first and meets a few others by peer exchange; the bare processes then dial the same pairs) and the same
+gossipsub settings (node/p2p.py). cmnode: a job is created on one node (round robin) and the time until every
+other node has it in its store is taken from the receivers' "job from peer" log lines against the job's
+``created_at``. Bare: one process publishes a ~300-byte message and every other one prints when it arrives.
 Prints p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
 Targets: p99 <= 100 ms at N = 10; ratio <= 1.5x; idle RSS <= 110 MB per node.
 
@@ -103,17 +103,30 @@ def cmnode_cluster(n: int, data_root: str | None = None) -> Iterator[list[Node]]
         yield nodes
 
 
+def formed(http: httpx.Client, nodes: list[Node]) -> bool:
+    """The first node (everyone's bootstrap) sees all; every other node has met at least one more peer."""
+    counts = [len(call(http, node.url, "NodeService.Peers")["peers"]) for node in nodes]
+    return counts[0] == len(nodes) - 1 and all(c >= min(2, len(nodes) - 1) for c in counts)
+
+
 def run_cmnode(
     n: int, samples: int, interval: float, data_root: str | None = None
-) -> tuple[list[float], int, list[float]]:
-    """Returns (latencies in s, jobs not recorded everywhere, idle RSS per node in MB)."""
+) -> tuple[list[float], int, list[float], set[tuple[int, int]]]:
+    """Returns (latencies in s, jobs not recorded everywhere, idle RSS per node in MB, the mesh's edges)."""
     with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 90
-        while any(len(call(http, node.url, "NodeService.Peers")["peers"]) < n - 1 for node in nodes):
+        while not formed(http, nodes):
             if time.monotonic() > deadline:
                 raise SystemExit("the mesh did not form")
             time.sleep(0.5)
         time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
+        index = {node.node_id: i for i, node in enumerate(nodes)}
+        edges = {
+            tuple(sorted((i, index[p["node_id"]])))
+            for i, node in enumerate(nodes)
+            for p in call(http, node.url, "NodeService.Peers")["peers"]
+            if p["node_id"] in index
+        }
         rss = [rss_mb(node.proc.pid) for node in nodes]
         jobs: list[tuple[str, int]] = []
         for k in range(samples):
@@ -132,7 +145,7 @@ def run_cmnode(
             lost += 1
             continue
         latencies.append(max(t for t in times if t is not None) - created[job_id])
-    return latencies, lost, rss
+    return latencies, lost, rss, edges
 
 
 def rss_mb(pid: int) -> float:
@@ -219,12 +232,14 @@ class Bare:
         self.proc.wait()
 
 
-def run_bare(n: int, samples: int, interval: float) -> tuple[list[float], int, list[float]]:
+def run_bare(
+    n: int, samples: int, interval: float, edges: set[tuple[int, int]]
+) -> tuple[list[float], int, list[float]]:
+    """The same measurement between bare processes connected as ``edges`` (pairs of indexes)."""
     peers = [Bare() for _ in range(n)]
     try:
-        for i, peer in enumerate(peers):
-            for other in peers[:i]:
-                peer.send(f"connect {other.addr}")
+        for i, j in sorted(edges):
+            peers[j].send(f"connect {peers[i].addr}")
         time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
         rss = [rss_mb(p.proc.pid) for p in peers]
         for k in range(samples):
@@ -274,13 +289,14 @@ def main() -> None:
         trio.run(bare_peer)
         return
     for n in args.nodes:
-        bare, bare_lost, bare_rss = run_bare(n, args.samples, args.interval)
-        mesh, mesh_lost, rss = run_cmnode(n, args.samples, args.interval, args.data_root)
+        mesh, mesh_lost, rss, edges = run_cmnode(n, args.samples, args.interval, args.data_root)
+        bare, bare_lost, bare_rss = run_bare(n, args.samples, args.interval, edges)
         b, m = summary(bare), summary(mesh)
         result: dict[str, Any] = {
             "nodes": n,
             "cmnode": {**m, "lost": mesh_lost},
             "bare": {**b, "lost": bare_lost},
+            "connections": len(edges),
             "ratio_p50": m["p50_ms"] / b["p50_ms"],
             "ratio_p99": m["p99_ms"] / b["p99_ms"],
             "idle_rss_mb": {"max": max(rss), "mean": sum(rss) / len(rss), "bare_mean": sum(bare_rss) / len(bare_rss)},
@@ -289,7 +305,8 @@ def main() -> None:
             print(json.dumps(result))
             continue
         print(
-            f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs, {1 / args.interval:g}/s)\n"
+            f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs, {1 / args.interval:g}/s, "
+            f"{len(edges)} connections)\n"
             f"  cmnode       p50 {m['p50_ms']:7.1f} ms  p99 {m['p99_ms']:7.1f} ms  lost {mesh_lost}\n"
             f"  bare libp2p  p50 {b['p50_ms']:7.1f} ms  p99 {b['p99_ms']:7.1f} ms  lost {bare_lost}\n"
             f"  ratio        p50 {result['ratio_p50']:7.2f}x    p99 {result['ratio_p99']:7.2f}x\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -61,6 +62,8 @@ INBOX_SIZE = 100_000
 INBOX_BATCH = 500
 VALIDATED_CACHE = 10_000
 MAX_EXCHANGED = 200
+PEER_TARGET = 2
+"""Connections a node seeks through peer exchange (bootstrap and mDNS peers are always dialled)."""
 
 
 @dataclass
@@ -399,15 +402,30 @@ class Mesh:
         return answer
 
     def _meet(self, addresses: list[Any]) -> None:
-        """Dial the peers a peer told us about (those we are not connected to yet)."""
+        """Dial some of the peers a peer told us about, until this node has PEER_TARGET connections: a node
+        that joined through a bootstrap node gains another path, so losing that node need not split the mesh,
+        while gossip is not repeated between every pair of nodes (measured: on one 2-core machine, 10 nodes
+        with 25 connections spent far more CPU per message than with 9 to 16)."""
+        assert self.host is not None
+        room = PEER_TARGET - len(self.host.get_connected_peers()) - len(self._dialing)
+        candidates: dict[ID, PeerInfo] = {}
         for address in addresses[:MAX_EXCHANGED]:
             try:
                 info = info_from_p2p_addr(multiaddr.Multiaddr(str(address)))
             except Exception:
                 continue
-            if info.peer_id != self.host_id and not self._connected(info.peer_id):
-                with contextlib.suppress(trio.WouldBlock):
-                    self._dial_send.send_nowait(info)
+            peer_id = info.peer_id
+            if peer_id == self.host_id or self._connected(peer_id) or peer_id in self._dialing:
+                continue
+            if peer_id in candidates:
+                candidates[peer_id].addrs.extend(info.addrs)
+            else:
+                candidates[peer_id] = info
+        chosen = list(candidates.values())
+        random.shuffle(chosen)  # so that nodes told the same list do not all pick the same few peers
+        for info in chosen[: max(room, 0)]:
+            with contextlib.suppress(trio.WouldBlock):
+                self._dial_send.send_nowait(info)
 
     async def _dialer(self, nursery: trio.Nursery) -> None:
         async for info in self._dial_recv:
