@@ -218,6 +218,8 @@ class Mesh:
             host.run(listen_addrs=[listen]),
             trio.open_nursery() as nursery,
         ):
+            if not host.get_transport_addrs():  # the library logs a failed listen and carries on without one
+                raise OSError(f"cannot listen on {listen} (p2p-port in use or address not available)")
             await pubsub.subscribe(TOPIC)
             self._listen_port = _port_of(host)
             nursery.start_soon(self._publisher)

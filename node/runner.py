@@ -34,10 +34,25 @@ def main(config: Config) -> int:
 
     try:
         trio.run(serve)
-    except ConfigError as exc:
-        print(f"cmnode: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"cmnode: cannot start: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        # Start-up errors arrive wrapped in the exception groups of the nurseries they crossed.
+        error = _startup_error(exc)
+        if isinstance(error, ConfigError):
+            print(f"cmnode: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):
+            print(f"cmnode: cannot start: {error.strerror or error}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _startup_error(exc: BaseException) -> BaseException | None:
+    """The ConfigError or OSError in ``exc``, however deeply nested in exception groups."""
+    if isinstance(exc, ConfigError | OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _startup_error(inner)) is not None:
+                return found
+    return None
