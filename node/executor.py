@@ -14,27 +14,21 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, NoReturn
 
 import trio
 
-from .errors import NotFoundError, RuntimeFailureError
+from .errors import RuntimeFailureError
 from .jobqueue import JobQueue, WorkItem
 from .model import Execution, Job, State
+from .retention import Retention
 from .runtime import ContainerExit, ContainerInfo, DockerHealth, DockerRuntime
 from .store import JobRecord, Store
 
 log = logging.getLogger("cmnode.executor")
 
-# The output kept in the store per execution. Docker's tail counts the two streams together, hence the margin
-# over the 10,000 lines per stream that are promised; the size bound is what really limits the store.
-LOG_TAIL_LINES = 25_000
-LOG_TAIL_CHARS = 2 * 1024 * 1024
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
-SWEEP_MIN = 1.0
-SWEEP_MAX = 60.0
 
 Publish = Callable[[Execution], Awaitable[None]]
 
@@ -59,7 +53,9 @@ class Executor:
         self.worker_count = worker_count
         self.publish = publish
         self.backoff_base = backoff_base
-        self.retention = retention  # seconds a finished container is kept; None keeps it
+        self.retention = Retention(
+            node_id=node_id, store=store, runtime=runtime, seconds=retention, in_progress=self._in_progress
+        )
         self.busy = 0
         self.docker_error: str | None = "not connected yet"
         self._docker_up = trio.Event()
@@ -89,8 +85,8 @@ class Executor:
             await self._recover(unfinished)
             for _ in range(self.worker_count):
                 nursery.start_soon(self._worker)
-            if self.retention is not None:
-                nursery.start_soon(self._sweep_forever, self.retention)
+            if self.retention.seconds is not None:
+                nursery.start_soon(self.retention.run)
             task_status.started()
             await trio.sleep_forever()
         raise AssertionError("unreachable")
@@ -314,7 +310,7 @@ class Executor:
             return
         key = (ev.job_id, ev.attempt)
         extra: dict[str, Any] = {"container_id": ev.container_id}
-        self._spawn(self._after_exit, ev.job_id, ev.attempt, ev.container_id)
+        self._spawn(self.retention.after_exit, ev.job_id, ev.attempt, ev.container_id)
         if key in self._timed_out:
             self._timed_out.discard(key)
             job = self._jobs.get(ev.job_id)
@@ -325,22 +321,6 @@ class Executor:
         else:
             reason = ev.error or ("out of memory" if ev.oom_killed else f"exited with code {ev.exit_code}")
             await self._fail(ev.job_id, ev.attempt, reason, exit_code=ev.exit_code, **extra)
-
-    async def _capture_logs(self, job_id: str, attempt: int, container_id: str) -> None:
-        """Keep a bounded tail of the output in the store, so logs outlive the container."""
-        try:
-            stdout, stderr = await self.runtime.logs(container_id, tail=LOG_TAIL_LINES)
-        except (RuntimeFailureError, NotFoundError) as exc:
-            log.debug("no logs for job_id=%s: %s", job_id, exc)
-            return
-        await self.store.put_logs(job_id, self.node_id, attempt, _last_lines(stdout), _last_lines(stderr))
-
-    async def _after_exit(self, job_id: str, attempt: int, container_id: str) -> None:
-        """Keep the output; with no retention, the container goes as soon as its output is safe."""
-        await self._capture_logs(job_id, attempt, container_id)
-        current = self._active.get(job_id)
-        if self.retention == 0 and (current is None or current.attempt != attempt):
-            await self._remove_finished(container_id)
 
     async def _reconcile(self) -> None:
         """After (re)connecting to the daemon: executions whose container vanished meanwhile are lost.
@@ -456,49 +436,7 @@ class Executor:
         """Stop a container nobody waits for any more, keep its output, then remove it."""
         try:
             await self.runtime.stop(container_id, grace=2.0)
-            await self._capture_logs(job_id, attempt, container_id)
-            await self.runtime.remove(container_id)
-        except RuntimeFailureError as exc:
-            log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
-
-    # -- retention --------------------------------------------------------------------------------
-
-    async def _sweep_forever(self, retention: float) -> None:
-        """Remove our finished containers once they are ``retention`` seconds old, their output kept first."""
-        interval = min(SWEEP_MAX, max(SWEEP_MIN, retention / 10))
-        while True:
-            try:
-                await self.sweep(retention)
-            except RuntimeFailureError as exc:
-                log.debug("retention sweep skipped: %s", exc.message)
-            await trio.sleep(interval)
-
-    async def sweep(self, retention: float) -> int:
-        """One pass of the retention clean-up; returns how many containers it removed.
-
-        Never touches the container of an attempt still in progress here, nor a running one; a container
-        created but never started by an attempt that is over goes at once (it has no output)."""
-        removed = 0
-        now = time.time()
-        for info in await self.runtime.list_managed():
-            current = self._active.get(info.job_id)
-            if current is not None and current.attempt == info.attempt:
-                continue
-            if info.status in ("exited", "dead"):
-                finished = _docker_time(info.finished_at)
-                if finished is None or now - finished < retention:
-                    continue
-                stored = await self.store.get_logs(info.job_id, self.node_id)
-                if stored is None or stored[0] < info.attempt:
-                    await self._capture_logs(info.job_id, info.attempt, info.container_id)
-            elif info.status != "created":
-                continue
-            await self._remove_finished(info.container_id)
-            removed += 1
-        return removed
-
-    async def _remove_finished(self, container_id: str) -> None:
-        try:
+            await self.retention.keep_logs(job_id, attempt, container_id)
             await self.runtime.remove(container_id)
         except RuntimeFailureError as exc:
             log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
@@ -506,20 +444,6 @@ class Executor:
     def active(self, job_id: str) -> Execution | None:
         return self._active.get(job_id)
 
-
-def _last_lines(text: str) -> str:
-    """At most LOG_TAIL_CHARS of the end of ``text``, starting at a line boundary."""
-    if len(text) <= LOG_TAIL_CHARS:
-        return text
-    cut = text[-LOG_TAIL_CHARS:]
-    return cut[cut.find("\n") + 1 :]
-
-
-def _docker_time(value: str | None) -> float | None:
-    """Docker's RFC 3339 timestamp (nanoseconds, ``Z``) as a Unix time; None if absent or unreadable."""
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
+    def _in_progress(self, job_id: str, attempt: int) -> bool:
+        current = self._active.get(job_id)
+        return current is not None and current.attempt == attempt

@@ -45,7 +45,7 @@ async def test_sweep_spares_running_containers(
     node = await nodes.start(base_config(tmp_path / "n", retention=0))
     job_id = await node.rpc.create(test_image, ["sleep", "300"])
     status = await node.rpc.wait_status(job_id, "running")
-    assert await node.running.node.executor.sweep(0) == 0
+    assert await node.running.node.executor.retention.sweep(0) == 0
     assert await _ids(docker_client, node.node_id, job_id) == [status["executions"][0]["container_id"]]
 
 
