@@ -7,7 +7,8 @@ first and meets a few others by peer exchange; the bare processes then dial the 
 gossipsub settings (node/p2p.py). cmnode: a job is created on one node (round robin) and the time until every
 other node has it in its store is taken from the receivers' "job from peer" log lines against the job's
 ``created_at``. Bare: one process publishes a ~300-byte message and every other one prints when it arrives.
-Prints p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
+Both run at the same time, their samples interleaved, so other load on the machine hits both alike. Prints
+p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
 Targets: p99 <= 100 ms at N = 10; ratio <= 1.5x; idle RSS <= 110 MB per node.
 
 The jobs are placed on a node that does not exist (``{"nodes": [...]}``), so they are recorded everywhere and
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +111,19 @@ def formed(http: httpx.Client, nodes: list[Node]) -> bool:
     return counts[0] == len(nodes) - 1 and all(c >= min(2, len(nodes) - 1) for c in counts)
 
 
-def run_cmnode(
-    n: int, samples: int, interval: float, data_root: str | None = None
-) -> tuple[list[float], int, list[float], set[tuple[int, int]]]:
-    """Returns (latencies in s, jobs not recorded everywhere, idle RSS per node in MB, the mesh's edges)."""
+@dataclass
+class Outcome:
+    cmnode: list[float]  # seconds until every other node had the job
+    cmnode_lost: int
+    bare: list[float]
+    bare_lost: int
+    rss: list[float]  # idle RSS of each cmnode node, MB
+    bare_rss: list[float]
+    edges: set[tuple[int, int]]
+
+
+def run(n: int, samples: int, interval: float, data_root: str | None = None) -> Outcome:
+    """Both sides at once, their samples interleaved, so that the machine's other load hits both alike."""
     with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 90
         while not formed(http, nodes):
@@ -122,30 +133,56 @@ def run_cmnode(
         time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
         index = {node.node_id: i for i, node in enumerate(nodes)}
         edges = {
-            tuple(sorted((i, index[p["node_id"]])))
+            (min(i, index[p["node_id"]]), max(i, index[p["node_id"]]))
             for i, node in enumerate(nodes)
             for p in call(http, node.url, "NodeService.Peers")["peers"]
             if p["node_id"] in index
         }
         rss = [rss_mb(node.proc.pid) for node in nodes]
-        jobs: list[tuple[str, int]] = []
-        for k in range(samples):
-            origin = k % n
-            jobs.append((call(http, nodes[origin].url, "ContainerService.Create", SPEC)["job_id"], origin))
-            time.sleep(interval)
-        time.sleep(3)
-        created = {}
-        for job_id, origin in jobs:
-            created[job_id] = call(http, nodes[origin].url, "ContainerService.Status", {"job_id": job_id})["created_at"]
+        peers = [Bare() for _ in range(n)]
+        try:
+            for i, j in sorted(edges):
+                peers[j].send(f"connect {peers[i].addr}")
+            time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
+            bare_rss = [rss_mb(p.proc.pid) for p in peers]
+            jobs: list[tuple[str, int]] = []
+            for k in range(samples):
+                origin = k % n
+                jobs.append((call(http, nodes[origin].url, "ContainerService.Create", SPEC)["job_id"], origin))
+                time.sleep(interval / 2)
+                peers[origin].send(f"pub {k}")
+                time.sleep(interval / 2)
+            time.sleep(3)
+        finally:
+            for peer in peers:
+                peer.stop()
+        created = {
+            job_id: call(http, nodes[origin].url, "ContainerService.Status", {"job_id": job_id})["created_at"]
+            for job_id, origin in jobs
+        }
         recorded = [node.recorded() for node in nodes]
-    latencies, lost = [], 0
-    for job_id, origin in jobs:
-        times = [recorded[i].get(job_id) for i in range(n) if i != origin]
-        if any(t is None for t in times):
+    mesh = [([recorded[i].get(job_id) for i in range(n) if i != origin], created[job_id]) for job_id, origin in jobs]
+    bare = [
+        (
+            [peers[i].events.get(("recv", str(k))) for i in range(n) if i != k % n],
+            peers[k % n].events.get(("sent", str(k))),
+        )
+        for k in range(samples)
+    ]
+    m, m_lost = _spans(mesh)
+    b, b_lost = _spans(bare)
+    return Outcome(cmnode=m, cmnode_lost=m_lost, bare=b, bare_lost=b_lost, rss=rss, bare_rss=bare_rss, edges=edges)
+
+
+def _spans(samples: list[tuple[list[float | None], float | None]]) -> tuple[list[float], int]:
+    """Time from the start to the last arrival of each sample, and how many never reached everyone."""
+    spans, lost = [], 0
+    for arrivals, start in samples:
+        if start is None or any(t is None for t in arrivals):
             lost += 1
-            continue
-        latencies.append(max(t for t in times if t is not None) - created[job_id])
-    return latencies, lost, rss, edges
+        else:
+            spans.append(max(t for t in arrivals if t is not None) - start)
+    return spans, lost
 
 
 def rss_mb(pid: int) -> float:
@@ -232,35 +269,6 @@ class Bare:
         self.proc.wait()
 
 
-def run_bare(
-    n: int, samples: int, interval: float, edges: set[tuple[int, int]]
-) -> tuple[list[float], int, list[float]]:
-    """The same measurement between bare processes connected as ``edges`` (pairs of indexes)."""
-    peers = [Bare() for _ in range(n)]
-    try:
-        for i, j in sorted(edges):
-            peers[j].send(f"connect {peers[i].addr}")
-        time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
-        rss = [rss_mb(p.proc.pid) for p in peers]
-        for k in range(samples):
-            peers[k % n].send(f"pub {k}")
-            time.sleep(interval)
-        time.sleep(3)
-    finally:
-        for peer in peers:
-            peer.stop()
-    latencies, lost = [], 0
-    for k in range(samples):
-        origin = k % n
-        sent = peers[origin].events.get(("sent", str(k)))
-        times = [peers[i].events.get(("recv", str(k))) for i in range(n) if i != origin]
-        if sent is None or any(t is None for t in times):
-            lost += 1
-            continue
-        latencies.append(max(t for t in times if t is not None) - sent)
-    return latencies, lost, rss
-
-
 # -- report ---------------------------------------------------------------------------------------------
 
 
@@ -289,9 +297,9 @@ def main() -> None:
         trio.run(bare_peer)
         return
     for n in args.nodes:
-        mesh, mesh_lost, rss, edges = run_cmnode(n, args.samples, args.interval, args.data_root)
-        bare, bare_lost, bare_rss = run_bare(n, args.samples, args.interval, edges)
-        b, m = summary(bare), summary(mesh)
+        out = run(n, args.samples, args.interval, args.data_root)
+        rss, bare_rss, edges, mesh_lost, bare_lost = out.rss, out.bare_rss, out.edges, out.cmnode_lost, out.bare_lost
+        b, m = summary(out.bare), summary(out.cmnode)
         result: dict[str, Any] = {
             "nodes": n,
             "cmnode": {**m, "lost": mesh_lost},
