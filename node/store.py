@@ -114,10 +114,11 @@ class JobRecord:
 class _Pending:
     """One write waiting for its group commit."""
 
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "durable", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
+        self.durable = durable
         self.done = trio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -143,6 +144,8 @@ class Store:
         # The local change sequence: every job or execution row written gets the next number, so a peer can
         # ask "what changed after N" (catch-up). Only the writer thread advances it.
         self._chg = 0
+        self._fsync = True  # whether commits that must be durable fsync (False only for benchmarks)
+        self._synchronous = "FULL"
 
     def _next_chg(self) -> int:
         self._chg += 1
@@ -180,6 +183,7 @@ class Store:
             raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
         store = cls(writer, reader)
         store._chg = head
+        store._fsync = durable
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._write_loop)
@@ -209,6 +213,11 @@ class Store:
 
     def _apply(self, batch: list[_Pending]) -> None:
         conn = self._writer
+        # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them along with it.
+        wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
+        if wanted != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._synchronous = wanted
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in batch:
@@ -228,9 +237,10 @@ class Store:
             if not isinstance(exc, Exception):
                 raise
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` inside the next group commit and return once it is on disk."""
-        item = _Pending(fn)
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` inside the next group commit and return once it is on disk (``durable``) or committed
+        (visible to readers, surviving a crash of this process but not of the machine)."""
+        item = _Pending(fn, durable)
         await self._send.send(item)
         await item.done.wait()
         if item.error is not None:
@@ -243,9 +253,12 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    async def add_job(self, job: Job, execution: Execution | None = None) -> bool:
-        """Record ``job`` (and this node's first execution of it) unless known; True if it was new."""
-        return await self._write(lambda conn: self._insert_job(conn, job, execution))
+    async def add_job(self, job: Job, execution: Execution | None = None, *, durable: bool = True) -> bool:
+        """Record ``job`` (and this node's first execution of it) unless known; True if it was new.
+
+        ``durable=False`` is for what peers told us and can tell us again (catch-up asks them from a watermark
+        that is itself written durably, so it is never ahead of what survived): no fsync of its own."""
+        return await self._write(lambda conn: self._insert_job(conn, job, execution), durable=durable)
 
     async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]]) -> int:
         """Record many jobs in one commit (bulk loads: tests, benchmarks); returns how many were new."""
@@ -279,8 +292,9 @@ class Store:
 
         return await self._write(write)
 
-    async def put_executions(self, executions: Iterable[Execution]) -> list[Execution]:
-        """Apply many executions in one commit; returns those that were newer than what was stored."""
+    async def put_executions(self, executions: Iterable[Execution], *, durable: bool = True) -> list[Execution]:
+        """Apply many executions in one commit; returns those that were newer than what was stored.
+        ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
         batch = list(executions)
 
         def write(conn: sqlite3.Connection) -> list[Execution]:
@@ -289,7 +303,7 @@ class Store:
                 _refresh_status(conn, job_id)
             return applied
 
-        return await self._write(write)
+        return await self._write(write, durable=durable)
 
     async def mark_cancelled(self, job_id: str) -> bool:
         """Flag the job cancelled; True if it was not already."""

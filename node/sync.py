@@ -72,7 +72,10 @@ class Replica:
             del self._early_cancels[job.job_id]
             cancelled = True
         run = not cancelled and runs_here(job, self.node_id) and await self._still_active(job.job_id)
-        new = await self.node.executor.accept(job, run_here=run)  # a known job is left as it is
+        if run:
+            new = await self.node.executor.accept(job, run_here=True)  # a known job is left as it is
+        else:  # only recorded: a peer can tell us again, so no fsync of its own (see Store.add_job)
+            new = await self.store.add_job(job, durable=False)
         if cancelled:
             await self.node.cancel_from_peer(job.job_id)
         if new:
@@ -89,7 +92,7 @@ class Replica:
         theirs = [e for e in executions if e.node_id != self.node_id]
         if not theirs:
             return 0
-        return len(await self.store.put_executions(theirs))
+        return len(await self.store.put_executions(theirs, durable=False))
 
     async def on_cancel(self, job_id: str) -> None:
         assert self.node is not None
