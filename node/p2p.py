@@ -446,6 +446,10 @@ class Mesh:
         """Connect within DIAL_TIMEOUT; a peer that offers no common security fails here."""
         assert self.host is not None
         self.stats.dials += 1
+        # The swarm refuses to dial a peer for 60 s after a failed dial; ours are deliberate retries.
+        network: Any = self.host.get_network()
+        if hasattr(network, "unblock_peer"):
+            network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(info)

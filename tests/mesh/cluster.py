@@ -59,9 +59,11 @@ class NodeProc:
         return self.proc.returncode
 
 
-def node_command(data_dir: Path, *extra: str, listen: str = "127.0.0.1", mdns: bool = False) -> list[str]:
+def node_command(
+    data_dir: Path, *extra: str, listen: str = "127.0.0.1", mdns: bool = False, p2p_port: int = 0
+) -> list[str]:
     return [
-        sys.executable, "-m", "node", "run", "--listen-address", listen, "--port", "0", "--p2p-port", "0",
+        sys.executable, "-m", "node", "run", "--listen-address", listen, "--port", "0", "--p2p-port", str(p2p_port),
         "--mdns" if mdns else "--no-mdns", "--data-dir", str(data_dir), *extra,
     ]  # fmt: skip
 

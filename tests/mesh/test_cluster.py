@@ -5,14 +5,17 @@ another node's output, Stop cancels everywhere."""
 from __future__ import annotations
 
 import signal
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+
+from node.identity import load_or_create
 
 from .cluster import NodeProc, eventually
 from .conftest import Cluster
-
-pytestmark = pytest.mark.docker
 
 
 async def _three(cluster: Cluster) -> list[NodeProc]:
@@ -50,6 +53,7 @@ async def _status_everywhere(
     return [await eventually(lambda n=node: settled(n), timeout=timeout) for node in nodes]
 
 
+@pytest.mark.docker
 async def test_job_created_on_one_node_completes_on_all_three(cluster: Cluster, test_image: str) -> None:
     nodes = await _three(cluster)
     n1, n2, n3 = nodes
@@ -79,3 +83,22 @@ async def test_job_created_on_one_node_completes_on_all_three(cluster: Cluster, 
     for node in nodes:
         assert node.stop(signal.SIGINT) == 0
         assert "Traceback" not in node.log.read_text()
+
+
+async def test_bootstrap_peer_started_later_is_dialled_again(cluster: Cluster, tmp_path: Path) -> None:
+    """The bootstrap peer is not up yet: the node keeps retrying (with backoff) and joins once it is."""
+    seed_id = load_or_create(tmp_path / "seed").node_id  # the seed's identity, made before it runs
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    early = await cluster.start("early", "--bootstrap", f"/ip4/127.0.0.1/tcp/{port}/p2p/{seed_id}")
+    await trio.sleep(3)  # let a few dials fail first: that is the case under test
+    assert (await cluster.call(early, "NodeService.Peers"))["peers"] == []
+    seed = await cluster.start("seed", p2p_port=port)
+    assert seed.node_id == seed_id
+
+    async def joined() -> bool:
+        peers = await cluster.call(early, "NodeService.Peers")
+        return [p["node_id"] for p in peers["peers"]] == [seed_id]
+
+    await eventually(joined, timeout=30)

@@ -105,7 +105,7 @@ async def test_nodes_find_each_other_with_mdns(lan: list[str], tmp_path: Path) -
 
         await eventually(heard, timeout=30, interval=0.3)
     finally:
-        codes = [node.stop(signal.SIGTERM, timeout=15) for node in nodes]
+        codes = [node.stop(signal.SIGINT, timeout=15) for node in nodes]  # as Ctrl-C
     assert codes == [0] * NODES, codes  # zeroconf's threads do not hold the process back
     for node in nodes:
         assert "Traceback" not in node.log.read_text()

@@ -15,8 +15,7 @@ def test_p2p_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = node_command(tmp_path / "data")
-        command[command.index("--p2p-port") + 1] = str(port)
+        command = node_command(tmp_path / "data", p2p_port=port)
         out = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("cmnode: cannot start: cannot listen on /ip4/127.0.0.1/tcp/")
