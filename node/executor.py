@@ -29,6 +29,8 @@ log = logging.getLogger("cmnode.executor")
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
+LOOK_TRIES = 5
+LOOK_PAUSE = 1.0
 
 Publish = Callable[[Execution], Awaitable[None]]
 
@@ -216,6 +218,7 @@ class Executor:
     async def _run_attempt(self, item: WorkItem) -> None:
         job, attempt = item.job, item.attempt
         job_id = job.job_id
+        looked = 0
         while True:
             current = self._active.get(job_id)
             if current is None or current.attempt != attempt or current.state not in (State.PENDING, State.PULLING):
@@ -237,6 +240,12 @@ class Executor:
                 container_id = await self.runtime.start(job, attempt)
             except RuntimeFailureError as exc:
                 reason = await self.runtime.health()
+                if reason is None and (job_id, attempt) in self._unverified and looked < LOOK_TRIES:
+                    # Looking for an earlier container failed, yet the daemon answers now: never the job's
+                    # fault (the daemon was most likely coming back just then). Look again in a moment.
+                    looked += 1
+                    await trio.sleep(LOOK_PAUSE)
+                    continue
                 if reason is None:
                     await self._fail(job_id, attempt, exc.message)
                     return

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,48 @@ async def hanging_registry() -> AsyncIterator[str]:
         nursery.start_soon(trio.serve_listeners, hold, listeners)
         yield f"127.0.0.1:{port}/cmnode-test/hang:latest"
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def listing_fails_until_ping(path: Path) -> AsyncIterator[None]:
+    """A unix-socket forwarder to the real daemon that cuts every request listing the node's containers
+    (``/containers/json`` without a ``status`` filter) until it has forwarded a ``/_ping``.
+
+    A fake, and only for a fault the real daemon cannot be made to produce on cue: a listing lost while the
+    daemon answers a ping right after (as when it is just coming back). Requests travel one to a write here."""
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(64)
+    pinged = False
+
+    async def upstream_to(client: trio.abc.Stream, upstream: trio.abc.Stream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await upstream.receive_some(65536):
+                await client.send_all(data)
+        await client.aclose()
+
+    async def handle(client: trio.SocketStream) -> None:
+        nonlocal pinged
+        upstream = await trio.open_unix_socket("/var/run/docker.sock")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upstream_to, client, upstream)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while data := await client.receive_some(65536):
+                    pinged = pinged or b"/_ping" in data
+                    if not pinged and b"/containers/json" in data and b"status" not in data:
+                        break  # cut the connection: the client sees it dropped
+                    await upstream.send_all(data)
+            await upstream.aclose()
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+            yield
+            nursery.cancel_scope.cancel()
+    finally:
+        path.unlink(missing_ok=True)
 
 
 # -- `cmnode run` as a process -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from node.store import Store
 from tests.node.test_docker_outage import forwarder
 
 from .arrange import arrange, create_unstarted
-from .conftest import Nodes, base_config, containers_of, hanging_registry
+from .conftest import Nodes, base_config, containers_of, hanging_registry, listing_fails_until_ping
 
 pytestmark = pytest.mark.docker
 
@@ -180,4 +180,25 @@ async def test_daemon_away_at_recovery_still_adopts_instead_of_starting_again(
         status = await node.rpc.wait_status(job.job_id, "failed", "complete", timeout=30)
     (execution,) = status["executions"]
     assert (execution["container_id"], execution["exit_code"]) == (container_id, 6)
+    assert await _containers(docker_client, node.node_id, job.job_id) == [container_id]
+
+
+async def test_a_lost_listing_while_the_daemon_answers_is_not_the_jobs_failure(
+    nodes: Nodes, tmp_path: Path, test_image: str, docker_client: DockerClient
+) -> None:
+    """The worker's look for an earlier container fails, then the daemon answers a ping: look again, adopt."""
+    socket = tmp_path / "docker.sock"
+    config = base_config(tmp_path / "n", docker_host=f"unix://{socket}")
+    async with arrange(config) as arranged:
+        job = arranged.make_job(test_image, ["sh", "-c", "sleep 2; exit 6"])
+        await arranged.record(job, State.PENDING)
+        container_id = await arranged.start(job)
+
+    async with listing_fails_until_ping(socket):
+        node = await nodes.start(config)
+        status = await node.rpc.wait_status(job.job_id, "failed", "complete", timeout=30)
+    (execution,) = status["executions"]
+    assert (execution["container_id"], execution["exit_code"], execution["error"]) == (
+        container_id, 6, "exited with code 6"
+    )  # fmt: skip
     assert await _containers(docker_client, node.node_id, job.job_id) == [container_id]
