@@ -138,6 +138,8 @@ class Mesh:
         self._syncing: set[ID] = set()
         self._dialing: set[ID] = set()
         self._listen_port = 0
+        # Both ends: a sync page of large jobs or a long log exceeds the library's 10 MiB default.
+        self._rr_config = RequestResponseConfig(timeout=REQUEST_TIMEOUT, max_response_size=64 * 1024 * 1024)
 
     @property
     def node_id(self) -> str:
@@ -207,7 +209,7 @@ class Mesh:
         pubsub.set_topic_validator(TOPIC, self._validate, False)
         self._pubsub = pubsub
         self._rr = rr = RequestResponse(host)
-        rr_config = RequestResponseConfig(timeout=REQUEST_TIMEOUT, max_response_size=64 * 1024 * 1024)
+        rr_config = self._rr_config
         rr.set_handler(TProtocol(SYNC_PROTOCOL), self._serve_sync, JSONCodec(), rr_config)
         rr.set_handler(TProtocol(LOGS_PROTOCOL), self._serve_logs, JSONCodec(), rr_config)
         host.get_network().register_notifee(_ConnectionWatch(self._on_connect))
@@ -376,7 +378,7 @@ class Mesh:
         rr = self._rr
 
         async def request(body: dict[str, Any]) -> Any:
-            page = await rr.send_request(peer_id, [TProtocol(SYNC_PROTOCOL)], body, JSONCodec())
+            page = await rr.send_request(peer_id, [TProtocol(SYNC_PROTOCOL)], body, JSONCodec(), self._rr_config)
             if isinstance(page, dict) and isinstance(page.get("peers"), list):
                 self._meet(page.pop("peers"))
             return page
@@ -502,7 +504,7 @@ class Mesh:
             raise PeerUnreachableError(f"node {node_id} is not connected to this node", data={"node_id": node_id})
         try:
             answer = await self._rr.send_request(
-                peer_id, [TProtocol(LOGS_PROTOCOL)], {"job_id": job_id, "tail": tail}, JSONCodec()
+                peer_id, [TProtocol(LOGS_PROTOCOL)], {"job_id": job_id, "tail": tail}, JSONCodec(), self._rr_config
             )
         except RequestResponseError as exc:
             raise PeerUnreachableError(f"node {node_id} did not answer: {exc}", data={"node_id": node_id}) from exc
