@@ -122,8 +122,18 @@ class Outcome:
     edges: set[tuple[int, int]]
 
 
-def run(n: int, samples: int, interval: float, data_root: str | None = None) -> Outcome:
-    """Both sides at once, their samples interleaved, so that the machine's other load hits both alike."""
+def start_bare(n: int, edges: set[tuple[int, int]]) -> tuple[list[Bare], list[float]]:
+    """N bare processes connected as ``edges``; returns them and their idle RSS (MB)."""
+    peers = [Bare() for _ in range(n)]
+    for i, j in sorted(edges):
+        peers[j].send(f"connect {peers[i].addr}")
+    time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
+    return peers, [rss_mb(p.proc.pid) for p in peers]
+
+
+def run(n: int, samples: int, interval: float, data_root: str | None = None, sequential: bool = False) -> Outcome:
+    """Both sides at once, their samples interleaved, so that the machine's other load hits both alike; or,
+    ``sequential``, cmnode first and then the bare processes, so neither pays for the other's processes."""
     with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 90
         while not formed(http, nodes):
@@ -139,20 +149,25 @@ def run(n: int, samples: int, interval: float, data_root: str | None = None) -> 
             if p["node_id"] in index
         }
         rss = [rss_mb(node.proc.pid) for node in nodes]
-        peers = [Bare() for _ in range(n)]
+        peers: list[Bare] = []
+        jobs: list[tuple[str, int]] = []
         try:
-            for i, j in sorted(edges):
-                peers[j].send(f"connect {peers[i].addr}")
-            time.sleep(4 + n * 0.3)  # connect (~250 ms each) and a few heartbeats
-            bare_rss = [rss_mb(p.proc.pid) for p in peers]
-            jobs: list[tuple[str, int]] = []
+            if not sequential:
+                peers, bare_rss = start_bare(n, edges)
             for k in range(samples):
                 origin = k % n
                 jobs.append((call(http, nodes[origin].url, "ContainerService.Create", SPEC)["job_id"], origin))
                 time.sleep(interval / 2)
-                peers[origin].send(f"pub {k}")
+                if peers:
+                    peers[origin].send(f"pub {k}")
                 time.sleep(interval / 2)
             time.sleep(3)
+            if sequential:  # the cmnode nodes stay up but idle meanwhile
+                peers, bare_rss = start_bare(n, edges)
+                for k in range(samples):
+                    peers[k % n].send(f"pub {k}")
+                    time.sleep(interval)
+                time.sleep(3)
         finally:
             for peer in peers:
                 peer.stop()
@@ -289,6 +304,12 @@ def main() -> None:
         help="where the nodes' data directories go (default: the temp dir). All N nodes share one disk here, so "
         "their commits queue behind each other's fsync; /dev/shm shows the latency without that.",
     )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="measure cmnode, then the bare processes, instead of both at once (absolute latencies without the "
+        "other side's processes; more exposed to load that changes between the two)",
+    )
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
@@ -297,7 +318,7 @@ def main() -> None:
         trio.run(bare_peer)
         return
     for n in args.nodes:
-        out = run(n, args.samples, args.interval, args.data_root)
+        out = run(n, args.samples, args.interval, args.data_root, args.sequential)
         rss, bare_rss, edges, mesh_lost, bare_lost = out.rss, out.bare_rss, out.edges, out.cmnode_lost, out.bare_lost
         b, m = summary(out.bare), summary(out.cmnode)
         result: dict[str, Any] = {
