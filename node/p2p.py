@@ -337,6 +337,9 @@ class Mesh:
             for sender, msg in batch:
                 self.stats.messages_in += 1
                 by_job.setdefault(_job_of(msg), []).append((sender, msg))
+            if len(by_job) == 1:  # the usual case when not in a burst: no task to spawn
+                await self._apply(next(iter(by_job.values())))
+                continue
             async with trio.open_nursery() as nursery:
                 for messages in by_job.values():
                     nursery.start_soon(self._apply, messages)
