@@ -15,26 +15,48 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ValidationError
+from . import schema
 
-# The Docker reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+# The Docker reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest], in ASCII.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_REFERENCE = re.compile(
-    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*"
-    rf"(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+IMAGE_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    rf"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
 )
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_MEMORY = re.compile(r"^([0-9]+)([bkmg]?)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^([0-9]{1,15})([bkmg]?)$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 MAX_ARGUMENTS = 1024
 MAX_STRING = 64 * 1024
 MAX_RETRIES = 100
+MAX_TIMEOUT = 365 * 86400
+MAX_CPUS = 1024
+MIN_MEMORY = 6 * 1024 * 1024
+"""Docker refuses a smaller memory limit at run time; refusing it here fails the Create instead."""
+MAX_ID = 128
 PULL_POLICIES = ("missing", "always", "never")
+
+
+def memory_bytes(value: int | str) -> int:
+    """A memory size in bytes from an integer or a size such as ``'256m'`` (binary units)."""
+    if isinstance(value, int):
+        return value
+    m = _MEMORY.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a size")
+    return int(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()]
+
+
+def _is_size(value: str) -> bool:
+    try:
+        return MIN_MEMORY <= memory_bytes(value) <= schema.INT64_MAX
+    except ValueError:
+        return False
+
+
+schema.FORMATS["byte-size"] = ("a size of at least 6 MiB such as '256m' (units b, k, m, g)", _is_size)
 
 
 class State(enum.StrEnum):
@@ -56,55 +78,103 @@ class State(enum.StrEnum):
 _FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST})
 
 
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
+# -- the field table: every rule a JobSpec obeys, as the schema that rpc.discover publishes -------------
+
+_TEXT: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING, "pattern": "^[^\\x00]*$"}
+_TEXT_LIST: dict[str, Any] = {"type": ["array", "null"], "items": _TEXT, "maxItems": MAX_ARGUMENTS}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _text_map(key_pattern: str, description: str, **extra: Any) -> dict[str, Any]:
+    names: dict[str, Any] = {"type": "string", "maxLength": 256, "pattern": key_pattern, **extra}
+    return {
+        "type": ["object", "null"],
+        "propertyNames": names,
+        "additionalProperties": _TEXT,
+        "maxProperties": 1024,
+        "description": description,
+    }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+SPEC_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 512,
+        "pattern": IMAGE_PATTERN,
+        "patternMessage": "is not a valid image reference (lowercase name, optional host, :tag and @digest)",
+        "description": "a Docker image reference",
+    },
+    "arguments": {**_TEXT_LIST, "description": "the command and its arguments (null: none)"},
+    "env": _text_map(r"^[A-Za-z_][A-Za-z0-9_.-]*$", "environment variables (null: none)"),
+    "name": {
+        "type": "string",
+        "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$",
+        "description": "a display name",
+    },
+    "labels": _text_map(
+        r"^[A-Za-z0-9_./-]{1,128}$",
+        "labels to filter by; keys starting with 'cmnode.' are reserved",
+        **{"not": {"pattern": r"^cmnode\.", "description": "keys starting with 'cmnode.' are reserved"}},
+    ),
+    "entrypoint": {**_TEXT_LIST, "description": "overrides the image's entrypoint"},
+    "resources": {
+        "type": ["object", "null"],
+        "properties": {
+            "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CPUS, "description": "CPUs"},
+            "memory": {
+                "oneOf": [
+                    {"type": "integer", "minimum": MIN_MEMORY, "description": "bytes"},
+                    {"type": "string", "format": "byte-size", "description": "a size such as '256m'"},
+                ],
+                "description": "bytes (>= 6 MiB), or a size such as '256m'",
+            },
+        },
+        "additionalProperties": False,
+        "description": "limits applied to the container",
+    },
+    "timeout": {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "maximum": MAX_TIMEOUT,
+        "description": "seconds before the container is stopped",
+    },
+    "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "description": "attempts after the first"},
+    "pull": {"type": "string", "enum": list(PULL_POLICIES), "description": "when to pull the image"},
+    "placement": {
+        "description": "which nodes run the job",
+        "oneOf": [
+            {"type": ["string", "null"], "enum": ["all", None]},
+            {
+                "type": "object",
+                "properties": {"replicas": {"type": "integer", "minimum": 1, "maximum": 10_000}},
+                "required": ["replicas"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "nodes": {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
+                        "minItems": 1,
+                        "maxItems": MAX_ARGUMENTS,
+                    }
+                },
+                "required": ["nodes"],
+                "additionalProperties": False,
+            },
+        ],
+    },
+}
 
-
-class _Checker:
-    """Collects every field error of one object, so the caller learns them all in one round trip."""
-
-    def __init__(self) -> None:
-        self.errors: list[dict[str, str]] = []
-
-    def fail(self, field_name: str, message: str) -> None:
-        self.errors.append({"field": field_name, "message": message})
-
-    def string_list(self, name: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            self.fail(name, f"must be a list of strings, got {type(value).__name__}")
-            return ()
-        if len(value) > MAX_ARGUMENTS:
-            self.fail(name, f"at most {MAX_ARGUMENTS} items")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.fail(f"{name}[{i}]", f"must be a string, got {type(item).__name__}")
-            elif len(item) > MAX_STRING or "\x00" in item:
-                self.fail(f"{name}[{i}]", "too long or contains a NUL byte")
-        return tuple(v for v in value if isinstance(v, str))
-
-    def string_map(self, name: str, value: Any, key_pattern: re.Pattern[str]) -> dict[str, str]:
-        if not isinstance(value, dict):
-            self.fail(name, f"must be an object of strings, got {type(value).__name__}")
-            return {}
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            if not key_pattern.match(key):
-                self.fail(f"{name}.{key}", "invalid key")
-            elif not isinstance(item, str):
-                self.fail(f"{name}.{key}", f"must be a string, got {type(item).__name__}")
-            elif len(item) > MAX_STRING or "\x00" in item:
-                self.fail(f"{name}.{key}", "too long or contains a NUL byte")
-            else:
-                out[key] = item
-        return out
+JOB_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What to run. Unknown fields are refused.",
+    "properties": SPEC_FIELDS,
+    "required": ["image"],
+    "additionalProperties": False,
+}
+"""The one definition of a valid spec: ``JobSpec.from_json`` checks it, ``rpc.discover`` publishes it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,20 +203,13 @@ class Placement:
             return {"replicas": self.replicas}
         return {"nodes": list(self.nodes)}
 
-
-SPEC_FIELDS = (
-    "image",
-    "arguments",
-    "env",
-    "name",
-    "labels",
-    "entrypoint",
-    "resources",
-    "timeout",
-    "retries",
-    "pull",
-    "placement",
-)
+    @classmethod
+    def from_valid(cls, value: Any) -> Placement:
+        if isinstance(value, dict) and "replicas" in value:
+            return cls(mode="replicas", replicas=value["replicas"])
+        if isinstance(value, dict):
+            return cls(mode="nodes", nodes=tuple(value["nodes"]))
+        return cls()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,104 +229,42 @@ class JobSpec:
     placement: Placement = field(default_factory=Placement)
 
     @classmethod
-    def from_json(cls, data: Any, *, prefix: str = "") -> JobSpec:
-        """Validate a JSON object into a spec.
+    def from_json(cls, data: Any, *, path: str = "") -> JobSpec:
+        """Check ``data`` against ``JOB_SPEC_SCHEMA`` and build the spec.
 
         Raises:
-            ValidationError: with one entry per bad field (unknown fields included).
+            ValidationError: with one entry per bad field (unknown fields included), named under ``path``.
         """
-        check = _Checker()
-        p = prefix
-        if not isinstance(data, dict):
-            raise ValidationError([{"field": prefix or "spec", "message": "must be an object"}])
-        for key in data:
-            if key not in SPEC_FIELDS:
-                check.fail(f"{p}{key}", "unknown field")
-        image = data.get("image")
-        if image is None:
-            check.fail(f"{p}image", "is required")
-        elif not isinstance(image, str):
-            check.fail(f"{p}image", f"must be a string, got {type(image).__name__}")
-        elif len(image) > 512 or not _REFERENCE.match(image):
-            check.fail(f"{p}image", f"{image!r} is not a valid image reference")
-        # null is accepted where Go's encoder would send it for an empty slice or map
-        arguments = check.string_list(f"{p}arguments", _or(data.get("arguments"), []))
-        env = check.string_map(f"{p}env", _or(data.get("env"), {}), _ENV_KEY)
-        labels = check.string_map(f"{p}labels", _or(data.get("labels"), {}), _LABEL_KEY)
-        if any(k.startswith("cmnode.") for k in labels):
-            check.fail(f"{p}labels", "keys starting with 'cmnode.' are reserved")
-        name = data.get("name")
-        if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
-            check.fail(f"{p}name", "must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
-        entrypoint = None
-        if data.get("entrypoint") is not None:
-            entrypoint = check.string_list(f"{p}entrypoint", data["entrypoint"])
-        resources = cls._resources(check, f"{p}resources", data.get("resources"))
+        schema.check(JOB_SPEC_SCHEMA, data, path=path)
+        return cls.from_valid(data)
+
+    @classmethod
+    def from_valid(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Build a spec from a value that ``JOB_SPEC_SCHEMA`` accepted (the RPC layer checked it already).
+
+        Go's encoder sends null for an empty slice or map, so null means "none" wherever it is allowed.
+        """
+        resources = data.get("resources") or {}
+        memory = resources.get("memory")
+        cpus = resources.get("cpus")
         timeout = data.get("timeout")
-        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= 365 * 86400):
-            check.fail(f"{p}timeout", "must be a number of seconds > 0")
-        retries = data.get("retries", 0)
-        if not _is_int(retries) or not 0 <= retries <= MAX_RETRIES:
-            check.fail(f"{p}retries", f"must be an integer from 0 to {MAX_RETRIES}")
-        pull = data.get("pull", "missing")
-        if pull not in PULL_POLICIES:
-            check.fail(f"{p}pull", f"must be one of {', '.join(PULL_POLICIES)}")
-        placement = cls._placement(check, f"{p}placement", data.get("placement", "all"))
-        if check.errors:
-            raise ValidationError(check.errors)
+        entrypoint = data.get("entrypoint")
         return cls(
-            image=str(image),
-            arguments=arguments,
-            env=env,
-            name=name,
-            labels=labels,
-            entrypoint=entrypoint,
-            resources=resources,
+            image=data["image"],
+            arguments=tuple(data.get("arguments") or ()),
+            env=dict(data.get("env") or {}),
+            name=data.get("name"),
+            labels=dict(data.get("labels") or {}),
+            entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+            resources=Resources(
+                cpus=float(cpus) if cpus is not None else None,
+                memory=memory_bytes(memory) if memory is not None else None,
+            ),
             timeout=float(timeout) if timeout is not None else None,
-            retries=retries,
-            pull=pull,
-            placement=placement,
+            retries=data.get("retries", 0),
+            pull=data.get("pull", "missing"),
+            placement=Placement.from_valid(data.get("placement")),
         )
-
-    @staticmethod
-    def _resources(check: _Checker, name: str, value: Any) -> Resources:
-        if value is None:
-            return Resources()
-        if not isinstance(value, dict):
-            check.fail(name, "must be an object with cpus and/or memory")
-            return Resources()
-        for key in value:
-            if key not in ("cpus", "memory"):
-                check.fail(f"{name}.{key}", "unknown field")
-        cpus = value.get("cpus")
-        if cpus is not None and (not _is_number(cpus) or not 0 < cpus <= 1024):
-            check.fail(f"{name}.cpus", "must be a number > 0")
-            cpus = None
-        memory = value.get("memory")
-        if memory is not None:
-            if isinstance(memory, str) and (m := _MEMORY.match(memory)):
-                memory = int(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()]
-            if not _is_int(memory) or memory < 6 * 1024 * 1024:
-                check.fail(f"{name}.memory", "must be bytes (>= 6 MiB) or a size like '256m'")
-                memory = None
-        return Resources(cpus=float(cpus) if cpus is not None else None, memory=memory)
-
-    @staticmethod
-    def _placement(check: _Checker, name: str, value: Any) -> Placement:
-        if value == "all" or value is None:
-            return Placement()
-        if isinstance(value, dict) and set(value) == {"replicas"}:
-            if _is_int(value["replicas"]) and value["replicas"] >= 1:
-                return Placement(mode="replicas", replicas=value["replicas"])
-            check.fail(f"{name}.replicas", "must be an integer >= 1")
-            return Placement()
-        if isinstance(value, dict) and set(value) == {"nodes"}:
-            nodes = check.string_list(f"{name}.nodes", value["nodes"])
-            if not nodes:
-                check.fail(f"{name}.nodes", "must list at least one node ID")
-            return Placement(mode="nodes", nodes=nodes)
-        check.fail(name, 'must be \'all\', {"replicas": N} or {"nodes": [peer IDs]}')
-        return Placement()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "arguments": list(self.arguments), "env": dict(self.env)}
@@ -317,21 +318,11 @@ class Job:
 
     @classmethod
     def from_json(cls, data: Any) -> Job:
-        """Raises ValidationError on any malformed field."""
-        if not isinstance(data, dict):
-            raise ValidationError([{"field": "job", "message": "must be an object"}])
-        errors: list[dict[str, str]] = []
-        for key, kind in (("job_id", str), ("origin", str), ("signature", str)):
-            if not isinstance(data.get(key), kind):
-                errors.append({"field": key, "message": "must be a string"})
-        if not _is_number(data.get("created_at")):
-            errors.append({"field": "created_at", "message": "must be a number"})
-        if errors:
-            raise ValidationError(errors)
-        spec = JobSpec.from_json(data.get("spec"), prefix="spec.")
+        """Raises ValidationError on any malformed field (the signature is checked by ``node/wire.py``)."""
+        schema.check(JOB_SCHEMA, data, path="job")
         return cls(
             job_id=data["job_id"],
-            spec=spec,
+            spec=JobSpec.from_valid(data["spec"]),
             origin=data["origin"],
             created_at=float(data["created_at"]),
             signature=data["signature"],
@@ -399,47 +390,86 @@ class Execution:
     @classmethod
     def from_json(cls, data: Any) -> Execution:
         """Raises ValidationError on any malformed field."""
-        try:
-            if not isinstance(data, dict):
-                raise TypeError("must be an object")
-            ex = cls(
-                job_id=_typed(data, "job_id", str),
-                node_id=_typed(data, "node_id", str),
-                state=State(data["state"]),
-                attempt=_typed(data, "attempt", int),
-                container_id=_typed(data, "container_id", str, optional=True),
-                exit_code=_typed(data, "exit_code", int, optional=True),
-                error=_typed(data, "error", str, optional=True),
-                created_at=float(_typed(data, "created_at", float)),
-                updated_at=float(_typed(data, "updated_at", float)),
-                started_at=_opt_float(_typed(data, "started_at", float, optional=True)),
-                finished_at=_opt_float(_typed(data, "finished_at", float, optional=True)),
-                history=tuple(_history(data.get("history", []))),
-                version=_typed(data, "version", int),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError([{"field": "execution", "message": str(exc) or type(exc).__name__}]) from exc
-        return ex
-
-
-def _history(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(h, dict) for h in value):
-        raise TypeError("history must be a list of objects")
-    return value
+        schema.check(EXECUTION_SCHEMA, data, path="execution")
+        return cls(
+            job_id=data["job_id"],
+            node_id=data["node_id"],
+            state=State(data["state"]),
+            attempt=data["attempt"],
+            container_id=data.get("container_id"),
+            exit_code=data.get("exit_code"),
+            error=data.get("error"),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            started_at=_opt_float(data.get("started_at")),
+            finished_at=_opt_float(data.get("finished_at")),
+            history=tuple(data.get("history") or ()),
+            version=data["version"],
+        )
 
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _typed(data: Mapping[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
-    value = data.get(key)
-    if value is None and optional:
-        return None
-    ok = _is_number(value) if kind is float else _is_int(value) if kind is int else isinstance(value, kind)
-    if not ok:
-        raise TypeError(f"{key} must be {kind.__name__}")
-    return value
+# -- what peers send: jobs and executions, checked by the same checker ------------------------------------
+
+ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
+_TIME: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "Unix time, seconds"}
+_OPT_TIME: dict[str, Any] = {**_TIME, "type": ["number", "null"]}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": schema.INT64_MAX}
+_EXIT_CODE: dict[str, Any] = {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**32}
+_OPT_TEXT: dict[str, Any] = {"type": ["string", "null"], "maxLength": MAX_STRING}
+_STATE: dict[str, Any] = {"type": "string", "enum": [s.value for s in State]}
+
+JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": ID_SCHEMA,
+        "spec": JOB_SPEC_SCHEMA,
+        "origin": ID_SCHEMA,
+        "created_at": _TIME,
+        "signature": {"type": "string", "maxLength": 1024},
+    },
+    "required": ["job_id", "spec", "origin", "created_at", "signature"],
+    "additionalProperties": False,
+}
+
+ATTEMPT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "attempt": _COUNT,
+        "state": _STATE,
+        "exit_code": _EXIT_CODE,
+        "error": _OPT_TEXT,
+        "container_id": {**_OPT_TEXT, "maxLength": MAX_ID},
+        "started_at": _OPT_TIME,
+        "finished_at": _OPT_TIME,
+    },
+    "additionalProperties": False,
+}
+
+EXECUTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": ID_SCHEMA,
+        "node_id": ID_SCHEMA,
+        "state": _STATE,
+        "attempt": {**_COUNT, "maximum": MAX_RETRIES + 1},
+        "container_id": {**_OPT_TEXT, "maxLength": MAX_ID},
+        "exit_code": _EXIT_CODE,
+        "error": _OPT_TEXT,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "started_at": _OPT_TIME,
+        "finished_at": _OPT_TIME,
+        "history": {"type": ["array", "null"], "items": ATTEMPT_SCHEMA, "maxItems": MAX_RETRIES + 1},
+        "version": _COUNT,
+    },
+    "required": ["job_id", "node_id", "state", "attempt", "created_at", "updated_at", "version"],
+    "additionalProperties": False,
+}
+"""An execution as every node stores and forwards it: ``version`` must fit SQLite's integer."""
 
 
 def derive_status(executions: Iterable[Execution]) -> str:

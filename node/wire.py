@@ -4,9 +4,10 @@
     {"type": "execution", "execution": {...Execution...}}       a state change, sent by the executing node
     {"type": "cancel", "job_id": "..."}                         stop the job everywhere
 
-Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, type-checked and (for jobs)
-signature-checked here, so the mesh only ever sees well-formed values. Every message is idempotent; the
-receiver merges by job ID and execution version, so duplicates and reordering change nothing.
+Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, checked against the
+model's schemas (``node/schema.py``, the same checker as RPC params) and, for jobs, signature-checked here,
+so the mesh only ever sees well-formed values. Every message is idempotent; the receiver merges by job ID
+and execution version, so duplicates and reordering change nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from . import schema
 from .errors import ValidationError
 from .identity import verify
-from .model import Execution, Job
+from .model import ID_SCHEMA, Execution, Job
 
 TOPIC = "jobs"
 MAX_MESSAGE_BYTES = 1_000_000
@@ -92,7 +94,7 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
         return ExecutionMsg(execution)
     if kind == "cancel":
         job_id = body.get("job_id")
-        if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
+        if not isinstance(job_id, str) or schema.validate(ID_SCHEMA, job_id):
             raise WireError("malformed", "cancel without a job_id")
         return CancelMsg(job_id)
     raise WireError("malformed", f"unknown type {kind!r}")
@@ -107,9 +109,7 @@ def parse_job(data: Any, *, check_signature: bool = True) -> Job:
     try:
         job = Job.from_json(data)
     except ValidationError as exc:
-        raise WireError("malformed", exc.message) from exc
-    if not 0 < len(job.job_id) <= 128:
-        raise WireError("malformed", "job_id")
+        raise WireError("malformed", _first(exc)) from exc
     if check_signature and not verify(job.origin, job.canonical_bytes(), job.signature):
         raise WireError("unverified", f"job {job.job_id} is not signed by {job.origin}")
     return job
@@ -120,7 +120,11 @@ def parse_execution(data: Any) -> Execution:
     try:
         execution = Execution.from_json(data)
     except ValidationError as exc:
-        raise WireError("malformed", exc.message) from exc
-    if execution.version < 1 or execution.attempt < 1:
-        raise WireError("malformed", "version and attempt must be >= 1")
+        raise WireError("malformed", _first(exc)) from exc
     return execution
+
+
+def _first(exc: ValidationError) -> str:
+    first = exc.errors[0] if exc.errors else {"field": "?", "message": exc.message}
+    more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+    return f"{first['field']} {first['message']}{more}"

@@ -1,7 +1,8 @@
 """The API's methods: their parameter and result schemas, and the handlers that call ``node.core.Node``.
 
 These definitions are the single source of both request validation (``rpc/protocol.py``) and the
-OpenRPC document served by ``rpc.discover``, so the two cannot drift apart.
+OpenRPC document served by ``rpc.discover``, so the two cannot drift apart. Create's params are the model's
+own ``JOB_SPEC_SCHEMA``: the spec a user sends is checked once, by the same rules gossip is checked with.
 """
 
 from __future__ import annotations
@@ -10,59 +11,15 @@ from typing import Any
 
 from node import __version__
 from node.core import Node
-from node.model import PULL_POLICIES, JobSpec, State
+from node.model import JOB_SPEC_SCHEMA, MAX_ID, JobSpec, State
 
 from .protocol import Method
 
 _STR = {"type": "string"}
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_JOB_ID = {"type": "string", "minLength": 1, "maxLength": 128, "description": "the job ID returned by Create"}
-_NODE_ID = {"type": "string", "minLength": 1, "maxLength": 128, "description": "a node's libp2p peer ID"}
+_JOB_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID, "description": "the job ID returned by Create"}
+_NODE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID, "description": "a node's libp2p peer ID"}
 _NONE: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-
-JOB_SPEC: dict[str, Any] = {
-    "type": "object",
-    "description": "What to run. Unknown fields are refused.",
-    "properties": {
-        "image": {"type": "string", "minLength": 1, "maxLength": 512, "description": "a Docker image reference"},
-        "arguments": {"type": ["array", "null"], "items": _STR, "description": "the command and its arguments"},
-        "env": {"type": ["object", "null"], "additionalProperties": _STR, "description": "environment variables"},
-        "name": {"type": "string", "description": "a display name"},
-        "labels": {"type": ["object", "null"], "additionalProperties": _STR, "description": "labels to filter by"},
-        "entrypoint": {"type": ["array", "null"], "items": _STR, "description": "overrides the image's entrypoint"},
-        "resources": {
-            "type": "object",
-            "properties": {
-                "cpus": {"type": "number", "minimum": 0},
-                "memory": {"type": ["integer", "string"], "description": "bytes, or a size such as '256m'"},
-            },
-            "additionalProperties": False,
-        },
-        "timeout": {"type": "number", "minimum": 0, "description": "seconds before the container is stopped"},
-        "retries": {"type": "integer", "minimum": 0, "maximum": 100, "description": "attempts after the first"},
-        "pull": {"type": "string", "enum": list(PULL_POLICIES), "description": "when to pull the image"},
-        "placement": {
-            "description": "which nodes run the job",
-            "oneOf": [
-                {"type": "string", "enum": ["all"]},
-                {
-                    "type": "object",
-                    "properties": {"replicas": {"type": "integer", "minimum": 1}},
-                    "required": ["replicas"],
-                    "additionalProperties": False,
-                },
-                {
-                    "type": "object",
-                    "properties": {"nodes": {"type": "array", "items": _STR, "minItems": 1}},
-                    "required": ["nodes"],
-                    "additionalProperties": False,
-                },
-            ],
-        },
-    },
-    "required": ["image"],
-    "additionalProperties": False,
-}
 
 _EXECUTION = {
     "type": "object",
@@ -82,7 +39,7 @@ def build_methods(node: Node) -> list[Method]:
     """Every method of the API, bound to ``node``."""
 
     async def create(params: dict[str, Any]) -> dict[str, Any]:
-        job = await node.create(JobSpec.from_json(params))
+        job = await node.create(JobSpec.from_valid(params))  # the dispatcher checked JOB_SPEC_SCHEMA
         return {"job_id": job.job_id, "message": "Job created successfully"}
 
     async def status(params: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +75,7 @@ def build_methods(node: Node) -> list[Method]:
         Method(
             name="ContainerService.Create",
             handler=create,
-            params=JOB_SPEC,
+            params=JOB_SPEC_SCHEMA,
             result={
                 "type": "object",
                 "properties": {"job_id": _STR, "message": _STR},
@@ -150,7 +107,7 @@ def build_methods(node: Node) -> list[Method]:
                     "status": {"type": "string", "enum": [s.value for s in State]},
                     "labels": _STR_MAP,
                     "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    "cursor": {"type": "string"},
+                    "cursor": {"type": "string", "maxLength": 64, "pattern": r"^[0-9.e+-]{1,40}:[0-9]{1,18}$"},
                 },
                 "additionalProperties": False,
             },

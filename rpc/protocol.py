@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,9 +19,8 @@ from typing import Any
 
 import trio
 
+from node import schema
 from node.errors import NodeError, ValidationError
-
-from . import schema
 
 log = logging.getLogger("cmnode.rpc")
 
@@ -135,8 +135,10 @@ class Dispatcher:
             return _error(INVALID_REQUEST, "invalid request: must be an object", None)
         notify = "id" not in request
         rid = request.get("id")
-        if not notify and not (rid is None or isinstance(rid, str | float) or type(rid) is int):
+        if not notify and not (rid is None or isinstance(rid, str) or _is_finite_number(rid)):
             return _error(INVALID_REQUEST, "invalid request: id must be a string, a number or null", None)
+        if isinstance(rid, str) and schema.validate({"type": "string"}, rid):  # a lone surrogate
+            return _error(INVALID_REQUEST, "invalid request: id must be valid Unicode", None)
         if request.get("jsonrpc") != "2.0":
             return _error(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"', rid)
         name = request.get("method")
@@ -182,6 +184,12 @@ class Dispatcher:
             except Exception:
                 log.exception("on_call hook failed")
         return out
+
+
+def _is_finite_number(value: Any) -> bool:
+    """An id we can echo: ``1e400`` parses as infinity, which JSON cannot carry back (an answer the client
+    never gets would make it retry, and run a Create twice)."""
+    return (type(value) is float and math.isfinite(value)) or (type(value) is int and abs(value) < 2**63)
 
 
 def _params_object(params: Any) -> dict[str, Any]:

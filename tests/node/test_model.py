@@ -51,21 +51,40 @@ def test_every_bad_field_is_reported_at_once() -> None:
         "image": "must be a string, got int",
         "arguments[1]": "must be a string, got int",
         "env.A": "must be a string, got int",
-        "env.1BAD": "invalid key",
-        "labels": "keys starting with 'cmnode.' are reserved",
+        "env.1BAD": "invalid key: must match the pattern ^[A-Za-z_][A-Za-z0-9_.-]*$",
+        "labels.cmnode.job_id": "invalid key: keys starting with 'cmnode.' are reserved",
         "resources.gpu": "unknown field",
-        "resources.cpus": "must be a number > 0",
-        "timeout": "must be a number of seconds > 0",
-        "retries": "must be an integer from 0 to 100",
-        "pull": "must be one of missing, always, never",
+        "resources.cpus": "must be > 0",
+        "timeout": "must be a number or null, got str",
+        "retries": "must be >= 0",
+        "pull": 'must be one of "missing", "always", "never"',
     }
+
+
+def test_the_checkers_that_disagreed_now_agree() -> None:
+    """Once two checkers ran in turn: the first stopped at ``image``, the second refused what the first
+    (and the published schema) let through."""
+    assert errors_of({"image": 123, "name": "bad name!"}) == {
+        "image": "must be a string, got int",
+        "name": "must match the pattern ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$",
+    }
+    assert set(errors_of({"image": "Busybox", "timeout": 0, "resources": {"cpus": 0}})) == {
+        "image",
+        "timeout",
+        "resources.cpus",
+    }
+
+
+@pytest.mark.parametrize("image", ["busybox\n", "busybox:1\n", "a\nb"])
+def test_a_trailing_newline_is_not_an_image(image: str) -> None:
+    assert "image" in errors_of({"image": image})
 
 
 def test_missing_image_and_wrong_container_types() -> None:
     assert errors_of({}) == {"image": "is required"}
     assert errors_of({"image": "x", "arguments": "ls -l", "env": []}) == {
-        "arguments": "must be a list of strings, got str",
-        "env": "must be an object of strings, got list",
+        "arguments": "must be an array or null, got str",
+        "env": "must be an object or null, got list",
     }
     with pytest.raises(ValidationError):
         JobSpec.from_json(["nginx"])

@@ -259,6 +259,26 @@ async def test_id_of_wrong_type(rpc: Dispatcher, rec: Recorder, rid: Any) -> Non
     assert rec.seen == []
 
 
+@pytest.mark.parametrize("body", [b'"id":1e400', b'"id":-1e400', b'"id":123456789012345678901234567890'])
+async def test_an_id_that_cannot_be_echoed_is_refused_before_the_call(
+    rpc: Dispatcher, rec: Recorder, body: bytes
+) -> None:
+    """Once the call ran and the answer failed to encode (HTTP 500): a retrying client duplicated the job."""
+    reply = await send(rpc, b'{"jsonrpc":"2.0","method":"Test.Echo","params":{},' + body + b"}")
+    assert reply == error(-32600, "invalid request: id must be a string, a number or null")
+    assert rec.seen == []
+
+
+async def test_lone_surrogates_in_params_are_invalid_params(rpc: Dispatcher, rec: Recorder) -> None:
+    body = b'{"jsonrpc":"2.0","method":"Test.Echo","params":{"a":"\\ud800"},"id":1}'
+    reply = await send(rpc, body)
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["errors"] == [
+        {"field": "a", "message": "must be valid Unicode (it holds a lone surrogate)"}
+    ]
+    assert rec.seen == []
+
+
 async def test_invalid_params_type_on_unknown_method_is_invalid_request(rpc: Dispatcher) -> None:
     reply = await send(rpc, req("No.Such", "x"))
     assert reply["error"]["code"] == -32600

@@ -1,10 +1,18 @@
-"""A validator for the small JSON Schema subset that describes RPC params.
+"""The one checker: a validator for the JSON Schema subset that describes everything cmnode accepts.
 
-The same schema dicts feed the OpenRPC document and request validation, so the published contract and
-what the node accepts cannot drift apart. Supported keywords: ``type`` (a name or a list of names),
-``properties``, ``required``, ``additionalProperties`` (``false`` or a schema), ``items``, ``enum``,
-``minimum``, ``maximum``, ``minLength``, ``maxLength``, ``minItems``, ``maxItems``, ``pattern`` and
-``oneOf``; anything else (``description``, ``title``, ``default``...) is documentation and ignored.
+The model (``node/model.py``) writes its rules as schemas; the same dicts validate RPC params, gossip and
+catch-up, and are published by ``rpc.discover``, so the contract and what a node accepts cannot drift apart.
+Supported keywords: ``type`` (a name or a list of names), ``properties``, ``required``,
+``additionalProperties`` (``false`` or a schema), ``propertyNames``, ``items``, ``enum``, ``minimum``,
+``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``minLength``, ``maxLength``, ``minItems``,
+``maxItems``, ``maxProperties``, ``pattern``, ``format`` (the names in ``FORMATS``), ``not`` and ``oneOf``;
+anything else (``description``, ``title``, ``default``...) is documentation and ignored.
+
+Three rules hold for every value, whatever its schema says, because every value may end up in SQLite, a
+signature or a JSON answer: numbers are finite (Python's parser accepts ``Infinity``, ``NaN`` and ``1e400``),
+integers fit in 64 bits, and strings (keys included) hold no lone surrogate (``"\\ud800"`` parses, but
+cannot be encoded as UTF-8). A ``pattern`` is a search, as in JSON Schema; a final ``$`` means the end of the
+string, as in ECMA-262 (Python's ``$`` also matches before a trailing newline).
 
 Every error is collected, so a caller learns all of them in one round trip.
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,12 +32,38 @@ ROOT = "params"
 """The field name reported for errors about the value itself (empty path): it is the request's params."""
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _out_of_range(value: Any) -> str | None:
+    """Why a number cannot be stored or encoded, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if _is_int(value) and not INT64_MIN <= value <= INT64_MAX:
+        return "must fit in a signed 64-bit integer"
+    return None
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_ANYTHING: Mapping[str, Any] = {}
+
+FORMATS: dict[str, tuple[str, Callable[[str], bool]]] = {}
+"""``format`` name -> (what it means, check). The model registers the formats its schemas use."""
 
 
 _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
@@ -44,6 +79,8 @@ _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 
 @functools.cache
 def _regex(pattern: str) -> re.Pattern[str]:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"  # ECMA-262's end of input, not Python's "or before a final newline"
     return re.compile(pattern)
 
 
@@ -74,9 +111,9 @@ def validate(schema: Mapping[str, Any], value: Any, *, path: str = "") -> list[d
     return errors
 
 
-def check(schema: Mapping[str, Any], value: Any) -> None:
+def check(schema: Mapping[str, Any], value: Any, *, path: str = "") -> None:
     """Raise ``ValidationError`` listing every error, or return quietly when ``value`` is valid."""
-    errors = validate(schema, value)
+    errors = validate(schema, value, path=path)
     if errors:
         raise ValidationError(errors)
 
@@ -90,6 +127,13 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dic
         errors.append({"field": field, "message": f"must be {expected}, got {type(value).__name__}"})
         return  # the other keywords would only add noise about a value of the wrong kind
 
+    if _is_number(value) and (why := _out_of_range(value)) is not None:
+        errors.append({"field": field, "message": why})
+        return
+    if isinstance(value, str) and not _is_unicode(value):
+        errors.append({"field": field, "message": "must be valid Unicode (it holds a lone surrogate)"})
+        return
+
     enum = schema.get("enum")
     if enum is not None and not any(_same(value, choice) for choice in enum):
         choices = ", ".join(json.dumps(choice) for choice in enum)
@@ -98,11 +142,7 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dic
     if isinstance(value, str):
         _string(schema, value, field, errors)
     elif _is_number(value):
-        low, high = schema.get("minimum"), schema.get("maximum")
-        if low is not None and value < low:
-            errors.append({"field": field, "message": f"must be >= {low}"})
-        if high is not None and value > high:
-            errors.append({"field": field, "message": f"must be <= {high}"})
+        _number(schema, value, field, errors)
     elif isinstance(value, list):
         _array(schema, value, path, errors)
     elif isinstance(value, dict):
@@ -111,6 +151,23 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dic
     alternatives = schema.get("oneOf")
     if alternatives is not None:
         _one_of(alternatives, value, path, errors)
+
+    negated = schema.get("not")
+    if negated is not None and not validate(negated, value, path=path):
+        errors.append({"field": field, "message": negated.get("description", "is not allowed")})
+
+
+def _number(schema: Mapping[str, Any], value: float, field: str, errors: list[dict[str, str]]) -> None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and value < low:
+        errors.append({"field": field, "message": f"must be >= {low}"})
+    if high is not None and value > high:
+        errors.append({"field": field, "message": f"must be <= {high}"})
+    above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if above is not None and value <= above:
+        errors.append({"field": field, "message": f"must be > {above}"})
+    if below is not None and value >= below:
+        errors.append({"field": field, "message": f"must be < {below}"})
 
 
 def _string(schema: Mapping[str, Any], value: str, field: str, errors: list[dict[str, str]]) -> None:
@@ -121,7 +178,10 @@ def _string(schema: Mapping[str, Any], value: str, field: str, errors: list[dict
         errors.append({"field": field, "message": f"must be at most {_plural(longest, 'character')} long"})
     pattern = schema.get("pattern")
     if pattern is not None and _regex(pattern).search(value) is None:
-        errors.append({"field": field, "message": f"must match the pattern {pattern}"})
+        errors.append({"field": field, "message": schema.get("patternMessage", f"must match the pattern {pattern}")})
+    name = schema.get("format")
+    if name is not None and name in FORMATS and not FORMATS[name][1](value):
+        errors.append({"field": field, "message": f"must be {FORMATS[name][0]}"})
 
 
 def _array(schema: Mapping[str, Any], value: list[Any], path: str, errors: list[dict[str, str]]) -> None:
@@ -131,10 +191,9 @@ def _array(schema: Mapping[str, Any], value: list[Any], path: str, errors: list[
         errors.append({"field": field, "message": f"must have at least {_plural(fewest, 'item')}"})
     if most is not None and len(value) > most:
         errors.append({"field": field, "message": f"must have at most {_plural(most, 'item')}"})
-    items = schema.get("items")
-    if items is not None:
-        for i, item in enumerate(value):
-            _validate(items, item, f"{path}[{i}]", errors)
+    items = schema.get("items", _ANYTHING)  # unconstrained items still obey the rules every value obeys
+    for i, item in enumerate(value):
+        _validate(items, item, f"{path}[{i}]", errors)
 
 
 def _object(schema: Mapping[str, Any], value: dict[str, Any], path: str, errors: list[dict[str, str]]) -> None:
@@ -142,16 +201,28 @@ def _object(schema: Mapping[str, Any], value: dict[str, Any], path: str, errors:
     for name in schema.get("required", ()):
         if name not in value:
             errors.append({"field": prefix + name, "message": "is required"})
+    most = schema.get("maxProperties")
+    if most is not None and len(value) > most:
+        errors.append({"field": path or ROOT, "message": f"must have at most {_plural(most, 'entry')}"})
     properties: Mapping[str, Any] = schema.get("properties", {})
     extra = schema.get("additionalProperties", True)
+    names = schema.get("propertyNames")
     for key, item in value.items():
+        if not _is_unicode(key):
+            errors.append({"field": prefix + key.encode(errors="replace").decode(), "message": "invalid key"})
+            continue
+        if names is not None:
+            bad = validate(names, key)
+            if bad:
+                errors.append({"field": prefix + key, "message": "invalid key: " + bad[0]["message"]})
+                continue
         sub = properties.get(key)
         if sub is not None:
             _validate(sub, item, prefix + key, errors)
         elif extra is False:
             errors.append({"field": prefix + key, "message": "unknown field"})
-        elif isinstance(extra, Mapping):
-            _validate(extra, item, prefix + key, errors)
+        else:
+            _validate(extra if isinstance(extra, Mapping) else _ANYTHING, item, prefix + key, errors)
 
 
 def _one_of(alternatives: list[Mapping[str, Any]], value: Any, path: str, errors: list[dict[str, str]]) -> None:
@@ -164,8 +235,10 @@ def _one_of(alternatives: list[Mapping[str, Any]], value: Any, path: str, errors
         errors.append({"field": field, "message": "matches more than one of the allowed forms"})
         return
     # When only one alternative has the right type, its own errors say far more than a generic message.
-    typed = [result for alternative, result in zip(alternatives, results, strict=True) if _type_ok(alternative, value)]
+    typed = [(alt, result) for alt, result in zip(alternatives, results, strict=True) if _type_ok(alt, value)]
+    if len(typed) > 1 and isinstance(value, dict):  # objects told apart by their required keys
+        typed = [(alt, result) for alt, result in typed if set(alt.get("required", ())) <= value.keys()]
     if len(typed) == 1:
-        errors.extend(typed[0])
+        errors.extend(typed[0][1])
     else:
         errors.append({"field": field, "message": f"must match one of the {len(alternatives)} allowed forms"})

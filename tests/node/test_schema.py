@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from node.errors import ValidationError
-from rpc.schema import check, validate
+from node.schema import check, validate
 
 
 def err(field: str, message: str) -> dict[str, str]:

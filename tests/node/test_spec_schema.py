@@ -1,0 +1,96 @@
+"""The published schema and the model are one checker: whatever the schema admits, the model admits.
+
+Values are generated from ``JOB_SPEC_SCHEMA`` by hypothesis-jsonschema, which reads the schema the way the
+JSON Schema specification does, independently of ``node/schema.py``; an independent validator (the
+``jsonschema`` package) confirms that what the model refuses, the published schema refuses too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+
+from node.errors import ValidationError
+from node.model import EXECUTION_SCHEMA, JOB_SPEC_SCHEMA, MIN_MEMORY, Execution, JobSpec
+
+_SIZES = st.builds(
+    lambda n, unit: f"{n}{unit}",
+    st.integers(min_value=MIN_MEMORY // 1024**2, max_value=10**6),
+    st.sampled_from(["m", "M", "g"]),
+) | st.integers(min_value=MIN_MEMORY, max_value=10**15).map(str)
+
+_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _standard_errors(schema: dict[str, Any], value: Any) -> list[str]:
+    checker = jsonschema.FormatChecker()
+    checker.checks("byte-size")(lambda v: not isinstance(v, str) or v.isdigit() or v[-1].lower() in "bkmg")
+    validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
+    return [error.message for error in validator.iter_errors(value)]
+
+
+@_SETTINGS
+@given(from_schema(JOB_SPEC_SCHEMA, custom_formats={"byte-size": _SIZES}))
+def test_every_spec_the_schema_admits_the_model_admits(data: dict[str, Any]) -> None:
+    spec = JobSpec.from_json(data)
+    assert JobSpec.from_json(spec.to_json()) == spec  # and its canonical form (what is signed) is stable
+    assert JobSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+@_SETTINGS
+@given(from_schema(EXECUTION_SCHEMA))
+def test_every_execution_the_schema_admits_the_model_admits(data: dict[str, Any]) -> None:
+    execution = Execution.from_json(data)
+    assert Execution.from_json(execution.to_json()) == execution
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"image": 123, "name": "bad name!"},
+        {"image": "Busybox"},
+        {"image": "busybox", "timeout": 0},
+        {"image": "busybox", "resources": {"cpus": 0}},
+        {"image": "busybox", "resources": {"memory": 1024}},
+        {"image": "busybox", "labels": {"cmnode.node_id": "x"}},
+        {"image": "busybox", "env": {"1BAD": "x"}},
+        {"image": "busybox", "placement": {"nodes": []}},
+        {"image": "busybox", "placement": {"replicas": 0}},
+        {"image": "busybox", "retries": 101},
+        {"image": "busybox", "surprise": 1},
+    ],
+)
+def test_what_the_model_refuses_the_published_schema_refuses(data: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        JobSpec.from_json(data)
+    assert _standard_errors(JOB_SPEC_SCHEMA, data)
+
+
+def _execution(**changes: Any) -> dict[str, Any]:
+    base = Execution(job_id="j", node_id="n", created_at=1.0, updated_at=1.0).to_json()
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"version": 2**63}, "execution.version"),  # once an OverflowError in SQLite that killed the node
+        ({"version": 0}, "execution.version"),
+        ({"created_at": float("inf")}, "execution.created_at"),
+        ({"updated_at": float("nan")}, "execution.updated_at"),
+        ({"exit_code": 10**30}, "execution.exit_code"),
+        ({"error": "\ud800"}, "execution.error"),
+        ({"history": [{"attempt": 1, "started_at": float("inf")}]}, "execution.history[0].started_at"),
+        ({"history": [{"surprise": 1}]}, "execution.history[0].surprise"),
+    ],
+)
+def test_hostile_executions_are_refused_with_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Execution.from_json(_execution(**changes))
+    assert field in {e["field"] for e in info.value.errors}
