@@ -4,7 +4,7 @@
 
 For each N, both sides get the same topology (the connections the cmnode nodes made: each bootstraps through the
 first and meets a few others by peer exchange; the bare processes then dial the same pairs) and the same
-gossipsub settings (node/p2p.py). cmnode: a job is created on one node (round robin) and the time until every
+gossipsub settings (node/host.py). cmnode: a job is created on one node (round robin) and the time until every
 other node has it in its store is taken from the receivers' "job from peer" log lines against the job's
 ``created_at``. Bare: one process publishes a ~300-byte message and every other one prints when it arrives.
 Both run at the same time, their samples interleaved, so other load on the machine hits both alike. Prints

@@ -1,3 +1,5 @@
 """cmnode: a peer-to-peer container manager."""
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

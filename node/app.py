@@ -1,4 +1,4 @@
-"""One node, one nursery: the store, the executor (queue, workers, exit watcher), the mesh and the
+"""One node, one nursery: the store, the mesh, the executor (queue, workers, exit watcher) and the
 RPC server, started in that order and stopped in reverse.
 
 Shutdown mirrors hypercorn's ``worker_serve``: the trigger stops the RPC server first (it drains
@@ -21,12 +21,13 @@ from rpc.server import create_app, serve_rpc
 
 from .config import Config
 from .core import Node
+from .docker_runtime import DockerRuntime
 from .executor import Executor
 from .identity import load_or_create
 from .jobqueue import JobQueue
+from .link import InboundGate, MeshLink
+from .mesh import Mesh
 from .metrics import NodeMetrics
-from .p2p import Mesh
-from .runtime import DockerRuntime
 from .store import Store
 
 log = logging.getLogger("cmnode.node")
@@ -58,10 +59,10 @@ async def run_node(
     )
     try:
         async with Store.open(config.db_path) as store, trio.open_nursery() as services:
-            # The mesh listens first (what peers send waits until attach), so the executor's recovery
-            # can already announce the executions it changes.
-            mesh = Mesh(config=config, identity=identity, store=store)
-            await services.start(mesh.run)
+            # Built one way: link (the node's outbound) -> executor -> node -> mesh (given the node as inbound).
+            # Started mesh first, so its publisher drains what the executor's recovery announces, while the
+            # gate holds what peers send until the executor runs (see node/link.py).
+            link = MeshLink(identity.node_id)
             queue = JobQueue(config.queue_size)
             executor = Executor(
                 node_id=identity.node_id,
@@ -69,12 +70,15 @@ async def run_node(
                 runtime=runtime,
                 queue=queue,
                 worker_count=config.worker_count,
-                publish=mesh.publish_execution,
+                publish=link.publish_execution,
                 retention=config.retention,
             )
+            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link)
+            gate = InboundGate(node)
+            mesh = Mesh(config=config, identity=identity, store=store, inbound=gate, link=link)
+            await services.start(mesh.run)
             await services.start(executor.run)
-            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=mesh.hooks())
-            mesh.attach(node)
+            gate.open()
 
             async def health() -> tuple[bool, dict[str, object]]:
                 problems: dict[str, object] = {}

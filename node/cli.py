@@ -1,15 +1,16 @@
 """The ``cmnode`` command: ``cmnode run`` starts a node; the other commands are clients of a node's RPC.
 
 This module imports nothing heavy at the top (no libp2p, no Docker SDK), so that client commands
-start fast; ``run`` imports the node only when it runs. Settings come from flags, then ``CMNODE_*``
-environment variables, then a TOML file, then the defaults, in that order of precedence.
+start fast; ``run`` imports the node only when it runs. The flags of ``run`` are made from ``Config``'s fields
+(``node/config.py``), which also says how flags, ``CMNODE_*`` variables and the TOML file are merged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +18,10 @@ import cyclopts
 from cyclopts import Parameter
 
 from . import client_cli
-from .config import Config, default_data_dir, load_toml
+from .config import ENV_PREFIX, Config, Spec, default_config_path, resolve_config, settings
 from .errors import ConfigError
+
+__all__ = ["app", "main", "run_command", "run_flags"]
 
 app = cyclopts.App(
     name="cmnode",
@@ -26,133 +29,64 @@ app = cyclopts.App(
     version_flags=["--version"],
 )
 
-ENV_PREFIX = "CMNODE_"
-EXIT_USAGE = 2
-EXIT_CONFIG = 2
+_FLAG_TYPES: dict[Any, Any] = {tuple[str, ...]: list[str], str | None: str}
+"""A setting's type as a flag, where it differs (a repeatable flag collects a list); None means "not given"."""
 
 
-def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
-    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "cmnode" / "config.toml"
+def _flag(spec: Spec) -> Any:
+    shown = f" [default: {spec.shown_default}]" if spec.shown_default else ""
+    parameter = Parameter(help=f"{spec.setting.help}. [env: {spec.env}]{shown}",
+                          negative=None if spec.type is bool else ())  # fmt: skip
+    return Annotated[_FLAG_TYPES.get(spec.type, spec.type) | None, parameter]
 
 
-def resolve_config(flags: dict[str, Any], config_file: Path | None, environ: Mapping[str, str]) -> Config:
-    """Merge the sources with precedence flag > environment > file > default.
-
-    Each setting is checked on its own as it is read (no setting's validity depends on another's), so an
-    error names both the setting and where it came from: ``--port``, ``CMNODE_PORT`` or the file's path.
-    An empty environment variable counts as unset, as compose files and shells often leave them.
-
-    Raises:
-        ConfigError: naming the setting that is unknown or invalid, and its source.
-    """
-    path = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if environ.get(ENV_PREFIX + "CONFIG") else None)
-    explicit = path is not None
-    path = path or default_config_path(environ)
-    values: dict[str, Any] = {}
-    if explicit or path.exists():
-        for key, value in load_toml(path).items():
-            values.update(_checked(key, value, str(path)))
-    for name in Config.__dataclass_fields__:
-        variable = ENV_PREFIX + name.upper()
-        raw = environ.get(variable)
-        if raw:
-            values.update(_checked(name, raw, variable))
-    for name, value in flags.items():
-        if value is not None:
-            values.update(_checked(name, value, "--" + name.replace("_", "-")))
-    return Config(**values)
+def run_flags(schema: type[Config] = Config) -> type:
+    """A dataclass of one flag per setting of ``schema``, each None unless given, so that the flags can lose to
+    nothing but themselves: ``resolve_config`` lets a given flag win over the environment and the file."""
+    flags = dataclasses.make_dataclass(
+        "RunFlags", [(spec.name, _flag(spec), None) for spec in settings(schema).values()], frozen=True, kw_only=True
+    )
+    flags.__module__ = __name__  # not make_dataclass's "types": cyclopts does not flatten standard-library classes
+    return Parameter(name="*")(flags)  # flattened: --port, not --flags.port
 
 
-def _checked(key: str, value: Any, source: str) -> dict[str, Any]:
-    """One setting, coerced and validated alone; the error message starts with ``source``."""
-    name = key.replace("-", "_")
-    if name not in Config.__dataclass_fields__:
-        raise ConfigError(f"{source}: unknown setting {key!r}")
-    try:
-        one = Config.from_mapping({name: value}, source=source)
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
-    return {name: getattr(one, name)}
+def run_command(schema: type[Config] = Config, *, start: Callable[[Config], int] | None = None) -> Callable[..., int]:
+    """The ``run`` command for ``schema``: its flags are ``run_flags(schema)`` and ``--config``."""
+
+    def run(*, flags: Any = None, config: Path | None = None) -> int:
+        """Start a node.
+
+        Every flag can also be set in the environment as CMNODE_ plus its name (e.g. CMNODE_PORT=8081,
+        CMNODE_QUEUE_SIZE=500) or in the config file; flags win over the environment, which wins over the file.
+        The file holds the same names as top-level keys or under a [cmnode] table (queue_size = 500, or
+        queue-size = 500). CMNODE_BOOTSTRAP takes a comma- or space-separated list; an empty variable is unset.
+        An invalid setting is refused with a message naming it and its source, and exit code 2.
+        """
+        given = {} if flags is None else {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags)}
+        try:
+            cfg = resolve_config(given, config, os.environ, schema=schema)
+        except ConfigError as exc:
+            print(f"cmnode: {exc}", file=sys.stderr)
+            return client_cli.Exit.USAGE
+        return (start or _start_node)(cfg)
+
+    # The flags' class is made at run time, so it is set here rather than written in the signature.
+    config_help = f"TOML config file. [env: {ENV_PREFIX}CONFIG] [default: {default_config_path()}]"
+    run.__annotations__ = {
+        "flags": run_flags(schema) | None,
+        "config": Annotated[Path | None, Parameter(help=config_help)],
+        "return": int,
+    }
+    return run
 
 
-@app.command
-def run(
-    *,
-    listen_address: Annotated[
-        str | None, Parameter(help="RPC listen address. [env: CMNODE_LISTEN_ADDRESS] [default: 0.0.0.0]")
-    ] = None,
-    port: Annotated[int | None, Parameter(help="RPC port. [env: CMNODE_PORT] [default: 8080]")] = None,
-    queue_size: Annotated[
-        int | None, Parameter(help="Size of the job queue. [env: CMNODE_QUEUE_SIZE] [default: 100]")
-    ] = None,
-    worker_count: Annotated[
-        int | None, Parameter(help="Number of workers. [env: CMNODE_WORKER_COUNT] [default: 10]")
-    ] = None,
-    log_level: Annotated[
-        str | None, Parameter(help="debug, info, warning or error. [env: CMNODE_LOG_LEVEL] [default: info]")
-    ] = None,
-    log_format: Annotated[
-        str | None, Parameter(help="text (key=value) or json. [env: CMNODE_LOG_FORMAT] [default: text]")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, Parameter(help=f"Identity and job store. [env: CMNODE_DATA_DIR] [default: {default_data_dir()}]")
-    ] = None,
-    p2p_port: Annotated[int | None, Parameter(help="libp2p TCP port. [env: CMNODE_P2P_PORT] [default: 4001]")] = None,
-    bootstrap: Annotated[
-        list[str] | None,
-        Parameter(
-            help="Peer multiaddr to dial, /ip4/.../tcp/.../p2p/ID (repeatable). [env: CMNODE_BOOTSTRAP]", negative=()
-        ),
-    ] = None,
-    mdns: Annotated[
-        bool | None, Parameter(help="Discover peers on the LAN with mDNS. [env: CMNODE_MDNS] [default: on]")
-    ] = None,
-    docker_host: Annotated[
-        str | None,
-        Parameter(
-            help="Docker daemon URL (unix:///var/run/docker.sock). [env: CMNODE_DOCKER_HOST] [default: $DOCKER_HOST]"
-        ),
-    ] = None,
-    pull_timeout: Annotated[
-        float | None, Parameter(help="Seconds an image pull may take. [env: CMNODE_PULL_TIMEOUT] [default: 300]")
-    ] = None,
-    retention: Annotated[
-        float | None,
-        Parameter(help="Seconds finished containers are kept before removal. [env: CMNODE_RETENTION] [default: 3600]"),
-    ] = None,
-    rpc_token: Annotated[
-        str | None, Parameter(help="Require 'Authorization: Bearer TOKEN' on /jrpc. [env: CMNODE_RPC_TOKEN]")
-    ] = None,
-    config: Annotated[
-        Path | None, Parameter(help=f"TOML config file. [env: CMNODE_CONFIG] [default: {default_config_path()}]")
-    ] = None,
-) -> int:
-    """Start a node.
-
-    Every flag can also be set in the environment as CMNODE_ plus its name (e.g. CMNODE_PORT=8081,
-    CMNODE_QUEUE_SIZE=500) or in the config file; flags win over the environment, which wins over the file.
-    The file holds the same names as top-level keys or under a [cmnode] table (queue_size = 500, or
-    queue-size = 500). CMNODE_BOOTSTRAP takes a comma- or space-separated list; an empty variable is unset.
-    An invalid setting is refused with a message naming it and its source, and exit code 2.
-    """
-    flags = {
-        "listen_address": listen_address, "port": port, "queue_size": queue_size, "worker_count": worker_count,
-        "log_level": log_level, "log_format": log_format, "data_dir": data_dir, "p2p_port": p2p_port,
-        "bootstrap": bootstrap, "mdns": mdns, "docker_host": docker_host,
-        "pull_timeout": pull_timeout, "retention": retention, "rpc_token": rpc_token,
-    }  # fmt: skip
-    try:
-        cfg = resolve_config(flags, config, dict(os.environ))
-    except ConfigError as exc:
-        print(f"cmnode: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+def _start_node(config: Config) -> int:
     from .runner import main as run_main  # heavy imports only when a node really starts
 
-    return run_main(cfg)
+    return run_main(config)
 
 
+app.command(run_command(), name="run")
 client_cli.register(app)
 
 
@@ -162,7 +96,7 @@ def main() -> None:
         result = app(sys.argv[1:], exit_on_error=False, print_error=False, result_action="return_value")
     except cyclopts.CycloptsError as exc:
         print(f"cmnode: {' '.join(str(exc).split())} (see cmnode --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        sys.exit(client_cli.Exit.USAGE)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(client_cli.Exit.INTERRUPTED)
     sys.exit(result if isinstance(result, int) else 0)

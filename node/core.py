@@ -1,15 +1,15 @@
 """The node as its API sees it: create, inspect and stop jobs, and describe the node.
 
 Handlers in ``rpc/methods.py`` call only this class; it ties the store, the executor and the mesh
-together and holds no state of its own beyond references to them.
+together and holds no state of its own beyond references to them and the merge of what peers tell it
+(``node/replica.py``). The mesh reaches the node only through its ``Inbound`` methods (``node/link.py``).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from . import __version__
@@ -17,24 +17,16 @@ from .config import Config
 from .errors import NotFoundError, ValidationError
 from .executor import Executor
 from .identity import Identity
+from .link import NoMesh, Outbound
 from .model import Execution, Job, JobSpec, State, derive_status
+from .replica import Replica
+from .scheduler import runs_here
 from .store import JobRecord, Store
 
 
-@dataclass
-class MeshHooks:
-    """What the mesh (``node/p2p.py``) offers the core; absent on a node without a mesh."""
-
-    publish_job: Callable[[Job], Awaitable[None]] | None = None
-    publish_cancel: Callable[[str], Awaitable[None]] | None = None
-    fetch_logs: Callable[[str, str, int | None], Awaitable[dict[str, Any]]] | None = None
-    peers: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
-    addresses: Callable[[], list[str]] = field(default=lambda: [])
-    stats: Callable[[], dict[str, Any]] = field(default=lambda: {})
-    """Counters of the mesh (gossip in/out/dropped by reason, catch-up rounds), for metrics."""
-
-
 class Node:
+    """The node's operations; also the mesh's ``Inbound`` (link.py): what peers tell it goes through here."""
+
     def __init__(
         self,
         *,
@@ -43,14 +35,18 @@ class Node:
         store: Store,
         executor: Executor,
         rpc_url: str = "",
-        mesh: MeshHooks | None = None,
+        mesh: Outbound | None = None,
     ) -> None:
+        """``mesh`` is how this node publishes and reaches other nodes (``MeshLink``); none: a node alone."""
         self.config = config
         self.identity = identity
         self.store = store
         self.executor = executor
         self.rpc_url = rpc_url
-        self.mesh = mesh or MeshHooks()
+        self.mesh: Outbound = mesh or NoMesh()
+        self._replica = Replica(
+            store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer
+        )
         self.started_at = time.time()
 
     @property
@@ -67,12 +63,11 @@ class Node:
         """
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
-        if spec.placement.mode == "nodes" and self.node_id not in spec.placement.nodes:
-            await self.executor.accept(job, run_here=False)  # recorded here; the listed nodes run it
-        else:
+        if runs_here(job, self.node_id):
             await self.executor.submit(job)
-        if self.mesh.publish_job is not None:
-            await self.mesh.publish_job(job)
+        else:
+            await self.executor.accept(job, run_here=False)  # recorded here; the nodes placement names run it
+        await self.mesh.publish_job(job)
         return job
 
     async def _record(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
@@ -119,16 +114,30 @@ class Node:
     async def stop(self, job_id: str) -> dict[str, Any]:
         """Cancel the job on every node; stopping a job twice is not an error."""
         await self._record(job_id)
-        await self.store.mark_cancelled(job_id)
-        await self.executor.cancel(job_id)
+        await self.executor.cancel(job_id)  # the flag and this node's execution: one write
         if self.mesh.publish_cancel is not None:
             await self.mesh.publish_cancel(job_id)
         return {"job_id": job_id, "message": "Job stop requested"}
 
+    # -- what peers tell this node (the mesh's Inbound) --------------------------------------------
+
+    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+        """A verified job from a peer: recorded, and run here if placement says so. True if new."""
+        return await self._replica.on_job(job, cancelled=cancelled)
+
+    async def on_executions(self, executions: list[Execution]) -> int:
+        """Other nodes' executions from a peer; returns how many were newer than ours."""
+        return await self._replica.on_executions(executions)
+
+    async def on_cancel(self, job_id: str) -> None:
+        await self._replica.on_cancel(job_id)
+
+    async def _run_from_peer(self, job: Job) -> bool:
+        return await self.executor.accept(job, run_here=True)
+
     async def cancel_from_peer(self, job_id: str) -> None:
         if await self.store.get_job(job_id) is not None:
-            await self.store.mark_cancelled(job_id)
-        await self.executor.cancel(job_id)
+            await self.executor.cancel(job_id)
 
     async def logs(self, job_id: str, node_id: str | None, tail: int | None) -> dict[str, Any]:
         _, executions = await self._record(job_id)
@@ -141,8 +150,6 @@ class Node:
                 data={"job_id": job_id, "node_id": node_id},
             )
         if node_id != self.node_id:
-            if self.mesh.fetch_logs is None:
-                raise NotFoundError(f"node {node_id} is not reachable from this node")
             return await self.mesh.fetch_logs(job_id, node_id, tail)
         return await self.local_logs(job_id, tail)
 
@@ -157,7 +164,7 @@ class Node:
         source = "none"
         if execution.container_id is not None:
             try:
-                stdout, stderr = await self.executor.runtime.logs(execution.container_id, tail=tail)
+                stdout, stderr = await self.executor.container_logs(execution.container_id, tail=tail)
                 source = "container"
             except Exception:  # gone or daemon away: fall back to the stored tail
                 source = "none"
@@ -180,14 +187,15 @@ class Node:
     # -- the node ---------------------------------------------------------------------------------
 
     async def info(self) -> dict[str, Any]:
+        load = self.executor.load()
         return {
             "node_id": self.node_id,
             "version": __version__,
             "addresses": self.mesh.addresses(),
             "rpc_url": self.rpc_url,
-            "queue": {"depth": self.executor.queue.depth, "size": self.executor.queue.size},
-            "workers": {"count": self.executor.worker_count, "busy": self.executor.busy},
-            "docker": {"ok": self.executor.docker_error is None, "error": self.executor.docker_error},
+            "queue": {"depth": load.queue_depth, "size": load.queue_size},
+            "workers": {"count": load.workers, "busy": load.busy},
+            "docker": {"ok": load.docker_error is None, "error": load.docker_error},
             "peers": len(self.mesh.peers()),
             "mesh": self.mesh.stats(),
             "uptime": round(time.time() - self.started_at, 3),

@@ -4,11 +4,10 @@
      ├── ValidationError           the request is malformed (-32602, field errors in ``data``)
      ├── NotFoundError             no such job or execution (-32001)
      ├── QueueFullError            the job queue is full; the job was not accepted (-32002)
-     ├── ConflictError             the request contradicts the current state (-32003)
      ├── UnauthorizedError         missing or wrong credentials (-32004)
      ├── RuntimeFailureError       the container engine failed or is unreachable (-32005)
-     ├── PeerUnreachableError      a peer that must answer could not be reached (-32006)
-     └── OperationTimeoutError     an operation ran out of time (-32007)
+     └── PeerUnreachableError      a peer that must answer could not be reached (-32006)
+    ConfigError                    a setting refused at start (not sent over RPC: it stops ``cmnode run``)
 
 Application codes count down from -32000, as JSON-RPC 2.0 reserves; ``rpc/client.py`` maps them back to
 the same classes, so a client catches ``NotFoundError`` whichever node raised it.
@@ -17,6 +16,18 @@ the same classes, so a client catches ``NotFoundError`` whichever node raised it
 from __future__ import annotations
 
 from typing import Any
+
+__all__ = [
+    "ERROR_CLASSES",
+    "ConfigError",
+    "NodeError",
+    "NotFoundError",
+    "PeerUnreachableError",
+    "QueueFullError",
+    "RuntimeFailureError",
+    "UnauthorizedError",
+    "ValidationError",
+]
 
 
 class NodeError(Exception):
@@ -54,12 +65,6 @@ class QueueFullError(NodeError):
     code = -32002
 
 
-class ConflictError(NodeError):
-    """The operation contradicts the object's current state."""
-
-    code = -32003
-
-
 class UnauthorizedError(NodeError):
     """The caller did not present the credentials this node requires."""
 
@@ -78,12 +83,6 @@ class PeerUnreachableError(NodeError):
     code = -32006
 
 
-class OperationTimeoutError(NodeError):
-    """The operation did not finish within its time bound."""
-
-    code = -32007
-
-
 class ConfigError(Exception):
     """Invalid configuration, refused at start; the message names the setting."""
 
@@ -92,10 +91,8 @@ ERROR_CLASSES: tuple[type[NodeError], ...] = (
     ValidationError,
     NotFoundError,
     QueueFullError,
-    ConflictError,
     UnauthorizedError,
     RuntimeFailureError,
     PeerUnreachableError,
-    OperationTimeoutError,
 )
 """Every subclass with its own code; ``rpc/client.py`` maps codes back through this table."""

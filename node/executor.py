@@ -1,28 +1,35 @@
-"""Runs this node's executions: workers take jobs off the queue and start containers; one Docker events
-watcher reports their exits; timeouts, retries and cancellation act on the same in-memory state.
+"""Runs this node's executions: workers take jobs off the queue and start containers; one exit watcher reports
+their exits; timeouts, retries and cancellation act on the same in-memory state.
 
-``_active`` holds the latest version of each execution this node runs that is not final yet. Every
-change goes through ``_transition``, which updates it synchronously (no await between reading and
-writing, so there are no races between workers, the exit watcher and cancellation) and then stores
-and announces the new version. Only this node writes its executions.
+Every change of an execution goes through ``Executions`` (``node/executions.py``), the single writer;
+recovery at start is ``Recovery`` (``node/recovery.py``); the daemon's health is ``DaemonHealth``.
+
+Admission is bounded both ways: ``submit`` (a job created here) refuses at a full queue, and ``accept`` (a
+peer's job placed here) never refuses (the peer already acknowledged it) but spawns nothing either: at a full
+queue the job is stored as pending, its execution saying it waits for a slot, and one backlog task queues such
+jobs in arrival order as slots free up. A restart finds them pending too.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import trio
 
-from .errors import RuntimeFailureError
+from .docker_health import DaemonHealth
+from .errors import QueueFullError, RuntimeFailureError
+from .executions import Executions, Publish
 from .jobqueue import JobQueue, WorkItem
 from .model import Execution, Job, State
+from .recovery import Recovery
 from .retention import Retention
-from .runtime import ContainerExit, ContainerInfo, DockerHealth, DockerRuntime
+from .runtime import ContainerExit, DockerHealth, Runtime, RuntimeEvent
 from .store import JobRecord, Store
 
 log = logging.getLogger("cmnode.executor")
@@ -31,8 +38,33 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 LOOK_TRIES = 5
 LOOK_PAUSE = 1.0
+BACKLOG_PAGE = 100
+WAITING_FOR_SLOT = "waiting for a free slot in the job queue"
 
-Publish = Callable[[Execution], Awaitable[None]]
+
+def retry_delay(attempt: int, base: float = BACKOFF_BASE) -> float:
+    """The wait before the attempt after ``attempt``: base * 2^(attempt-1), +-20 % jitter, then at most 60 s."""
+    return float(min(BACKOFF_CAP, base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)))
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the executor is doing, for NodeService.Info and the metrics."""
+
+    queue_depth: int
+    queue_size: int
+    workers: int
+    busy: int
+    docker_error: str | None
+
+
+@dataclass
+class _Start:
+    """A worker preparing and starting one attempt; ``cancel`` abandons its inspect or pull."""
+
+    attempt: int
+    scope: trio.CancelScope
+    cancelled: bool = False
 
 
 class Executor:
@@ -41,7 +73,7 @@ class Executor:
         *,
         node_id: str,
         store: Store,
-        runtime: DockerRuntime,
+        runtime: Runtime,
         queue: JobQueue,
         worker_count: int,
         publish: Publish | None = None,
@@ -53,25 +85,20 @@ class Executor:
         self.runtime = runtime
         self.queue = queue
         self.worker_count = worker_count
-        self.publish = publish
         self.backoff_base = backoff_base
-        self.retention = Retention(
-            node_id=node_id, store=store, runtime=runtime, seconds=retention, in_progress=self._in_progress
-        )
         self.busy = 0
-        self.docker_error: str | None = "not connected yet"
-        self._docker_up = trio.Event()
-        self._active: dict[str, Execution] = {}
-        self._jobs: dict[str, Job] = {}
+        self.docker = DaemonHealth()
+        self.executions = Executions(node_id=node_id, store=store, publish=publish, on_attempt_over=self._attempt_over)
+        self.recovery = Recovery(runtime=runtime, executions=self.executions, on_adopted=self._start_timer)
+        self.retention = Retention(
+            node_id=node_id, store=store, runtime=runtime, seconds=retention, in_progress=self.executions.is_current
+        )
         self._timers: dict[tuple[str, int], trio.CancelScope] = {}
         self._timed_out: set[tuple[str, int]] = set()
-        self._cancelled: set[str] = set()
-        self._pulls: dict[str, trio.CancelScope] = {}
-        # Attempts that may have a container we did not record (recovered, or a start cut short by the daemon
-        # going away): checked against one shared listing of our containers before a worker starts one.
-        self._unverified: set[tuple[str, int]] = set()
-        self._listing: dict[tuple[str, int], ContainerInfo] | None = None
-        self._listing_lock = trio.Lock()
+        self._starts: dict[str, _Start] = {}
+        self._backlog_lock = trio.Lock()
+        self._backlog_waiting = trio.Event()
+        self._backlogged = False
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -81,12 +108,17 @@ class Executor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             unfinished = await self._load_unfinished()
-            send, recv = trio.open_memory_channel[ContainerExit | DockerHealth](1000)
+            send, recv = trio.open_memory_channel[RuntimeEvent](1000)
             nursery.start_soon(self._consume_events, recv)
             await nursery.start(self.runtime.watch_exits, send)
-            await self._recover(unfinished)
+            for record, execution in unfinished:
+                if execution.state == State.RUNNING:
+                    self._start_timer(record.job, execution)
+            requeue = await self.recovery.recover(unfinished)
+            nursery.start_soon(self._requeue_all, requeue)
             for _ in range(self.worker_count):
                 nursery.start_soon(self._worker)
+            nursery.start_soon(self._feed_backlog)
             if self.retention.seconds is not None:
                 nursery.start_soon(self.retention.run)
             task_status.started()
@@ -96,6 +128,23 @@ class Executor:
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         assert self._nursery is not None, "Executor.run() is not running"
         self._nursery.start_soon(fn, *args)
+
+    # -- what others read -------------------------------------------------------------------------
+
+    @property
+    def docker_error(self) -> str | None:
+        """None while the Docker daemon answers, else why not."""
+        return self.docker.error
+
+    def load(self) -> Load:
+        return Load(self.queue.depth, self.queue.size, self.worker_count, self.busy, self.docker.error)
+
+    def active(self, job_id: str) -> Execution | None:
+        return self.executions.get(job_id)
+
+    async def container_logs(self, container_id: str, *, tail: int | None = None) -> tuple[str, str]:
+        """(stdout, stderr) of one of our containers. Raises NotFoundError (gone) or RuntimeFailureError."""
+        return await self.runtime.logs(container_id, tail=tail)
 
     # -- accepting jobs ---------------------------------------------------------------------------
 
@@ -112,59 +161,90 @@ class Executor:
         except BaseException:
             self.queue.release()
             raise
-        self._track(job, execution)
+        self.executions.track(job, execution)
         self.queue.put_reserved(WorkItem(job, execution.attempt))
 
     async def accept(self, job: Job, *, run_here: bool) -> bool:
-        """Record a job heard from a peer; queue it here if placement says so. True if it was new."""
-        execution = self._new_execution(job) if run_here else None
-        if not await self.store.add_job(job, execution):
+        """Record a job heard from a peer (or created here for other nodes); run it here if placement says so.
+
+        Never refuses and never waits for the queue: at a full queue the job is stored pending, its execution
+        saying so, and the backlog task queues it when a slot frees. True if the job was new."""
+        if not run_here:
+            return await self.store.add_job(job)
+        try:
+            if self._backlogged:  # first come, first served: behind those already waiting
+                raise QueueFullError("job queue is full")
+            self.queue.reserve()
+        except QueueFullError:
+            waiting = self._new_execution(job).advance(error=WAITING_FOR_SLOT)
+            new = await self.store.add_job(job, waiting)
+            if new:
+                self._backlogged = True
+                self._backlog_waiting.set()
+                await self.executions.announce(waiting)
+            return new
+        try:
+            execution = self._new_execution(job)
+            new = await self.store.add_job(job, execution)
+        except BaseException:
+            self.queue.release()
+            raise
+        if not new:
+            self.queue.release()
             return False
-        if execution is not None:
-            self._track(job, execution)
-            await self._record_published(execution)
-            self._spawn(self.queue.put, WorkItem(job, execution.attempt))
+        self.executions.track(job, execution)
+        await self.executions.announce(execution)
+        self.queue.put_reserved(WorkItem(job, execution.attempt))
         return True
 
     def _new_execution(self, job: Job) -> Execution:
         now = time.time()
         return Execution(job_id=job.job_id, node_id=self.node_id, created_at=now, updated_at=now)
 
-    def _track(self, job: Job, execution: Execution) -> None:
-        self._jobs[job.job_id] = job
-        self._active[job.job_id] = execution
+    async def _feed_backlog(self) -> NoReturn:
+        """Queue the jobs ``accept`` stored for want of a slot, oldest first, one free slot at a time."""
+        while True:
+            await self._backlog_waiting.wait()
+            self._backlog_waiting = trio.Event()
+            after = 0
+            while True:
+                async with self._backlog_lock:
+                    found = await self._next_waiting(after)
+                if found is None:
+                    break
+                await self.queue.reserve_wait()
+                async with self._backlog_lock:  # look again: it may have been cancelled meanwhile
+                    found = await self._next_waiting(after)
+                    if found is None:
+                        self.queue.release()
+                        break
+                    record, execution = found
+                    after = record.seq
+                    self.executions.track(record.job, execution)
+                    self.queue.put_reserved(WorkItem(record.job, execution.attempt))
+            if not self._backlog_waiting.is_set():
+                self._backlogged = False
 
-    # -- state changes ----------------------------------------------------------------------------
+    async def _next_waiting(self, after: int) -> tuple[JobRecord, Execution] | None:
+        """The oldest stored pending execution of ours after job seq ``after`` that nothing follows yet."""
+        while True:
+            page = await self.store.waiting(self.node_id, after_seq=after, limit=BACKLOG_PAGE)
+            for record, execution in page:
+                if self.executions.get(record.job.job_id) is None:
+                    return record, execution
+            if len(page) < BACKLOG_PAGE:
+                return None
+            after = page[-1][0].seq
 
-    async def _transition(
-        self, job_id: str, attempt: int, /, *, states: tuple[State, ...] | None = None, **changes: Any
-    ) -> Execution | None:
-        """Apply ``changes`` to the active execution if it is still at ``attempt`` (and in ``states``)."""
-        current = self._active.get(job_id)
-        if current is None or current.attempt != attempt or (states is not None and current.state not in states):
-            return None
-        new = current.advance(**changes)
-        if new.state.final or new.attempt != attempt:  # this attempt is over: so is its timeout
-            timer = self._timers.pop((job_id, attempt), None)
-            if timer is not None:
-                timer.cancel()
-        if new.state.final:
-            del self._active[job_id]
-            self._jobs.pop(job_id, None)
-        else:
-            self._active[job_id] = new
-        await self._record_published(new)
-        return new
+    # -- attempts ending and retries --------------------------------------------------------------
 
-    async def _record_published(self, execution: Execution) -> None:
-        await self.store.put_execution(execution)
-        log.info(
-            "execution job_id=%s node_id=%s state=%s attempt=%d exit_code=%s error=%s",
-            execution.job_id, self.node_id, execution.state.value, execution.attempt,
-            execution.exit_code, execution.error,
-        )  # fmt: skip
-        if self.publish is not None:
-            await self.publish(execution)
+    def _attempt_over(self, job_id: str, attempt: int) -> None:
+        """Called by the writer inside the change that ends an attempt: its timeout and checks go with it."""
+        timer = self._timers.pop((job_id, attempt), None)
+        if timer is not None:
+            timer.cancel()
+        self._timed_out.discard((job_id, attempt))
+        self.recovery.forget(job_id, attempt)
 
     async def _fail(
         self,
@@ -177,15 +257,15 @@ class Executor:
         **extra: Any,
     ) -> None:
         """Fail this attempt; start the next one after a backoff if the spec allows retries."""
-        job = self._jobs.get(job_id)
-        current = self._active.get(job_id)
+        job = self.executions.job(job_id)
+        current = self.executions.get(job_id)
         if job is None or current is None or current.attempt != attempt:
             return
         if attempt <= job.spec.retries:
-            delay = min(BACKOFF_CAP, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            delay = retry_delay(attempt, self.backoff_base)
             failed = current.advance(state=final_state, exit_code=exit_code, error=error, **extra)
             history = (*current.history, failed.attempt_summary())
-            new = await self._transition(
+            new = await self.executions.transition(
                 job_id, attempt, state=State.PENDING, attempt=attempt + 1, history=history, container_id=None,
                 exit_code=None, started_at=None, finished_at=None,
                 error=f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s",
@@ -193,12 +273,13 @@ class Executor:
             if new is not None:
                 self._spawn(self._requeue_later, job, attempt + 1, delay)
         else:
-            await self._transition(job_id, attempt, state=final_state, exit_code=exit_code, error=error, **extra)
+            await self.executions.transition(
+                job_id, attempt, state=final_state, exit_code=exit_code, error=error, **extra
+            )
 
     async def _requeue_later(self, job: Job, attempt: int, delay: float) -> None:
         await trio.sleep(delay)
-        current = self._active.get(job.job_id)
-        if current is not None and current.attempt == attempt:
+        if self.executions.is_current(job.job_id, attempt):
             await self.queue.put(WorkItem(job, attempt))
 
     # -- workers ----------------------------------------------------------------------------------
@@ -220,27 +301,16 @@ class Executor:
         job_id = job.job_id
         looked = 0
         while True:
-            current = self._active.get(job_id)
+            current = self.executions.get(job_id)
             if current is None or current.attempt != attempt or current.state not in (State.PENDING, State.PULLING):
                 return  # cancelled, superseded, or already adopted
+            # Registered before the first await: a Stop from now on cancels this scope, even before it is entered.
+            start = self._starts[job_id] = _Start(attempt, trio.CancelScope())
             try:
-                if await self._adopt_existing(job, attempt):
-                    return
-                if job.spec.pull == "always" or not await self.runtime.image_present(job.spec.image):
-                    await self._transition(job_id, attempt, state=State.PULLING, error=None)
-                    with trio.CancelScope() as pull:  # Stop cancels a pull rather than wait for it
-                        self._pulls[job_id] = pull
-                        try:
-                            await self.runtime.ensure_image(job.spec.image, job.spec.pull)
-                        finally:
-                            self._pulls.pop(job_id, None)
-                    current = self._active.get(job_id)
-                    if pull.cancelled_caught or current is None or current.attempt != attempt:
-                        return  # cancelled while pulling
-                container_id = await self.runtime.start(job, attempt)
+                container_id = await self._prepare_and_start(job, attempt, start)
             except RuntimeFailureError as exc:
                 reason = await self.runtime.health()
-                if reason is None and (job_id, attempt) in self._unverified and looked < LOOK_TRIES:
+                if reason is None and self.recovery.unverified(job_id, attempt) and looked < LOOK_TRIES:
                     # Looking for an earlier container failed, yet the daemon answers now: never the job's
                     # fault (the daemon was most likely coming back just then). Look again in a moment.
                     looked += 1
@@ -251,29 +321,49 @@ class Executor:
                     return
                 # The daemon is away: keep the job, say why it waits, and go on when it is back. It may have
                 # created or even started the container before it went: look before starting another.
-                self._mark_down(reason)
-                self._listing = None
-                self._unverified.add((job_id, attempt))
-                await self._transition(job_id, attempt, error=f"waiting for the Docker daemon: {reason}")
-                await self._docker_up.wait()
+                self.docker.mark_down(reason)
+                self.recovery.suspect(job_id, attempt)
+                await self.executions.transition(job_id, attempt, error=f"waiting for the Docker daemon: {reason}")
+                await self.docker.wait_up()
                 continue
-            running = await self._transition(
+            finally:
+                if self._starts.get(job_id) is start:
+                    del self._starts[job_id]
+            if container_id is None:
+                return  # adopted an earlier container, or cancelled while preparing
+            running = await self.executions.transition(
                 job_id, attempt, states=(State.PENDING, State.PULLING), state=State.RUNNING,
                 container_id=container_id, error=None,
             )  # fmt: skip
             if running is None:
                 # Either the watcher recorded its exit first (keep it), or it was cancelled meanwhile.
-                if job_id in self._cancelled:
+                if start.cancelled:
                     self._spawn(self._remove_quietly, job_id, attempt, container_id)
                 return
             self._start_timer(job, running)
             return
+
+    async def _prepare_and_start(self, job: Job, attempt: int, start: _Start) -> str | None:
+        """The container id, or None if an earlier container was adopted or Stop came first."""
+        job_id = job.job_id
+        with start.scope:  # Stop cancels a look, an inspect or a pull rather than wait for it
+            current = self.executions.get(job_id)
+            if current is not None and current.error == WAITING_FOR_SLOT:
+                await self.executions.transition(job_id, attempt, error=None)
+            if await self.recovery.adopt_existing(job, attempt):
+                return None
+            on_pulling = functools.partial(self.executions.transition, job_id, attempt, state=State.PULLING, error=None)
+            return await self.runtime.prepare_and_start(job, attempt, on_pulling=on_pulling)
+        return None  # cancelled
 
     def _start_timer(self, job: Job, execution: Execution) -> None:
         """Enforce the spec's ``timeout`` on a running attempt, counted from when it started (which, for an
         attempt adopted at recovery, was before this process)."""
         if job.spec.timeout is None or execution.container_id is None:
             return
+        current = self.executions.get(job.job_id)
+        if current is None or current.attempt != execution.attempt or current.state != State.RUNNING:
+            return  # it ended while being recorded as running: nothing to time out
         started = execution.started_at if execution.started_at is not None else time.time()
         delay = max(0.0, started + job.spec.timeout - time.time())
         scope = trio.CancelScope()  # registered now, so an exit that comes first finds it to cancel
@@ -294,57 +384,56 @@ class Executor:
 
     # -- exits and daemon health --------------------------------------------------------------
 
-    async def _consume_events(self, recv: trio.MemoryReceiveChannel[ContainerExit | DockerHealth]) -> None:
+    async def _consume_events(self, recv: trio.MemoryReceiveChannel[RuntimeEvent]) -> None:
         async for event in recv:
             if isinstance(event, DockerHealth):
                 if event.ok:
-                    self.docker_error = None
-                    self._docker_up.set()
+                    self.docker.mark_up()
                     self._spawn(self._reconcile)
                 else:
-                    self._mark_down(event.reason or "unreachable")
+                    self.docker.mark_down(event.reason or "unreachable")
             else:
                 await self._on_exit(event)
 
-    def _mark_down(self, reason: str) -> None:
-        if self.docker_error is None:
-            log.warning("docker daemon unavailable: %s", reason)
-        self.docker_error = reason
-        if self._docker_up.is_set():
-            self._docker_up = trio.Event()
-
     async def _on_exit(self, ev: ContainerExit) -> None:
-        current = self._active.get(ev.job_id)
-        if current is None or current.attempt != ev.attempt:
+        if not self.executions.is_current(ev.job_id, ev.attempt):
             return
         key = (ev.job_id, ev.attempt)
         extra: dict[str, Any] = {"container_id": ev.container_id}
         self._spawn(self.retention.after_exit, ev.job_id, ev.attempt, ev.container_id)
         if key in self._timed_out:
-            self._timed_out.discard(key)
-            job = self._jobs.get(ev.job_id)
+            job = self.executions.job(ev.job_id)
             limit = job.spec.timeout if job else None
             await self._fail(ev.job_id, ev.attempt, f"timed out after {limit:g}s", exit_code=ev.exit_code, **extra)
         elif ev.exit_code == 0 and ev.error is None:
-            await self._transition(ev.job_id, ev.attempt, state=State.COMPLETE, exit_code=0, error=None, **extra)
+            await self.executions.transition(
+                ev.job_id, ev.attempt, state=State.COMPLETE, exit_code=0, error=None, **extra
+            )
         else:
             reason = ev.error or ("out of memory" if ev.oom_killed else f"exited with code {ev.exit_code}")
             await self._fail(ev.job_id, ev.attempt, reason, exit_code=ev.exit_code, **extra)
 
     async def _reconcile(self) -> None:
-        """After (re)connecting to the daemon: executions whose container vanished meanwhile are lost.
+        """After (re)connecting to the daemon, against one listing: executions whose container vanished are
+        lost, and containers of ours that nothing here runs any more (a crash after a Stop was recorded and
+        before its container was removed) are stopped and removed, their output kept.
 
         Only executions already running before the listing are judged: a container started while the list
         was being taken is missing from it, yet very much there."""
-        running = [(e.job_id, e.attempt, e.container_id) for e in self._active.values() if e.state == State.RUNNING]
+        running = [(e.job_id, e.attempt, e.container_id) for e in self.executions.running()]
         try:
-            present = {c.container_id for c in await self.runtime.list_managed()}
+            listed = await self.runtime.list_managed()
         except RuntimeFailureError:
             return
+        present = {c.container_id for c in listed}
         for job_id, attempt, container_id in running:
-            current = self._active.get(job_id)
+            current = self.executions.get(job_id)
             if container_id not in present and current is not None and current.container_id == container_id:
                 await self._fail(job_id, attempt, "container vanished", final_state=State.LOST)
+        for c in listed:
+            if c.status not in ("exited", "dead", "created") and not self.executions.is_current(c.job_id, c.attempt):
+                log.info("removing container nothing runs job_id=%s attempt=%d", c.job_id, c.attempt)
+                self._spawn(self._remove_quietly, c.job_id, c.attempt, c.container_id)
 
     # -- recovery at start ------------------------------------------------------------------------
 
@@ -354,92 +443,34 @@ class Executor:
         its execution here to be recorded with its true exit code."""
         unfinished = await self.store.unfinished(self.node_id)
         for record, execution in unfinished:
-            self._track(record.job, execution)
+            self.executions.track(record.job, execution)
         return unfinished
-
-    async def _recover(self, unfinished: list[tuple[JobRecord, Execution]]) -> None:
-        """Adopt, re-queue or cancel what ``_load_unfinished`` tracked, against one listing of our containers.
-
-        Running attempts are followed by the exit watcher (``_reconcile`` marks those whose container is
-        gone). A pending or pulling attempt may have a container all the same (a crash between starting it
-        and recording so): it is adopted, never started twice. Without the daemon, that check waits for the
-        worker, which makes it before starting anything."""
-        with contextlib.suppress(RuntimeFailureError):
-            await self._refresh_listing()
-        requeue: list[WorkItem] = []
-        for record, execution in unfinished:
-            job, key = record.job, (record.job.job_id, execution.attempt)
-            if execution.state == State.RUNNING:
-                if record.cancelled:
-                    await self.cancel(job.job_id)
-                else:
-                    self._start_timer(job, execution)
-                continue
-            self._unverified.add(key)
-            if record.cancelled:
-                found = self._listing.pop(key, None) if self._listing is not None else None
-                await self.cancel(job.job_id)
-                if found is not None:
-                    self._spawn(self._remove_quietly, job.job_id, execution.attempt, found.container_id)
-            elif self._listing is None or not await self._adopt_existing(job, execution.attempt):
-                requeue.append(WorkItem(job, execution.attempt))
-        self._spawn(self._requeue_all, requeue)
 
     async def _requeue_all(self, items: list[WorkItem]) -> None:
         for item in items:  # in order: the oldest job first, as they were queued
             await self.queue.put(item)
 
-    async def _refresh_listing(self) -> None:
-        """List our containers once for every attempt waiting to be checked. Raises RuntimeFailureError."""
-        async with self._listing_lock:
-            if self._listing is None:
-                self._listing = {(c.job_id, c.attempt): c for c in await self.runtime.list_managed()}
-
-    async def _adopt_existing(self, job: Job, attempt: int) -> bool:
-        """True if this unverified attempt turned out to have a started container, now followed as running.
-
-        A container that was created but never started has not run: it is removed, and the attempt starts
-        afresh. Raises RuntimeFailureError when the daemon cannot list containers.
-        """
-        key = (job.job_id, attempt)
-        if key not in self._unverified:
-            return False
-        await self._refresh_listing()
-        assert self._listing is not None
-        found = self._listing.pop(key, None)
-        self._unverified.discard(key)
-        if not self._unverified:
-            self._listing = None
-        if found is None:
-            return False
-        if found.status == "created":
-            log.info("removing never-started container job_id=%s attempt=%d", job.job_id, attempt)
-            await self.runtime.remove(found.container_id)
-            return False
-        log.info("adopting container job_id=%s attempt=%d status=%s", job.job_id, attempt, found.status)
-        adopted = await self._transition(
-            job.job_id, attempt, states=(State.PENDING, State.PULLING), state=State.RUNNING,
-            container_id=found.container_id, error=None,
-        )  # fmt: skip
-        if adopted is not None:
-            self._start_timer(job, adopted)
-        return True
-
     # -- cancellation -----------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> None:
-        """Cancel this node's execution of the job: queued ones never start, running ones are stopped."""
-        self._cancelled.add(job_id)
-        pull = self._pulls.pop(job_id, None)
-        if pull is not None:
-            pull.cancel()
-        current = self._active.get(job_id)
-        if current is None:
-            return
-        container_id = current.container_id
-        await self._transition(job_id, current.attempt, state=State.CANCELLED, error="cancelled by request")
-        if container_id is not None:
-            self._spawn(self._remove_quietly, job_id, current.attempt, container_id)
+        """Stop the job here: the cancelled flag and this node's CANCELLED execution are one store write;
+        a queued execution never starts, a pull in progress is abandoned, a running container is removed."""
+        self._abandon_start(job_id)
+        async with self._backlog_lock:  # the backlog task cannot pick the job up meanwhile
+            current = self.executions.get(job_id)
+            untracked = None
+            if current is None:
+                untracked = next((e for e in await self.store.executions_of(job_id) if e.node_id == self.node_id), None)
+            cancelled = await self.executions.cancel(job_id, untracked=untracked)
+        self._abandon_start(job_id)  # a worker may have taken the job up while this waited for the lock
+        if current is not None and cancelled is not None and current.container_id is not None:
+            self._spawn(self._remove_quietly, job_id, current.attempt, current.container_id)
+
+    def _abandon_start(self, job_id: str) -> None:
+        start = self._starts.get(job_id)
+        if start is not None:
+            start.cancelled = True
+            start.scope.cancel()
 
     async def _remove_quietly(self, job_id: str, attempt: int, container_id: str) -> None:
         """Stop a container nobody waits for any more, keep its output, then remove it."""
@@ -450,9 +481,5 @@ class Executor:
         except RuntimeFailureError as exc:
             log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
 
-    def active(self, job_id: str) -> Execution | None:
-        return self._active.get(job_id)
 
-    def _in_progress(self, job_id: str, attempt: int) -> bool:
-        current = self._active.get(job_id)
-        return current is not None and current.attempt == attempt
+__all__ = ["BACKOFF_CAP", "Executor", "Load", "retry_delay"]

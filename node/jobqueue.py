@@ -16,11 +16,15 @@ from .model import Job
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
+    """One attempt of one job, for a worker to run."""
+
     job: Job
     attempt: int
 
 
 class JobQueue:
+    """``size`` slots; a slot is held from ``reserve`` until a worker ``get``s the item."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self._slots = trio.Semaphore(size)
@@ -42,6 +46,10 @@ class JobQueue:
         except trio.WouldBlock:
             raise QueueFullError("job queue is full", data={"queue_size": self.size}) from None
 
+    async def reserve_wait(self) -> None:
+        """Wait until a slot is free and take it (for jobs already recorded, which must not be refused)."""
+        await self._slots.acquire()
+
     def release(self) -> None:
         """Give back a slot reserved for a job that was not put after all."""
         self._slots.release()
@@ -51,7 +59,7 @@ class JobQueue:
         self._send.send_nowait(item)
 
     async def put(self, item: WorkItem) -> None:
-        """Wait for a slot, then put: for jobs already accepted (retries, recovery, peers' jobs)."""
+        """Wait for a slot, then put: for jobs already accepted (retries, recovery)."""
         await self._slots.acquire()
         self._send.send_nowait(item)
 
@@ -59,3 +67,6 @@ class JobQueue:
         item = await self._recv.receive()
         self._slots.release()
         return item
+
+
+__all__ = ["JobQueue", "WorkItem"]

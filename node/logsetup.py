@@ -13,6 +13,8 @@ import re
 import sys
 import time
 
+__all__ = ["JsonFormatter", "KeyValueFormatter", "configure", "fields"]
+
 _QUIET = (
     "hypercorn.error", "hypercorn.access", "libp2p", "multiaddr", "zeroconf", "docker", "urllib3", "async_service",
 )  # fmt: skip

@@ -1,10 +1,11 @@
 """mDNS discovery with the addresses we choose, started and stopped by us.
 
 The library's own mDNS (``new_host(enable_mDNS=True)``) advertises the raw listen address, which is
-``/ip4/0.0.0.0/...`` when listening on every interface (trap 9), spawns a trio system task that outlives
-the host, and only fills the peerstore. Here the caller passes the concrete addresses to announce, every
-call blocks (zeroconf), so the mesh runs them in a worker thread, and stopping closes zeroconf's threads.
-Discovered peers still arrive through the library's process-global ``peerDiscovery`` handlers.
+``/ip4/0.0.0.0/...`` when listening on every interface, spawns a trio system task that outlives the host,
+and only fills the peerstore (docs/py-libp2p.md, "mDNS" and "Listening on 0.0.0.0 is announced as
+0.0.0.0"). Here the caller passes the concrete addresses to announce; every call blocks (zeroconf), so
+``node/peering.py`` runs them in a worker thread, and stopping closes zeroconf's threads. Discovered peers
+still arrive through the library's process-global ``peerDiscovery`` handlers.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each node has its own ``CollectorRegistry`` (never the global one), so several nodes can run in one
 process, as they do in tests. RPC calls are counted as they happen (``on_call``, the Dispatcher's hook);
 everything else is read from the node when scraped: jobs by status from the store, the queue and
-workers from the executor, and the gossip counters from the mesh's ``stats()`` (``MeshHooks``), whose
+workers from the executor, and the gossip counters from the mesh's ``stats()`` (``node/mesh.py``), whose
 keys are those of ``MeshStatsSource``. A node without a mesh reports them as 0.
 """
 
@@ -27,7 +27,7 @@ RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 
 class MeshStatsSource(TypedDict, total=False):
-    """The part of the mesh's ``stats()`` dict read here (``node/p2p.py``: ``Mesh.snapshot``)."""
+    """The part of the mesh's ``stats()`` dict read here (``node/mesh.py``: ``Mesh.stats``)."""
 
     messages_in: int
     messages_out: int
@@ -84,12 +84,12 @@ class _Scraped(Collector):
             jobs.add_metric([state.value], counts.get(state.value, 0))
         yield jobs
 
-        executor = node.executor
-        yield _gauge("queue_depth", "Jobs waiting for a worker (or reserved for one).", executor.queue.depth)
-        yield _gauge("queue_size", "Capacity of the job queue (--queue-size).", executor.queue.size)
-        yield _gauge("workers_busy", "Workers running an attempt now.", executor.busy)
-        yield _gauge("workers", "Workers (--worker-count).", executor.worker_count)
-        yield _gauge("docker_up", "1 when the Docker daemon answers, else 0.", executor.docker_error is None)
+        load = node.executor.load()
+        yield _gauge("queue_depth", "Jobs waiting for a worker (or reserved for one).", load.queue_depth)
+        yield _gauge("queue_size", "Capacity of the job queue (--queue-size).", load.queue_size)
+        yield _gauge("workers_busy", "Workers running an attempt now.", load.busy)
+        yield _gauge("workers", "Workers (--worker-count).", load.workers)
+        yield _gauge("docker_up", "1 when the Docker daemon answers, else 0.", load.docker_error is None)
 
         stats = _mesh_stats(node.mesh.stats)
         yield _counter("gossip_messages_received", "Gossip messages received.", stats.get("messages_in", 0))

@@ -16,7 +16,7 @@ from typing import NoReturn
 import trio
 
 from .errors import NotFoundError, RuntimeFailureError
-from .runtime import DockerRuntime
+from .runtime import Runtime
 from .store import Store
 
 log = logging.getLogger("cmnode.retention")
@@ -42,7 +42,7 @@ class Retention:
         *,
         node_id: str,
         store: Store,
-        runtime: DockerRuntime,
+        runtime: Runtime,
         seconds: float | None,
         in_progress: Callable[[str, int], bool],
     ) -> None:

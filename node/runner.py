@@ -12,8 +12,11 @@ from . import logsetup
 from .config import Config
 from .errors import ConfigError
 
+__all__ = ["main"]
+
 
 def main(config: Config) -> int:
+    """Run a node until SIGINT or SIGTERM; the exit code: 0, 1 cannot start (a port taken), 2 bad configuration."""
     logsetup.configure(config.log_level, config.log_format)
     log = logging.getLogger("cmnode.node")
 

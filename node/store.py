@@ -305,13 +305,16 @@ class Store:
 
         return await self._write(write, durable=durable)
 
-    async def mark_cancelled(self, job_id: str) -> bool:
-        """Flag the job cancelled; True if it was not already."""
+    async def mark_cancelled(self, job_id: str, execution: Execution | None = None) -> bool:
+        """Flag the job cancelled and keep ``execution`` (this node's, now CANCELLED) in the same transaction,
+        so a Stop is one write and no crash falls between the two; True if the flag was not set already."""
 
         def write(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE jobs SET cancelled = 1, chg = ? WHERE job_id = ? AND cancelled = 0", (self._next_chg(), job_id)
             )
+            if execution is not None and _put_execution(conn, execution, self._next_chg()):
+                _refresh_status(conn, job_id)
             return cur.rowcount > 0
 
         return await self._write(write)
@@ -359,18 +362,6 @@ class Store:
 
         return await self._read(read)
 
-    async def active_executions(self, node_id: str) -> list[Execution]:
-        """This node's executions that have not reached a final state (for recovery at start)."""
-
-        def read(conn: sqlite3.Connection) -> list[Execution]:
-            rows = conn.execute(
-                "SELECT body FROM executions WHERE node_id = ? AND state IN ('pending', 'pulling', 'running')",
-                (node_id,),
-            ).fetchall()
-            return [Execution.from_json(json.loads(r[0])) for r in rows]
-
-        return await self._read(read)
-
     async def unfinished(self, node_id: str) -> list[tuple[JobRecord, Execution]]:
         """This node's executions not final yet, each with its job, oldest job first: what recovery picks up."""
 
@@ -379,6 +370,20 @@ class Store:
                 "SELECT j.body, j.status, j.cancelled, j.seq, e.body FROM executions e JOIN jobs j USING (job_id) "
                 "WHERE e.node_id = ? AND e.state IN ('pending', 'pulling', 'running') ORDER BY j.created_at, j.seq",
                 (node_id,),
+            ).fetchall()
+            return [(_record(r[:4]), Execution.from_json(json.loads(r[4]))) for r in rows]
+
+        return await self._read(read)
+
+    async def waiting(self, node_id: str, *, after_seq: int, limit: int) -> list[tuple[JobRecord, Execution]]:
+        """This node's pending executions of jobs after ``after_seq``, in arrival order: where the executor
+        looks for peers' jobs that found the queue full (``Executor.accept``)."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[JobRecord, Execution]]:
+            rows = conn.execute(
+                "SELECT j.body, j.status, j.cancelled, j.seq, e.body FROM executions e JOIN jobs j USING (job_id) "
+                "WHERE e.node_id = ? AND e.state = 'pending' AND j.seq > ? ORDER BY j.seq LIMIT ?",
+                (node_id, after_seq, limit),
             ).fetchall()
             return [(_record(r[:4]), Execution.from_json(json.loads(r[4]))) for r in rows]
 
@@ -476,9 +481,6 @@ class Store:
             )
 
         return await self._read(read)
-
-    async def count_jobs(self) -> int:
-        return await self._read(lambda conn: int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]))
 
     async def count_by_status(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:

@@ -24,6 +24,18 @@ from urllib.parse import urlsplit
 
 from node.errors import ERROR_CLASSES, NodeError, ValidationError
 
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_URL",
+    "BadResponseError",
+    "Client",
+    "ClientError",
+    "NodeUnreachableError",
+    "RemoteError",
+    "endpoint",
+    "error_from",
+]
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for one answer; logs fetched from a peer may take the peer's 30 s request bound."""

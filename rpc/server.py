@@ -24,6 +24,8 @@ from node.errors import UnauthorizedError
 
 from .protocol import Dispatcher
 
+__all__ = ["Health", "Metrics", "create_app", "serve_rpc"]
+
 log = logging.getLogger("cmnode.rpc")
 
 JSON = "application/json"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from typing import Any
 
 import pytest
 
-from .conftest import NodeProcess, cmnode, one_line
+from tests.support import NodeProcess, poll
 
-pytestmark = pytest.mark.docker
+from .conftest import cmnode, one_line
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IMAGE = "cmnode-test/busybox:latest"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -37,13 +38,12 @@ def create(node: NodeProcess, *args: str) -> str:
 
 def wait_status(node: NodeProcess, job_id: str, wanted: str, timeout: float = 60) -> dict[str, Any]:
     """Poll ``cmnode status --json`` until the job is ``wanted`` (a job's container state has no push channel)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def reached() -> dict[str, Any] | None:
         status: dict[str, Any] = as_json("status", job_id, node=node)
-        if status["status"] == wanted:
-            return status
-        assert time.monotonic() < deadline, f"job {job_id} still {status['status']}, not {wanted}"
-        time.sleep(0.2)
+        return status if status["status"] == wanted else None
+
+    return poll(reached, timeout=timeout, interval=0.2, what=f"job {job_id} {wanted}")
 
 
 def test_create_wait_json_reports_the_completed_job(node: NodeProcess) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import cyclopts
 import pytest
+from rich.console import Console
 
-from node.cli import resolve_config
-from node.config import Config
+from node.cli import run_command
+from node.config import Config, Setting, between, resolve_config, settings, settings_table
 
 from .conftest import cmnode, one_line
 
@@ -96,6 +101,7 @@ def test_file_forms_and_where_it_is_found(tmp_path: Path) -> None:
     assert resolve_config({}, chosen, both).queue_size == 43  # --config over CMNODE_CONFIG
 
 
+@pytest.mark.slow  # each case runs the executable
 @pytest.mark.parametrize(
     ("args", "env", "file", "message"),
     [
@@ -130,6 +136,7 @@ def test_invalid_configuration_is_refused_at_start(
     assert not (tmp_path / "data").exists()  # refused before anything was created
 
 
+@pytest.mark.slow
 def test_run_help_shows_every_flag_with_its_variable() -> None:
     out = cmnode("run", "--help", env={"COLUMNS": "200"})
     assert out.returncode == 0
@@ -140,3 +147,81 @@ def test_run_help_shows_every_flag_with_its_variable() -> None:
         assert f"--{name.replace('_', '-')}" in text
         assert f"[env: CMNODE_{name.upper()}]" in text
     assert "flags win over the environment, which wins over the file" in text
+
+
+@pytest.mark.slow
+def test_run_help_is_made_from_config() -> None:
+    """The flags of ``cmnode run --help`` are Config's fields (and --config), each with its variable and default."""
+    out = cmnode("run", "--help", env={"COLUMNS": "300"})
+    assert out.returncode == 0
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"│ (--[a-z0-9-]+)[^│]*?  (\S[^│]*?)\s*│", out.stdout)}
+    specs = settings(Config).values()
+    assert set(lines) == {spec.flag for spec in specs} | {"--config"}
+    for spec in specs:
+        assert f"[env: {spec.env}]" in lines[spec.flag]
+        assert (f"[default: {spec.shown_default}]" in lines[spec.flag]) == bool(spec.shown_default)
+
+
+def test_readme_table_lists_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert settings_table(Config) in readme, "README's settings table is stale: paste node.config.settings_table()"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Extended(Config):
+    """Config with one more field, declared as a new setting is: nothing else is edited."""
+
+    shiny: Annotated[int, Setting("A new knob", check=between(1, 9))] = 7
+
+
+def run_extended(args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> tuple[Any, str]:
+    """``cmnode run ARGS`` for ``Extended``, in this process: the exit code or the Config it would start with."""
+    for name in [name for name in os.environ if name.startswith("CMNODE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    started: list[Config] = []
+
+    def start(config: Config) -> int:
+        started.append(config)
+        return 0
+
+    app = cyclopts.App(name="cmnode")
+    app.command(run_command(Extended, start=start), name="run")
+    console = Console(file=io.StringIO(), width=300)
+    code = app(["run", *args], console=console, exit_on_error=False, print_error=False, result_action="return_value")
+    assert isinstance(console.file, io.StringIO)
+    return (started[0] if started else code), console.file.getvalue()
+
+
+def test_a_new_field_is_a_flag_a_variable_and_a_toml_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_extended([], monkeypatch, tmp_path)[0].shiny == 7
+    assert run_extended(["--shiny", "3"], monkeypatch, tmp_path)[0].shiny == 3
+    assert run_extended([], monkeypatch, tmp_path, CMNODE_SHINY="4")[0].shiny == 4
+    assert run_extended(["--shiny", "3"], monkeypatch, tmp_path, CMNODE_SHINY="4")[0].shiny == 3
+    toml = tmp_path / "config.toml"
+    toml.write_text("shiny = 5\nqueue-size = 6\n")
+    from_file = run_extended(["--config", str(toml)], monkeypatch, tmp_path)[0]
+    assert (from_file.shiny, from_file.queue_size) == (5, 6)
+    toml.write_text("[cmnode]\nshiny = 10\n")
+    assert run_extended(["--config", str(toml)], monkeypatch, tmp_path)[0] == 2
+    assert capsys.readouterr().err == f"cmnode: {toml}: invalid shiny: 10 (must be 1 to 9)\n"
+    assert run_extended([], monkeypatch, tmp_path, CMNODE_SHINY="many")[0] == 2
+    assert capsys.readouterr().err == "cmnode: CMNODE_SHINY: invalid value 'many' for shiny\n"
+
+    _, text = run_extended(["--help"], monkeypatch, tmp_path)
+    assert re.search(r"--shiny INT +A new knob\. \[env: CMNODE_SHINY\] \[default: 7\]", text), text
+    assert "--port INT" in text  # and the inherited settings stay
+    assert "| `--shiny` | `7` | A new knob |" in settings_table(Extended)
+
+
+def test_a_field_without_its_setting_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Bare(Config):
+        extra: int = 1
+
+    with pytest.raises(TypeError, match=r"Bare\.extra is not Annotated with a Setting"):
+        settings(Bare)

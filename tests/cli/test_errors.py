@@ -14,8 +14,9 @@ from node import errors
 from node.client_cli import Exit, _guarded
 from rpc.client import Client, RemoteError, error_from
 from rpc.protocol import _error
+from tests.support import NodeProcess
 
-from .conftest import NodeProcess, cmnode, one_line
+from .conftest import cmnode, one_line
 
 
 def test_exit_codes_are_distinct() -> None:
@@ -23,6 +24,7 @@ def test_exit_codes_are_distinct() -> None:
     assert len(codes) == len(set(codes))
 
 
+@pytest.mark.slow  # each case runs the executable
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -43,6 +45,7 @@ def test_bad_flags_are_exit_2(args: tuple[str, ...], needle: str) -> None:
     assert out.stdout == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("info",), ("status", "x"), ("jobs",), ("peers",), ("create", "busybox")])
 def test_unreachable_node_is_exit_3(command: tuple[str, ...]) -> None:
     out = cmnode(*command, url="http://127.0.0.1:1")  # nothing listens on port 1
@@ -75,6 +78,7 @@ def not_a_node() -> Iterator[str]:
     thread.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_server_that_is_not_a_node_is_exit_9(not_a_node: str) -> None:
     out = cmnode("info", url=not_a_node)
     assert out.returncode == 9
@@ -84,10 +88,11 @@ def test_a_server_that_is_not_a_node_is_exit_9(not_a_node: str) -> None:
 @pytest.fixture
 def token_node(tmp_path: Path) -> Iterator[NodeProcess]:
     proc = NodeProcess(tmp_path / "node", "--rpc-token", "s3cret")  # no job runs: no Docker needed
-    yield proc
+    yield proc.start()
     proc.stop()
 
 
+@pytest.mark.slow
 def test_token(token_node: NodeProcess) -> None:
     url = token_node.url
     missing = cmnode("info", url=url)
@@ -109,10 +114,11 @@ def _raiser(exc: Exception) -> object:
     return _guarded(command)
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_exit_7(tmp_path: Path) -> None:
     """With the Docker daemon away, accepted jobs wait in the queue, so a queue of one fills up for real."""
     proc = NodeProcess(tmp_path / "node", "--queue-size", "1", "--worker-count", "1",
-                       "--docker-host", "unix:///nonexistent.sock")  # fmt: skip
+                       "--docker-host", "unix:///nonexistent.sock").start()  # fmt: skip
     try:
         codes = []
         for _ in range(4):  # one job may sit with the (waiting) worker, one in the queue; the next is refused
@@ -132,7 +138,6 @@ def test_a_full_queue_is_exit_7(tmp_path: Path) -> None:
         (errors.RuntimeFailureError("docker down"), Exit.NODE_ERROR),
         (errors.PeerUnreachableError("peer gone"), Exit.NODE_ERROR),
         (RemoteError(-32603, "internal error"), Exit.NODE_ERROR),
-        (errors.ConflictError("nope"), Exit.NODE_ERROR),
     ],
 )
 def test_other_node_errors_map_to_their_exit_code(
@@ -171,6 +176,7 @@ def test_every_node_error_has_a_distinct_code_and_round_trips() -> None:
     assert isinstance(unknown, RemoteError) and unknown.code == -32601
 
 
+@pytest.mark.slow
 def test_client_raises_the_class_the_node_raised(token_node: NodeProcess) -> None:
     with Client(token_node.url, token="s3cret") as client:
         assert client.call("NodeService.Peers") == {"peers": []}

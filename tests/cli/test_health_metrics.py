@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -13,11 +11,10 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from node import errors
-from node.app import RunningNode, run_node
-from node.config import Config
 from rpc.client import Client, RemoteError
+from tests.support import NodeProcess, Nodes, base_config, poll
 
-from .conftest import NodeProcess
+pytestmark = pytest.mark.slow  # every test here starts nodes
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -42,28 +39,14 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_healthy(url: str, timeout: float = 30) -> httpx.Response:
-    """The Docker client connects in the background at start; until then the node says 503."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = httpx.get(url + "/healthz", timeout=30)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        time.sleep(0.1)
-
-
 @pytest.mark.docker
 def test_healthy_node_is_200(node: NodeProcess) -> None:
-    response = wait_healthy(node.url)
-    assert response.status_code == 200, response.text
+    def healthy() -> httpx.Response | None:  # the Docker client connects in the background; until then, 503
+        response = httpx.get(node.url + "/healthz", timeout=30)
+        return response if response.status_code == 200 else None
+
+    response = poll(healthy, what="200 from /healthz")
     assert response.json() == {"ok": True, "node_id": node.node_id, "problems": {}, "reason": None}
-
-
-@pytest.fixture
-def no_docker_node(tmp_path: Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(tmp_path / "node", "--docker-host", "unix:///nonexistent.sock")
-    yield proc
-    proc.stop()
 
 
 def test_node_without_docker_is_503_with_the_reason(no_docker_node: NodeProcess) -> None:
@@ -86,10 +69,8 @@ def test_metrics_count_what_happened(node: NodeProcess, test_image: str) -> None
         good = client.call("ContainerService.Create", {"image": test_image, "arguments": ["true"]})["job_id"]
         bad = client.call("ContainerService.Create", {"image": test_image, "arguments": ["false"]})["job_id"]
         for job_id, wanted in ((good, "complete"), (bad, "failed")):
-            deadline = time.monotonic() + 60
-            while client.call("ContainerService.Status", {"job_id": job_id})["status"] != wanted:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            poll(lambda j=job_id, w=wanted: client.call("ContainerService.Status", {"job_id": j})["status"] == w,
+                 timeout=60, what=f"job {job_id} {wanted}")  # fmt: skip
         with pytest.raises(RemoteError):
             client.call("No.Such.Method")  # unknown names are not labels: a client could add without bound
         statuses = value(before, "cmnode_rpc_requests_total", method="ContainerService.Status", code="ok")
@@ -116,22 +97,19 @@ def test_metrics_count_what_happened(node: NodeProcess, test_image: str) -> None
     assert ("cmnode_gossip_messages_received_total", frozenset()) in after
 
 
-async def test_each_node_has_its_own_registry(tmp_path: Path) -> None:
+async def test_each_node_has_its_own_registry(tmp_path: Path, nursery: trio.Nursery) -> None:
     """Two nodes in one process (as in the mesh tests): a call to one is not counted by the other."""
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        nodes: list[RunningNode] = []
-        for name in ("a", "b"):
-            config = Config(listen_address="127.0.0.1", port=0, p2p_port=0, mdns=False, data_dir=tmp_path / name,
-                            worker_count=2, docker_host="unix:///nonexistent.sock")  # fmt: skip
-            nodes.append(await nursery.start(partial(run_node, config, shutdown_trigger=stop.wait)))
+    async with httpx.AsyncClient(timeout=30) as http:
+        nodes = Nodes(nursery, http)
+        no_docker = "unix:///nonexistent.sock"
+        configs = [base_config(tmp_path / name, worker_count=2, docker_host=no_docker) for name in "ab"]
+        started = [await nodes.start(config) for config in configs]
         with trio.fail_after(30):
-            async with httpx.AsyncClient(timeout=30) as http:
-                for _ in range(3):
-                    await http.post(nodes[0].rpc_url + "/jrpc", json={"jsonrpc": "2.0", "method": "NodeService.Info",
-                                                                      "id": 1})  # fmt: skip
-                texts = [(await http.get(n.rpc_url + "/metrics")).text for n in nodes]
-        stop.set()
+            for _ in range(3):
+                await started[0].rpc.call("NodeService.Info")
+            texts = [(await http.get(n.running.rpc_url + "/metrics")).text for n in started]
+        for node in started:
+            await node.stop()
     a, b = (parse(text) for text in texts)
     assert value(a, "cmnode_rpc_requests_total", method="NodeService.Info", code="ok") == 3
     assert value(b, "cmnode_rpc_requests_total", method="NodeService.Info", code="ok") == 0
@@ -141,11 +119,12 @@ async def test_each_node_has_its_own_registry(tmp_path: Path) -> None:
 @pytest.fixture
 def two_peers(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
     """Two node processes joined by --bootstrap (no Docker: jobs stay pending, gossip flows all the same)."""
-    nodes = [NodeProcess(tmp_path / "a", "--docker-host", "unix:///nonexistent.sock")]
+    nodes = [NodeProcess(tmp_path / "a", "--docker-host", "unix:///nonexistent.sock").start()]
     try:
         with Client(nodes[0].url) as client:
             address = next(a for a in client.call("NodeService.Info")["addresses"] if "/ip4/127.0.0.1/" in a)
         nodes.append(NodeProcess(tmp_path / "b", "--docker-host", "unix:///nonexistent.sock", "--bootstrap", address))
+        nodes[1].start()
         yield nodes[0], nodes[1]
     finally:
         for node in nodes:
@@ -154,24 +133,27 @@ def two_peers(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
 
 def test_gossip_and_peer_metrics_between_two_nodes(two_peers: tuple[NodeProcess, NodeProcess]) -> None:
     a, b = two_peers
-    deadline = time.monotonic() + 60
-    while not all(value(scrape(n.url), "cmnode_peers_connected") == 1 for n in (a, b)):
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.2)
+    poll(lambda: all(value(scrape(n.url), "cmnode_peers_connected") == 1 for n in (a, b)), timeout=60,
+         interval=0.2, what="both nodes connected")  # fmt: skip
     sent_before = value(scrape(a.url), "cmnode_gossip_messages_sent_total")
     received_before = value(scrape(b.url), "cmnode_gossip_messages_received_total")
     with Client(a.url) as on_a, Client(b.url) as on_b:
         job_id = on_a.call("ContainerService.Create", {"image": "cmnode-test/busybox:latest"})["job_id"]
-        while True:  # until the job has reached b by gossip (or catch-up)
+
+        def reached_b() -> bool:  # by gossip (or catch-up)
             try:
                 on_b.call("ContainerService.Status", {"job_id": job_id})
-                break
             except errors.NotFoundError:
-                assert time.monotonic() < deadline, "the job never reached the second node"
-                time.sleep(0.1)
+                return False
+            return True
+
+        poll(reached_b, timeout=60, what="the job on the second node")
     assert value(scrape(a.url), "cmnode_gossip_messages_sent_total") > sent_before
-    while value(after_b := scrape(b.url), "cmnode_gossip_messages_received_total") <= received_before:
-        assert time.monotonic() < deadline, "b counted no gossip from a"
-        time.sleep(0.1)
+
+    def counted() -> Samples | None:
+        samples = scrape(b.url)
+        return samples if value(samples, "cmnode_gossip_messages_received_total") > received_before else None
+
+    after_b = poll(counted, timeout=60, what="gossip from a counted by b")
     assert [key for key in after_b if key[0] == "cmnode_gossip_messages_dropped_total"] == []  # nothing dropped
     assert value(after_b, "cmnode_jobs", status="pending") + value(after_b, "cmnode_jobs", status="failed") == 1

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from docker.client import DockerClient
 
-from .conftest import NodeProcess, cmnode, remove_containers
+from tests.support import NodeProcess, remove_containers
 
-pytestmark = pytest.mark.docker
+from .conftest import cmnode
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(debug|info|warning|error|critical) "
                        r"logger=\S+ msg=\S.*$")  # fmt: skip
@@ -20,7 +22,7 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(debug|in
 
 def run_a_failing_job(tmp_path: Path, docker_client: DockerClient, log_format: str) -> tuple[NodeProcess, str, str]:
     """Start a node, run a job that exits 3 on it, stop it; returns the node, the job ID and the whole log."""
-    node = NodeProcess(tmp_path / "node", "--log-format", log_format)
+    node = NodeProcess(tmp_path / "node", "--log-format", log_format).start()
     try:
         out = cmnode("create", "cmnode-test/busybox:latest", "--wait", "--", "sh", "-c", "exit 3", url=node.url)
         assert out.returncode == 1, out.stderr

@@ -7,17 +7,16 @@ as a JSON Schema; every embedded schema is checked against JSON Schema draft-07,
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from jsonschema import Draft7Validator
 
-from node.app import run_node
-from node.config import Config
 from rpc.methods import build_methods
+from tests.support import Nodes, base_config
 
 _EXTENSIONS: dict[str, Any] = {"^x-": {}}
 _TEXT = {"type": "string"}
@@ -101,24 +100,15 @@ def test_the_structural_schema_is_itself_valid() -> None:
     )
 
 
-async def test_discover_is_valid_openrpc_and_lists_every_method(tmp_path: Path) -> None:
-    config = Config(
-        listen_address="127.0.0.1",
-        port=0,
-        p2p_port=0,
-        mdns=False,
-        data_dir=tmp_path / "node",
-        docker_host="unix:///nonexistent.sock",
-    )  # fmt: skip  (no job runs: no Docker needed)
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        running = await nursery.start(partial(run_node, config, shutdown_trigger=stop.wait))
+@pytest.mark.slow  # a node in this process: a libp2p host
+async def test_discover_is_valid_openrpc_and_lists_every_method(tmp_path: Path, nursery: trio.Nursery) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        config = base_config(tmp_path / "node", docker_host="unix:///nonexistent.sock")  # no job runs
+        node = await Nodes(nursery, http).start(config)
         with trio.fail_after(30):
-            async with httpx.AsyncClient(timeout=30) as http:
-                request = {"jsonrpc": "2.0", "method": "rpc.discover", "params": [], "id": 1}
-                response = await http.post(running.rpc_url + "/jrpc", json=request)
-        stop.set()
-    document: dict[str, Any] = response.json()["result"]
+            document: dict[str, Any] = await node.rpc.call("rpc.discover")
+        await node.stop()
+    running = node.running
 
     errors = sorted(Draft7Validator(OPENRPC_1_2).iter_errors(document), key=str)
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from .conftest import NodeProcess, clean_env
+from tests.support import NodeProcess, clean_env
+
+pytestmark = pytest.mark.slow  # each test runs the executable
 
 HEAVY = ("libp2p", "docker", "trio", "httpx", "quart", "hypercorn", "prometheus_client", "zeroconf")
 PROBE = """
@@ -39,15 +40,8 @@ def test_client_commands_import_nothing_heavy(args: tuple[str, ...]) -> None:
     assert "rich" not in modules  # no table printed, no rich
 
 
-@pytest.fixture
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    proc = NodeProcess(tmp_path_factory.mktemp("startup") / "node", "--docker-host", "unix:///nonexistent.sock")
-    yield proc
-    proc.stop()
-
-
-def test_a_table_imports_rich_and_still_nothing_heavy(node: NodeProcess) -> None:
-    code, modules = loaded_modules("info", url=node.url)
+def test_a_table_imports_rich_and_still_nothing_heavy(no_docker_node: NodeProcess) -> None:
+    code, modules = loaded_modules("info", url=no_docker_node.url)
     assert code == 0
     assert "rich" in modules
     assert modules.isdisjoint(HEAVY), modules & set(HEAVY)

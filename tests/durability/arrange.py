@@ -17,9 +17,10 @@ from typing import Any
 from docker.client import DockerClient
 
 from node.config import Config
+from node.docker_runtime import DockerRuntime
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, State
-from node.runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, DockerRuntime
+from node.runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE
 from node.store import Store
 
 

@@ -4,16 +4,11 @@ process or as real ``cmnode run`` processes, and a second Docker daemon the test
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,60 +18,29 @@ import pytest
 import trio
 from docker.client import DockerClient
 
-from node.app import RunningNode, run_node
-from node.config import Config
 from tests.mesh.conftest import cluster  # noqa: F401  (the mesh's process cluster, for test_mesh.py)
-from tests.node.conftest import Rpc
+from tests.support import (
+    FINAL,
+    NodeHandle,
+    NodeProcess,
+    Nodes,
+    base_config,
+    end_process,
+    eventually,
+    poll,
+    remove_containers,
+)
 
-FINAL = ("complete", "failed", "cancelled", "lost")
-
-
-def base_config(data_dir: Path, **overrides: Any) -> Config:
-    """A node on loopback, port 0, mDNS off."""
-    config = Config(listen_address="127.0.0.1", port=0, p2p_port=0, mdns=False, data_dir=data_dir, worker_count=4)
-    return replace(config, **overrides)
-
-
-@dataclass
-class NodeHandle:
-    """A node running in the test's nursery; ``stop()`` is its SIGTERM (graceful) and returns once it is down."""
-
-    running: RunningNode
-    rpc: Rpc
-    _stop: trio.Event
-    _done: trio.Event
-
-    @property
-    def node_id(self) -> str:
-        return self.running.node_id
-
-    async def stop(self) -> None:
-        self._stop.set()
-        with trio.fail_after(30):
-            await self._done.wait()
-
-
-class Nodes:
-    """Starts nodes in a nursery; every container they labelled is removed at the end."""
-
-    def __init__(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
-        self.nursery = nursery
-        self.client = client
-        self.node_ids: set[str] = set()
-
-    async def start(self, config: Config) -> NodeHandle:
-        stop, done = trio.Event(), trio.Event()
-
-        async def serve(task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                await run_node(config, shutdown_trigger=stop.wait, task_status=task_status)
-            finally:
-                done.set()
-
-        with trio.fail_after(60):
-            running: RunningNode = await self.nursery.start(serve)
-        self.node_ids.add(running.node_id)
-        return NodeHandle(running, Rpc(self.client, running.rpc_url + "/jrpc"), stop, done)
+__all__ = [
+    "FINAL",
+    "NodeHandle",
+    "NodeProcess",
+    "Nodes",
+    "base_config",
+    "containers_gone",
+    "containers_of",
+    "hanging_registry",
+]
 
 
 @pytest.fixture
@@ -84,15 +48,7 @@ async def nodes(nursery: trio.Nursery, docker_client: DockerClient | None) -> As
     async with httpx.AsyncClient(timeout=60) as client:
         started = Nodes(nursery, client)
         yield started
-    if docker_client is not None:
-        for node_id in started.node_ids:
-            remove_containers(docker_client, node_id)
-
-
-def remove_containers(client: DockerClient, node_id: str) -> None:
-    for c in client.api.containers(all=True, filters={"label": f"cmnode.node_id={node_id}"}):
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            client.api.remove_container(c["Id"], force=True)
+    remove_containers(docker_client, *started.node_ids)
 
 
 def containers_of(client: DockerClient, node_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -103,11 +59,13 @@ def containers_of(client: DockerClient, node_id: str) -> dict[str, list[dict[str
     return out
 
 
-async def wait_until(predicate: Any, *, timeout: float = 30, what: str = "condition") -> None:
-    """Poll an async ``predicate`` (there is no push channel to follow) until it holds; fails after ``timeout``."""
-    with trio.fail_after(timeout):
-        while not await predicate():
-            await trio.sleep(0.1)
+async def containers_gone(client: DockerClient, node_id: str, *job_ids: str, timeout: float = 30) -> None:
+    """Returns once the node has no container of any of ``job_ids`` left (removals we can only poll for)."""
+
+    async def gone() -> bool:
+        return not set(job_ids) & set(await trio.to_thread.run_sync(containers_of, client, node_id))
+
+    await eventually(gone, timeout=timeout, what=f"containers of {', '.join(job_ids)} removed")
 
 
 @asynccontextmanager
@@ -171,65 +129,13 @@ async def listing_fails_until_ping(path: Path) -> AsyncIterator[None]:
         path.unlink(missing_ok=True)
 
 
-# -- `cmnode run` as a process -------------------------------------------------------------------------------
-
-
-class NodeProcess:
-    """A real ``cmnode run`` process; ``kill()`` is kill -9, ``start()`` again reuses the same data-dir."""
-
-    def __init__(self, data_dir: Path, *flags: str) -> None:
-        self.data_dir = data_dir
-        self.flags = flags
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.node_id = ""
-        self.log = data_dir.parent / f"{data_dir.name}.log"  # a file, not a pipe: a full pipe would block the node
-
-    def start(self) -> NodeProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0", "--no-mdns",
-                 "--p2p-port", "0", "--data-dir", str(self.data_dir), "--log-level", "warning", *self.flags],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the node prints one "ready" line once it serves
-        match = re.search(r"node (\S+) ready, RPC at (http://\S+/jrpc)", line)
-        if match is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-            raise AssertionError(f"node did not start: {line!r} {self.log.read_text()[-3000:]}")
-        self.node_id, self.url = match.group(1), match.group(2)
-        return self
-
-    def kill(self) -> None:
-        """kill -9: no shutdown code runs, whatever the store writer was doing."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=30)
-
-    def terminate(self) -> str:
-        """SIGTERM; returns what the node logged."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=30)
-        return self.log.read_text()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-
-
 @pytest.fixture
 def node_processes(docker_client: DockerClient | None) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
     yield started
     for node in started:
-        node.close()
-        if docker_client is not None and node.node_id:
-            remove_containers(docker_client, node.node_id)
+        node.kill()
+    remove_containers(docker_client, *(node.node_id for node in started if node.node_id))
 
 
 # -- a second dockerd ----------------------------------------------------------------------------------------
@@ -260,27 +166,25 @@ class SecondDaemon:
                  "--iptables=false", "--ip-masq=false", "--ip6tables=false", *self.extra],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
+        poll(self._answers, timeout=60, what=f"second dockerd (log: {self.log})")
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        try:
+            client = DockerClient(base_url=self.url, timeout=5)
             try:
-                client = DockerClient(base_url=self.url, timeout=5)
-                client.ping()
+                return bool(client.ping())
+            finally:
                 client.close()
-                return
-            except (docker.errors.DockerException, OSError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"second dockerd did not start: {self.log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+        except (docker.errors.DockerException, OSError):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"second dockerd exited: {self.log.read_text()[-2000:]}") from None
+            return False
 
     def stop(self) -> None:
         """SIGTERM, as an operator stopping the service would; returns once the daemon has exited."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        end_process(self.proc, signal.SIGTERM, timeout=60)
 
     def unmount(self) -> None:
         """Undo the mounts dockerd leaves under its roots (with live-restore it keeps its data-root bind)."""

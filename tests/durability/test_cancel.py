@@ -8,7 +8,7 @@ import pytest
 import trio
 from docker.client import DockerClient
 
-from .conftest import Nodes, base_config, containers_of, hanging_registry
+from .conftest import Nodes, base_config, containers_gone, containers_of, hanging_registry
 
 pytestmark = pytest.mark.docker
 
@@ -38,9 +38,7 @@ async def test_stop_a_running_a_pulling_and_a_queued_job(
         probe = await rpc.create(test_image, ["true"])
         await rpc.wait_status(probe, "complete", timeout=15)
 
-    with trio.fail_after(15):
-        while running in await trio.to_thread.run_sync(containers_of, docker_client, node.node_id):
-            await trio.sleep(0.1)
+    await containers_gone(docker_client, node.node_id, running, timeout=15)
     found = await trio.to_thread.run_sync(containers_of, docker_client, node.node_id)
     assert queued not in found and pulling not in found
     for job_id in (queued, pulling, running):

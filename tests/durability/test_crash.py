@@ -10,11 +10,11 @@ import pytest
 import trio
 from docker.client import DockerClient
 
-from tests.node.conftest import Rpc
+from tests.support import FINAL, NodeProcess, Rpc, eventually
 
-from .conftest import FINAL, NodeProcess, containers_of
+from .conftest import containers_of
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SHORT = 200
 
@@ -26,7 +26,7 @@ async def test_kill_9_with_200_queued_then_restart(
     node_processes.append(node)
     await trio.to_thread.run_sync(node.start)
     async with httpx.AsyncClient(timeout=60) as client:
-        rpc = Rpc(client, node.url)
+        rpc = Rpc(client, node.rpc_url)
         # Long jobs: three end while the node is down, three are still running when it is back.
         ends_while_down = [await rpc.create(test_image, ["sh", "-c", "sleep 2; exit 7"]) for _ in range(3)]
         outlives = [await rpc.create(test_image, ["sh", "-c", "sleep 15; exit 5"]) for _ in range(3)]
@@ -55,14 +55,16 @@ async def test_kill_9_with_200_queued_then_restart(
         node_id = node.node_id
         await trio.to_thread.run_sync(node.start)
         assert node.node_id == node_id
-        rpc = Rpc(client, node.url)
+        rpc = Rpc(client, node.rpc_url)
         everything = [*expected_code, *ends_while_down, *outlives]
-        with trio.fail_after(240):
-            pending = set(everything)
-            while pending:
-                listing = await rpc.call("ContainerService.List", {"limit": 1000})
-                pending -= {j["job_id"] for j in listing["jobs"] if j["status"] in FINAL}
-                await trio.sleep(0.2)
+        pending = set(everything)
+
+        async def all_ended() -> bool:
+            listing = await rpc.call("ContainerService.List", {"limit": 1000})
+            pending.difference_update(j["job_id"] for j in listing["jobs"] if j["status"] in FINAL)
+            return not pending
+
+        await eventually(all_ended, timeout=240, interval=0.2)
 
         for job_id in ends_while_down + outlives:
             (execution,) = (await rpc.status(job_id))["executions"]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from tests.node.conftest import Rpc
+from tests.support import Rpc, eventually
 
 from .conftest import Nodes, SecondDaemon, base_config
 
@@ -18,12 +18,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 async def _docker_ok(rpc: Rpc, want: bool) -> dict[str, Any]:
-    with trio.fail_after(60):
-        while True:
-            info: dict[str, Any] = await rpc.call("NodeService.Info")
-            if info["docker"]["ok"] is want:
-                return info
-            await trio.sleep(0.1)
+    async def seen() -> dict[str, Any] | None:
+        info: dict[str, Any] = await rpc.call("NodeService.Info")
+        return info if info["docker"]["ok"] is want else None
+
+    return await eventually(seen, timeout=60, what=f"docker ok={want}")
 
 
 async def _healthz(url: str) -> tuple[int, dict[str, Any]]:

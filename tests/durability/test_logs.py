@@ -12,17 +12,11 @@ from docker.client import DockerClient
 from node.model import Execution, State
 
 from .arrange import arrange
-from .conftest import Nodes, base_config, containers_of, hanging_registry
+from .conftest import Nodes, base_config, containers_gone, hanging_registry
 
 pytestmark = pytest.mark.docker
 
 TEN_THOUSAND = ["sh", "-c", "seq 1 10000; echo done >&2"]
-
-
-async def _gone(client: DockerClient, node_id: str, job_id: str, timeout: float = 30) -> None:
-    with trio.fail_after(timeout):
-        while job_id in await trio.to_thread.run_sync(containers_of, client, node_id):
-            await trio.sleep(0.1)
 
 
 async def test_logs_outlive_the_container(
@@ -31,7 +25,7 @@ async def test_logs_outlive_the_container(
     node = await nodes.start(base_config(tmp_path / "n", retention=0))
     job_id = await node.rpc.create(test_image, TEN_THOUSAND)
     await node.rpc.wait_status(job_id, "complete")
-    await _gone(docker_client, node.node_id, job_id)
+    await containers_gone(docker_client, node.node_id, job_id)
 
     full = await node.rpc.call("ContainerService.Logs", {"job_id": job_id})
     assert full["source"] == "store"
@@ -68,7 +62,7 @@ async def test_logs_of_the_last_attempt_survive_retries(
     node = await nodes.start(base_config(tmp_path / "n", retention=0))
     job_id = await node.rpc.create(test_image, ["sh", "-c", "echo out; echo err >&2; exit 2"], retries=1)
     await node.rpc.wait_status(job_id, "failed", timeout=60)
-    await _gone(docker_client, node.node_id, job_id)
+    await containers_gone(docker_client, node.node_id, job_id)
     logs = await node.rpc.call("ContainerService.Logs", {"job_id": job_id})
     assert (logs["stdout"], logs["stderr"], logs["attempt"], logs["source"]) == ("out\n", "err\n", 2, "store")
 

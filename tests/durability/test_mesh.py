@@ -14,7 +14,7 @@ from docker.client import DockerClient
 from tests.mesh.cluster import NodeProc, eventually
 from tests.mesh.conftest import Cluster
 
-from .conftest import containers_of, hanging_registry
+from .conftest import containers_gone, containers_of, hanging_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -107,11 +107,7 @@ async def test_logs_of_10000_lines_from_another_node_after_removal(
     job_id = await _create(cluster, n1, test_image, ["sh", "-c", "seq 1 10000; echo bye >&2"])
     await _everywhere(cluster, nodes, job_id, {"complete"})
 
-    async def removed() -> bool:  # retention 0: each node removes its container once the output is stored
-        found = await trio.to_thread.run_sync(containers_of, docker_client, n1.node_id)
-        return job_id not in found
-
-    await eventually(removed, timeout=30)
+    await containers_gone(docker_client, n1.node_id, job_id)  # retention 0: removed once the output is stored
     full = await cluster.call(n2, "ContainerService.Logs", {"job_id": job_id, "node_id": n1.node_id})
     assert full["node_id"] == n1.node_id and full["source"] == "store"
     assert full["stdout"].splitlines() == [str(i) for i in range(1, 10001)]

@@ -18,7 +18,14 @@ from node.store import Store
 from tests.node.test_docker_outage import forwarder
 
 from .arrange import arrange, create_unstarted
-from .conftest import Nodes, base_config, containers_of, hanging_registry, listing_fails_until_ping
+from .conftest import (
+    Nodes,
+    base_config,
+    containers_gone,
+    containers_of,
+    hanging_registry,
+    listing_fails_until_ping,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -85,21 +92,21 @@ async def test_exits_while_down_get_their_true_exit_codes(
         assert len(await _containers(docker_client, node.node_id, job.job_id)) == 1
 
 
-async def test_cancelled_while_down_stops_the_adopted_container(
+async def test_container_of_a_stop_recorded_before_a_crash_is_removed_at_start(
     nodes: Nodes, tmp_path: Path, test_image: str, docker_client: DockerClient
 ) -> None:
+    """Stop writes the cancelled flag and the CANCELLED execution in one transaction; a crash before the
+    container is removed leaves it running, and nothing here runs it any more: the node removes it."""
     config = base_config(tmp_path / "n")
     async with arrange(config) as arranged:
         job = arranged.make_job(test_image, ["sleep", "300"])
         container_id = await arranged.start(job)
-        await arranged.record(job, State.RUNNING, container_id=container_id)
-        await arranged.store.mark_cancelled(job.job_id)  # Stop was acknowledged; the node died before acting on it
+        cancelled = await arranged.record(job, State.CANCELLED, container_id=container_id)
+        await arranged.store.mark_cancelled(job.job_id, cancelled)
 
     node = await nodes.start(config)
-    await node.rpc.wait_status(job.job_id, "cancelled", timeout=20)
-    with trio.fail_after(20):
-        while await _containers(docker_client, node.node_id, job.job_id):
-            await trio.sleep(0.1)
+    await containers_gone(docker_client, node.node_id, job.job_id, timeout=20)
+    assert (await node.rpc.status(job.job_id))["status"] == "cancelled"
 
 
 async def test_vanished_container_is_lost_then_retried(

@@ -13,7 +13,7 @@ from docker.client import DockerClient
 from node.model import State
 
 from .arrange import arrange
-from .conftest import Nodes, base_config, containers_of
+from .conftest import Nodes, base_config, containers_gone, containers_of
 
 pytestmark = pytest.mark.docker
 
@@ -31,9 +31,7 @@ async def test_finished_container_kept_for_retention_then_removed(
     status = await node.rpc.wait_status(job_id, "complete")
     container_id = status["executions"][0]["container_id"]
     assert await _ids(docker_client, node.node_id, job_id) == [container_id]  # well within 8 s of its exit
-    with trio.fail_after(40):
-        while await _ids(docker_client, node.node_id, job_id):
-            await trio.sleep(0.2)
+    await containers_gone(docker_client, node.node_id, job_id, timeout=40)
     assert time.time() - status["executions"][0]["finished_at"] >= 7  # Docker's and our clocks differ by ms
     logs = await node.rpc.call("ContainerService.Logs", {"job_id": job_id})
     assert (logs["stdout"], logs["source"]) == ("kept\n", "store")
@@ -61,8 +59,6 @@ async def test_sweep_keeps_output_the_node_never_captured(
         await arranged.record(job, State.COMPLETE, container_id=container_id, exit_code=0)
 
     node = await nodes.start(config)
-    with trio.fail_after(30):
-        while await _ids(docker_client, node.node_id, job.job_id):
-            await trio.sleep(0.1)
+    await containers_gone(docker_client, node.node_id, job.job_id)
     logs = await node.rpc.call("ContainerService.Logs", {"job_id": job.job_id})
     assert (logs["stdout"], logs["stderr"], logs["source"]) == ("from-before\n", "warn\n", "store")

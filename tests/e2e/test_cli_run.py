@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.docker
+from tests.support import NodeProcess, poll
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 SEED_CREATE = """{
     "jsonrpc": "2.0",
@@ -35,55 +35,32 @@ SEED_STATUS = """{
 }"""
 
 
-class NodeProcess:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc = proc
-        self.url = url
-
-    def curl(self, payload: str) -> dict[str, object]:
-        """The seed README's exact command line: curl -X POST .../jrpc -H ... -d '...'."""
-        out = subprocess.run(
-            ["curl", "-sS", "--max-time", "10", "-X", "POST", self.url, "-H", "Content-Type: application/json",
-             "-d", payload],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        body: dict[str, object] = json.loads(out.stdout)
-        return body
-
-
-def start(tmp_path: Path, *extra: str) -> NodeProcess:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0", "--no-mdns",
-         "--p2p-port", "0", "--data-dir", str(tmp_path / "data"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+def curl(node: NodeProcess, payload: str) -> dict[str, object]:
+    """The seed README's exact command line: curl -X POST .../jrpc -H ... -d '...'."""
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-X", "POST", node.rpc_url, "-H", "Content-Type: application/json",
+         "-d", payload],
+        capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the node prints one "ready" line once it serves
-    match = re.search(r"RPC at (http://\S+/jrpc)", line)
-    if match is None:
-        proc.kill()
-        raise AssertionError(f"node did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    return NodeProcess(proc, match.group(1))
+    body: dict[str, object] = json.loads(out.stdout)
+    return body
 
 
 @pytest.fixture
 def node_process(tmp_path: Path, test_image: str) -> Iterator[NodeProcess]:
-    node = start(tmp_path)
+    node = NodeProcess(tmp_path / "data").start()
     yield node
-    if node.proc.poll() is None:
-        node.proc.kill()
-        node.proc.wait()
+    node.stop(signal.SIGKILL)
 
 
-def stop(node: NodeProcess, sig: int = signal.SIGTERM) -> tuple[float, str]:
-    begin = time.monotonic()
-    node.proc.send_signal(sig)
-    _, stderr = node.proc.communicate(timeout=15)
-    return time.monotonic() - begin, stderr
+def stops_cleanly(node: NodeProcess, sig: int) -> None:
+    """The signal ends the node promptly (within the bound, else it is killed: -9), with status 0, no traceback."""
+    assert node.stop(sig, timeout=10) == 0
+    assert "Traceback" not in node.log.read_text()
 
 
 def test_seed_curl_payloads_work_unchanged(node_process: NodeProcess, docker_client: object) -> None:
-    created = node_process.curl(SEED_CREATE)
+    created = curl(node_process, SEED_CREATE)
     assert created["id"] == 1 and created["jsonrpc"] == "2.0"
     result = created["result"]
     assert isinstance(result, dict)
@@ -91,30 +68,20 @@ def test_seed_curl_payloads_work_unchanged(node_process: NodeProcess, docker_cli
     job_id = result["job_id"]
     assert re.fullmatch(r"[0-9a-f-]{36}", job_id)
 
-    deadline = time.monotonic() + 30
-    while True:  # the seed image "nginx" (a local stand-in here) keeps running, like nginx
-        status = node_process.curl(SEED_STATUS % job_id)
-        result = status["result"]
+    def running() -> dict[str, object] | None:  # the seed image "nginx" (a local stand-in here) keeps running
+        result = curl(node_process, SEED_STATUS % job_id)["result"]
         assert isinstance(result, dict)
         assert list(result)[:2] == ["status", "job_id"]
         assert result["job_id"] == job_id
-        if result["status"] == "running" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert result["status"] == "running"
-    assert result["executions"][0]["state"] == "running"
+        return result if result["status"] == "running" else None
 
-    elapsed, stderr = stop(node_process)
-    assert node_process.proc.returncode == 0
-    assert elapsed < 5
-    assert "Traceback" not in stderr
+    result = poll(running, what="the seed job running")
+    assert result["executions"][0]["state"] == "running"  # type: ignore[index]
+    stops_cleanly(node_process, signal.SIGTERM)
 
 
 def test_sigint_stops_cleanly(node_process: NodeProcess) -> None:
-    elapsed, stderr = stop(node_process, signal.SIGINT)
-    assert node_process.proc.returncode == 0
-    assert elapsed < 5
-    assert "Traceback" not in stderr
+    stops_cleanly(node_process, signal.SIGINT)
 
 
 def test_bad_flag_is_one_line_and_nonzero(tmp_path: Path) -> None:
@@ -128,18 +95,19 @@ def test_bad_flag_is_one_line_and_nonzero(tmp_path: Path) -> None:
 
 
 def test_unknown_job_and_garbage_bodies(node_process: NodeProcess) -> None:
-    missing = node_process.curl(SEED_STATUS % "00000000-0000-0000-0000-000000000000")
+    missing = curl(node_process, SEED_STATUS % "00000000-0000-0000-0000-000000000000")
     assert missing["error"] == {  # type: ignore[comparison-overlap]
         "code": -32001,
         "message": "job 00000000-0000-0000-0000-000000000000 not found",
         "data": {"job_id": "00000000-0000-0000-0000-000000000000"},
     }
-    garbage = node_process.curl("this is not json")
+    garbage = curl(node_process, "this is not json")
     assert garbage["error"]["code"] == -32700  # type: ignore[index]
     huge = '{"jsonrpc":"2.0","method":"ContainerService.Create","params":[{"image":"' + "a" * (1 << 20) + '"}],"id":1}'
     out = subprocess.run(
-        ["curl", "-sS", "-X", "POST", node_process.url, "-H", "Content-Type: application/json", "--data-binary", "@-"],
-        input=huge, capture_output=True, text=True, check=True,
+        ["curl", "-sS", "--max-time", "10", "-X", "POST", node_process.rpc_url, "-H", "Content-Type: application/json",
+         "--data-binary", "@-"],
+        input=huge, capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     body = json.loads(out.stdout)
     assert body["error"]["code"] == -32600

@@ -1,18 +1,20 @@
-"""A cluster of real ``cmnode run`` processes per test; every process is stopped and every container its
-nodes labelled is removed afterwards."""
+"""A cluster of real ``cmnode run`` processes per test (every process is stopped and every container its
+nodes labelled is removed afterwards), and the identities and store of the in-process tests."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import httpx
 import pytest
 from docker.client import DockerClient
+
+from node.identity import Identity, load_or_create
+from node.store import Store
+from tests.support import Rpc, remove_containers
 
 from .cluster import NodeProc, p2p_address, start_node
 
@@ -29,7 +31,7 @@ class Cluster:
         return node
 
     async def call(self, node: NodeProc, method: str, params: Any = None) -> Any:
-        return await node.call(method, params, client=self.client)
+        return await Rpc(self.client, node.rpc_url).call(method, params)
 
     async def address(self, node: NodeProc) -> str:
         return await p2p_address(node, self.client)
@@ -44,8 +46,23 @@ async def cluster(tmp_path: Path, docker_client: DockerClient | None) -> AsyncIt
         finally:
             for node in cluster.nodes:
                 node.stop(signal.SIGKILL)
-            if docker_client is not None:
-                for node_id in {n.node_id for n in cluster.nodes}:
-                    for c in docker_client.containers.list(all=True, filters={"label": f"cmnode.node_id={node_id}"}):
-                        with contextlib.suppress(docker.errors.NotFound):
-                            c.remove(force=True)
+            remove_containers(docker_client, *{n.node_id for n in cluster.nodes})
+
+
+# -- for the in-process tests of the mesh's parts -------------------------------------------------------
+
+
+@pytest.fixture
+def me(tmp_path: Path) -> Identity:
+    return load_or_create(tmp_path / "me")
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Identity:
+    return load_or_create(tmp_path / "peer")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(tmp_path / "db.sqlite") as store:
+        yield store

@@ -1,5 +1,6 @@
 """1,000 Creates in a burst on one node: every node records all 1,000 jobs. Gossipsub's per-peer queue holds
-32 messages and drops the rest silently, so this fails unless publishing is paced (node/p2p.py)."""
+32 messages and drops the rest silently, so this fails unless publishing is paced (node/gossip.py; see
+docs/py-libp2p.md, "Outbound queues drop beyond 32 messages")."""
 
 from __future__ import annotations
 

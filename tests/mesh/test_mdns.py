@@ -1,7 +1,8 @@
 """mDNS discovery between ``cmnode run`` processes in network namespaces the test creates: three nodes on a
 private bridge (10.200.0.0/24) find each other with no bootstrap, form the mesh and gossip a job. The bridge
 lives in a namespace of its own, so no multicast reaches the host's interfaces. Skipped where the test
-cannot create namespaces; the namespaces (and their interfaces with them) are always removed."""
+cannot create namespaces, failed there in CI (``tests.support.missing``); the namespaces (and their interfaces
+with them) are always removed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 import trio
+
+from tests.support import missing
 
 from .cluster import NodeProc, eventually, start_node
 
@@ -53,7 +56,7 @@ def lan() -> Iterator[list[str]]:
         for ns in created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        pytest.skip(f"cannot create network namespaces here (needs root and iproute2): {detail}")
+        missing("network namespaces", f"cannot create them here (needs root and iproute2): {detail}")
     try:
         yield nodes
     finally:
@@ -63,7 +66,7 @@ def lan() -> Iterator[list[str]]:
 
 async def _call(ns: str, node: NodeProc, method: str, params: Any = None) -> Any:
     """JSON-RPC from inside the node's namespace (its RPC port is not reachable from the host's)."""
-    url = node.url.replace("0.0.0.0", "127.0.0.1")
+    url = node.rpc_url.replace("0.0.0.0", "127.0.0.1")
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": [params] if params is not None else [], "id": 1})
     command = ["ip", "netns", "exec", ns, "curl", "-sS", "--max-time", "10", "-X", "POST", url,
                "-H", "Content-Type: application/json", "-d", body]  # fmt: skip

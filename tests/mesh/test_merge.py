@@ -1,6 +1,6 @@
-"""Merging what peers send (node/sync.py ``Replica``) is idempotent and order-tolerant. A real node in this
-process (store, executor, dockerd) with no peers; the messages are handed to the merge logic directly, as the
-mesh does after validating them (the network is not the subject here)."""
+"""Merging what peers send (node/replica.py, reached through the node's ``Inbound`` methods) is idempotent and
+order-tolerant. A real node in this process (store, executor, dockerd) with no peers; the messages are handed
+to the node directly, as the mesh does after validating them (the network is not the subject here)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, State
-from node.sync import Replica
 from tests.node.conftest import NodeFactory, start_node
 
 pytestmark = pytest.mark.docker
@@ -28,8 +27,7 @@ def _job(origin: Identity, image: str, job_id: str) -> Job:
 async def test_merge_is_idempotent_and_order_tolerant(start_node: NodeFactory, tmp_path: Path, test_image: str) -> None:
     running, rpc = await start_node()
     node = running.node
-    replica = Replica(store=node.store, node_id=node.node_id)
-    replica.node = node
+    replica = node  # the node is the mesh's Inbound: these are the calls the mesh makes
     peer = load_or_create(tmp_path / "peer")
 
     # A cancel heard before its job: the job is recorded cancelled and never runs here.

@@ -7,9 +7,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .cluster import node_command
 
 
+@pytest.mark.slow
 def test_p2p_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -16,6 +16,8 @@ import pytest
 import trio
 from docker.client import DockerClient
 
+from tests.support import Rpc, eventually
+
 from .conftest import NodeFactory
 
 pytestmark = pytest.mark.docker
@@ -56,10 +58,11 @@ async def forwarder(path: Path) -> AsyncIterator[None]:
         path.unlink(missing_ok=True)
 
 
-async def docker_ok(rpc: object, want: bool) -> None:
-    with trio.fail_after(20):
-        while (await rpc.call("NodeService.Info"))["docker"]["ok"] is not want:  # type: ignore[attr-defined]
-            await trio.sleep(0.05)
+async def docker_ok(rpc: Rpc, want: bool) -> None:
+    async def seen() -> bool:
+        return bool((await rpc.call("NodeService.Info"))["docker"]["ok"] is want)
+
+    await eventually(seen, timeout=20, interval=0.05, what=f"docker ok={want}")
 
 
 async def test_daemon_down_at_start_then_back(start_node: NodeFactory, test_image: str, tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""When to catch up, and with whom: on every new connection and every SYNC_INTERVAL with every peer.
+
+``sync.py`` is the protocol; this module schedules it over the host's request/response streams, one round per
+peer at a time, and carries peer exchange on the same answers (the peers a node knows travel with its sync
+page, so bootstrapping through one node still yields a mesh with more than one path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.request_response import RequestResponseError
+
+from .errors import NodeError
+from .host import Host
+from .sync import SYNC_PROTOCOL, Sync
+from .wire import WireError
+
+__all__ = ["SYNC_INTERVAL", "Catchup"]
+
+log = logging.getLogger("cmnode.p2p")
+
+SYNC_INTERVAL = 15.0
+"""Catch-up also runs this often with every peer, so a gossip message lost in transit is repaired."""
+SYNC_QUEUE = 1000
+
+
+class Catchup:
+    """Schedules catch-up rounds for one host and answers peers' sync requests."""
+
+    def __init__(
+        self,
+        *,
+        sync: Sync,
+        peers: Callable[[], list[dict[str, Any]]],
+        meet: Callable[[list[Any]], None],
+    ) -> None:
+        """``peers`` describes our connections for peer exchange; ``meet`` dials some of a peer's."""
+        self.sync = sync
+        self._peers = peers
+        self._meet = meet
+        self._send, self._recv = trio.open_memory_channel[ID](SYNC_QUEUE)
+        self._syncing: set[ID] = set()
+
+    def on_connect(self, peer_id: ID) -> None:
+        """Catch up with ``peer_id`` soon; if the queue is full, the periodic round catches up with it."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait(peer_id)
+
+    async def run(self, host: Host) -> None:
+        """The periodic rounds and the worker, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._worker, host, nursery)
+            while True:
+                await trio.sleep(SYNC_INTERVAL)
+                for peer_id in host.host.get_connected_peers():
+                    self.on_connect(peer_id)
+
+    async def _worker(self, host: Host, nursery: trio.Nursery) -> None:
+        async for peer_id in self._recv:
+            if peer_id not in self._syncing:
+                self._syncing.add(peer_id)
+                nursery.start_soon(self._catch_up, host, peer_id)
+
+    async def _catch_up(self, host: Host, peer_id: ID) -> None:
+        async def request(body: dict[str, Any]) -> Any:
+            page = await host.request(peer_id, SYNC_PROTOCOL, body)
+            if isinstance(page, dict) and isinstance(page.get("peers"), list):
+                self._meet(page.pop("peers"))
+            return page
+
+        stats = self.sync.stats
+        before = (stats.jobs, stats.executions)
+        try:
+            pages = await self.sync.catch_up(peer_id.to_base58(), request)
+            jobs, executions = stats.jobs - before[0], stats.executions - before[1]
+            if jobs or executions:  # news that gossip did not bring (missed while away, or lost)
+                log.info("caught up with peer=%s jobs=%d executions=%d pages=%d", peer_id, jobs, executions, pages)
+        except (RequestResponseError, WireError, NodeError) as exc:
+            stats.failures += 1
+            log.debug("catch-up with %s failed: %s", peer_id, exc)
+        except Exception as exc:  # anything else a peer's answer provokes fails this round only
+            stats.failures += 1
+            log.warning("catch-up with %s failed: %r", peer_id, exc, exc_info=exc)
+        finally:
+            self._syncing.discard(peer_id)
+
+    async def serve(self, request: Any, context: Any) -> dict[str, Any]:
+        """A peer's sync request, answered with our changes and the peers we know (peer exchange)."""
+        answer = await self.sync.serve(request)
+        if "error" not in answer:
+            answer["peers"] = [
+                f"{addr}/p2p/{p['node_id']}" for p in self._peers() if p["node_id"] != str(context.peer_id)
+                for addr in p["addresses"]
+            ]  # fmt: skip
+        return answer

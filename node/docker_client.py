@@ -1,0 +1,133 @@
+"""The connection to dockerd that the container operations and the exit watcher share.
+
+The Docker SDK is blocking, so every call crosses into a worker thread here (``run``), bounded by one
+``CapacityLimiter`` and inside ``map_docker_errors``. Construction does not contact the daemon (a node starts
+while dockerd is down); the client is built on first use, in a worker thread, with the API version negotiated
+then. Also here: reading our labels and inspect data back, which both users need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import docker.errors
+import docker.utils
+import trio
+
+# Not `docker.DockerClient`: mypy would resolve `docker` to the repository's docker/ folder.
+from docker.client import DockerClient
+
+from .docker_errors import describe, map_docker_errors
+from .errors import RuntimeFailureError
+from .runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ContainerInfo
+
+_T = TypeVar("_T")
+_NEVER_STARTED = "0001-01-01T00:00:00Z"
+
+
+async def in_thread(fn: Callable[[], _T], *, limiter: trio.CapacityLimiter | None, abandon: bool) -> _T:
+    """The single place a blocking call crosses into a worker thread."""
+    return await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=abandon)
+
+
+class DockerConnection:
+    """One lazily built SDK client for one daemon, and the bounded thread boundary in front of it."""
+
+    def __init__(self, *, node_id: str, docker_timeout: float, max_threads: int, base_url: str | None) -> None:
+        self.node_id = node_id
+        self.timeout = docker_timeout
+        self._limiter = trio.CapacityLimiter(max_threads)
+        # The watcher's threads and abandoned pulls come on top of max_threads, hence the extra connections.
+        self._pool_size = max_threads + 4
+        self._kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+        if base_url is not None:
+            self._kwargs["base_url"] = base_url
+        self.where = str(self._kwargs.get("base_url") or "unix:///var/run/docker.sock")
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._closed = False
+
+    def api(self) -> Any:
+        """The low-level APIClient, built once (call it in a worker thread: version negotiation is a request)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeFailureError("the Docker runtime is closed")
+            if self._client is None:
+                self._client = DockerClient(
+                    version="auto", timeout=self.timeout, max_pool_size=self._pool_size, **self._kwargs
+                )
+            return self._client.api
+
+    def describe(self, exc: BaseException) -> str:
+        return describe(exc, where=self.where, timeout=self.timeout)
+
+    def mapped(self, what: str | None) -> contextlib.AbstractContextManager[None]:
+        return map_docker_errors(what, where=self.where, timeout=self.timeout)
+
+    async def run(self, what: str | None, fn: Callable[[], _T], *, abandon: bool = True) -> _T:
+        """Run a blocking SDK call in a bounded worker thread, errors mapped (``what`` prefixes the reason).
+
+        Read-only calls are abandoned on cancellation so shutdown never waits on the daemon; calls that
+        change state (``abandon=False``) run to completion, bounded by the client timeout.
+        """
+        with self.mapped(what):
+            return await in_thread(fn, limiter=self._limiter, abandon=abandon)
+
+    def list_attrs(self, statuses: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Inspect data of our containers (thread side): the list summary has no exit code or timestamps, so
+        one inspect each, skipping any removed meanwhile."""
+        filters: dict[str, Any] = {"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_MANAGED}=1"]}
+        if statuses:
+            filters["status"] = list(statuses)
+        api = self.api()
+        out = []
+        for summary in api.containers(all=True, filters=filters):
+            with contextlib.suppress(docker.errors.NotFound):
+                out.append(api.inspect_container(str(summary["Id"])))
+        return out
+
+    def close(self) -> None:
+        """Release the client's connections; later calls raise RuntimeFailureError."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def labels_of(labels: dict[str, Any]) -> tuple[str, int]:
+    """(job_id, attempt) from a container's labels; a garbled attempt reads as 0."""
+    job_id = str(labels.get(LABEL_JOB, ""))
+    try:
+        attempt = int(labels.get(LABEL_ATTEMPT, 0))
+    except (TypeError, ValueError):
+        attempt = 0
+    return job_id, attempt
+
+
+def _timestamp(value: Any) -> str | None:
+    return value if isinstance(value, str) and value and value != _NEVER_STARTED else None
+
+
+def info_of(attrs: dict[str, Any]) -> ContainerInfo:
+    """A ContainerInfo from inspect data."""
+    state = attrs.get("State") or {}
+    job_id, attempt = labels_of((attrs.get("Config") or {}).get("Labels") or {})
+    status = str(state.get("Status", "unknown"))
+    exit_code = state.get("ExitCode")
+    return ContainerInfo(
+        container_id=str(attrs["Id"]),
+        job_id=job_id,
+        attempt=attempt,
+        status=status,
+        exit_code=int(exit_code) if exit_code is not None and status in ("exited", "dead") else None,
+        started_at=_timestamp(state.get("StartedAt")),
+        finished_at=_timestamp(state.get("FinishedAt")),
+    )
+
+
+__all__ = ["DockerConnection", "in_thread", "info_of", "labels_of"]

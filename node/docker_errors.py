@@ -1,0 +1,88 @@
+"""The one boundary where the Docker SDK's exceptions become ``node.errors``.
+
+``map_docker_errors`` is to the Docker SDK what httpx's ``map_httpcore_exceptions`` is to httpcore: every
+docker.errors / requests / socket failure raised inside it leaves as ``RuntimeFailureError`` (``from`` the
+original), with the daemon's own explanation or what the socket said, never a Python repr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import docker.errors
+import requests
+
+from .errors import RuntimeFailureError
+
+MAPPED: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    docker.errors.StreamParseError,  # a RuntimeError, not a DockerException: a garbled events stream
+    requests.exceptions.RequestException,
+    OSError,
+)
+"""What ``map_docker_errors`` translates; anything else is a bug and passes through unchanged."""
+
+
+def root_oserror(exc: BaseException) -> OSError | None:
+    """The innermost OSError with an errno (e.g. ECONNREFUSED) hidden under requests/urllib3 wrappers."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        cur = todo.pop(0)
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None and cur.strerror:
+            return cur
+        todo.extend(a for a in cur.args if isinstance(a, BaseException))
+        todo.extend(e for e in (cur.__cause__, cur.__context__) if e is not None)
+    return None
+
+
+def explanation(exc: docker.errors.APIError) -> str:
+    """The daemon's own words for a refused request, or its HTTP status when it gave none."""
+    text: Any = exc.explanation
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if text:
+        return str(text).strip()
+    response = exc.response
+    if response is not None:
+        return f"the Docker daemon answered {response.status_code} {response.reason}"
+    return "the Docker daemon refused the request"
+
+
+def describe(exc: BaseException, *, where: str, timeout: float) -> str:
+    """A user-facing reason for a docker/requests failure: the daemon's words, or what the socket said."""
+    if isinstance(exc, docker.errors.APIError):
+        return explanation(exc)
+    if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
+        return f"the Docker daemon at {where} did not answer within {timeout:g}s"
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | FileNotFoundError):
+        root = root_oserror(exc)
+        why = root.strerror.lower() if root is not None and root.strerror else "connection failed"
+        return f"cannot connect to the Docker daemon at {where}: {why}"
+    if isinstance(exc, docker.errors.DockerException) and exc.__cause__ is not None:
+        return describe(exc.__cause__, where=where, timeout=timeout)
+    root = root_oserror(exc)
+    if root is not None and root.strerror:
+        return f"Docker daemon at {where}: {root.strerror.lower()}"
+    return str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def map_docker_errors(what: str | None, *, where: str, timeout: float) -> Iterator[None]:
+    """Raise ``RuntimeFailureError("<what>: <reason>")`` from any Docker SDK failure inside the block.
+
+    ``where`` names the daemon (its URL) and ``timeout`` the client's timeout, for the reason's wording.
+    """
+    try:
+        yield
+    except MAPPED as exc:
+        reason = describe(exc, where=where, timeout=timeout)
+        raise RuntimeFailureError(f"{what}: {reason}" if what else reason) from exc
+
+
+__all__ = ["MAPPED", "describe", "explanation", "map_docker_errors", "root_oserror"]

@@ -1,0 +1,42 @@
+"""The node's view of the Docker daemon: up, or down with the reason, and a way to wait until it is back.
+
+The exit watcher's health events and a worker's failed call both update it; ``NodeService.Info``, ``/healthz``
+and the metrics read ``error`` through the executor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+log = logging.getLogger("cmnode.executor")
+
+
+class DaemonHealth:
+    """``error`` is None while the daemon answers; a worker waits on ``wait_up`` while it does not."""
+
+    def __init__(self) -> None:
+        self.error: str | None = "not connected yet"
+        self._up = trio.Event()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def mark_up(self) -> None:
+        self.error = None
+        self._up.set()
+
+    def mark_down(self, reason: str) -> None:
+        if self.error is None:
+            log.warning("docker daemon unavailable: %s", reason)
+        self.error = reason
+        if self._up.is_set():
+            self._up = trio.Event()
+
+    async def wait_up(self) -> None:
+        await self._up.wait()
+
+
+__all__ = ["DaemonHealth"]

@@ -1,0 +1,224 @@
+"""The Docker runtime: the container operations of ``Runtime`` against the local dockerd.
+
+The connection and its thread boundary are in ``docker_client.py``, the error mapping in ``docker_errors.py``,
+the exit watcher in ``docker_exits.py``; this module holds what is done to images and containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, NoReturn
+
+import docker.errors
+import docker.utils
+import trio
+
+from .docker_client import DockerConnection, info_of
+from .docker_errors import explanation
+from .docker_exits import ExitWatcher
+from .errors import NotFoundError, RuntimeFailureError
+from .model import PULL_POLICIES, Job
+from .runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ContainerInfo, OnPulling, RuntimeEvent
+
+
+class DockerRuntime:
+    """Runs job containers on the local Docker daemon, labelled so that this node finds them again.
+
+    Construction does not contact the daemon (a node starts while dockerd is down).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        docker_timeout: float = 60.0,
+        pull_timeout: float = 300.0,
+        max_threads: int = 16,
+        base_url: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.pull_timeout = pull_timeout
+        self._conn = DockerConnection(
+            node_id=node_id, docker_timeout=docker_timeout, max_threads=max_threads, base_url=base_url
+        )
+        self._exits = ExitWatcher(self._conn)
+
+    async def health(self) -> str | None:
+        """None when the daemon answers a ping, else a short reason fit for a status page."""
+        try:
+            await self._conn.run(None, lambda: self._conn.api().ping())
+        except RuntimeFailureError as exc:
+            return exc.message
+        return None
+
+    # -- images and starting ------------------------------------------------------------------------------
+
+    async def prepare_and_start(self, job: Job, attempt: int, *, on_pulling: OnPulling | None = None) -> str:
+        """Inspect the image once, pull it if the policy asks (after ``on_pulling``), then start the container.
+
+        Cancelling the caller abandons the inspect or the pull; the create-and-start that follows is shielded,
+        so a container that exists always has its id returned.
+        """
+        await self._ensure_image(job.spec.image, job.spec.pull, on_pulling)
+        with trio.CancelScope(shield=True):
+            container_id = await self.start(job, attempt)
+        return container_id
+
+    async def ensure_image(self, image: str, policy: str) -> bool:
+        """Make ``image`` present per the pull policy; True if it pulled."""
+        return await self._ensure_image(image, policy, None)
+
+    async def _ensure_image(self, image: str, policy: str, on_pulling: OnPulling | None) -> bool:
+        """The SDK's pull has no client-side timeout, so the thread is abandoned after ``pull_timeout`` (the
+        daemon gives up on its own later) rather than holding up the job or node shutdown."""
+        if policy not in PULL_POLICIES:
+            raise ValueError(f"unknown pull policy {policy!r}")
+        if policy != "always":
+            if await self._conn.run(f"cannot inspect image {image!r}", lambda: self._image_present(image)):
+                return False
+            if policy == "never":
+                raise RuntimeFailureError(f"image {image!r} is not present and pull policy is never")
+        if on_pulling is not None:
+            await on_pulling()
+        with trio.move_on_after(self.pull_timeout) as scope:
+            await self._conn.run(f"pull of {image!r} failed", lambda: self._pull(image))
+        if scope.cancelled_caught:
+            raise RuntimeFailureError(f"pull of {image!r} timed out after {self.pull_timeout:g}s")
+        return True
+
+    def _image_present(self, image: str) -> bool:
+        try:
+            self._conn.api().inspect_image(image)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def _pull(self, image: str) -> None:
+        repository, tag = docker.utils.parse_repository_tag(image)
+        # An error after the pull began arrives as a line in a 200 stream, not as an HTTP status.
+        for line in self._conn.api().pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                raise RuntimeFailureError(f"pull of {image!r} failed: {str(line['error']).strip()}")
+
+    async def start(self, job: Job, attempt: int) -> str:
+        """Create and start the job's container; returns its id. Never pulls.
+
+        ``init=True`` puts docker-init in front so SIGTERM stops the job at once; with it, a command that
+        cannot be executed shows up as exit 127 (reported by ``watch_exits`` with the reason) rather than
+        as a start error. No ``auto_remove``: the logs must outlive the container's exit.
+        """
+        return await self._conn.run(
+            f"cannot start container for job {job.job_id}", lambda: self._start(job, attempt), abandon=False
+        )
+
+    def _start(self, job: Job, attempt: int) -> str:
+        api = self._conn.api()
+        spec = job.spec
+        labels = {
+            **spec.labels,
+            LABEL_JOB: job.job_id,
+            LABEL_NODE: self.node_id,
+            LABEL_ATTEMPT: str(attempt),
+            LABEL_MANAGED: "1",
+        }
+        host: dict[str, Any] = {"init": True}
+        if spec.resources.cpus is not None:
+            host["nano_cpus"] = int(spec.resources.cpus * 1e9)
+        if spec.resources.memory is not None:
+            host["mem_limit"] = spec.resources.memory
+        # An empty entrypoint means "clear the image's", which Docker spells [""].
+        entrypoint = None if spec.entrypoint is None else (list(spec.entrypoint) or [""])
+        created = api.create_container(
+            image=spec.image,
+            command=list(spec.arguments) or None,
+            entrypoint=entrypoint,
+            environment=dict(spec.env),
+            labels=labels,
+            detach=True,
+            host_config=api.create_host_config(**host),
+        )
+        container_id = str(created["Id"])
+        try:
+            api.start(container_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                api.remove_container(container_id, force=True)
+            raise
+        return container_id
+
+    # -- containers -----------------------------------------------------------------------------------------
+
+    async def stop(self, container_id: str, *, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; a container already stopped or gone is fine."""
+
+        def stop() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._conn.api().stop(container_id, timeout=max(0, math.ceil(grace)))
+
+        await self._conn.run(f"cannot stop container {container_id[:12]}", stop, abandon=False)
+
+    async def remove(self, container_id: str) -> None:
+        """Force-remove the container (and its logs); already gone, or being removed, is fine."""
+
+        def remove() -> None:
+            try:
+                self._conn.api().remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or "in progress" not in explanation(exc):
+                    raise
+
+        await self._conn.run(f"cannot remove container {container_id[:12]}", remove, abandon=False)
+
+    async def logs(self, container_id: str, *, tail: int | None = None) -> tuple[str, str]:
+        """(stdout, stderr), each decoded as UTF-8 with replacement; NotFoundError if the container is gone."""
+
+        def read(stdout: bool) -> str:
+            raw = self._conn.api().logs(
+                container_id, stdout=stdout, stderr=not stdout, tail="all" if tail is None else tail
+            )
+            return bytes(raw).decode("utf-8", errors="replace")
+
+        def both() -> tuple[str, str] | None:
+            try:
+                return read(True), read(False)
+            except docker.errors.NotFound:
+                return None
+
+        result = await self._conn.run(f"cannot read logs of container {container_id[:12]}", both)
+        if result is None:
+            raise NotFoundError(f"container {container_id[:12]} no longer exists")
+        return result
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        """The container's state, or None if it is gone."""
+
+        def inspect() -> ContainerInfo | None:
+            try:
+                return info_of(self._conn.api().inspect_container(container_id))
+            except docker.errors.NotFound:
+                return None
+
+        return await self._conn.run(f"cannot inspect container {container_id[:12]}", inspect)
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        """Every container (running or not) that carries this node's label."""
+        return await self._conn.run("cannot list containers", lambda: [info_of(a) for a in self._conn.list_attrs()])
+
+    async def watch_exits(
+        self,
+        send: trio.MemorySendChannel[RuntimeEvent],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """See ``Runtime.watch_exits`` and ``ExitWatcher.watch``."""
+        await self._exits.watch(send, task_status=task_status)
+
+    def close(self) -> None:
+        """Release the client's connections; later calls raise RuntimeFailureError."""
+        self._conn.close()
+
+
+__all__ = ["DockerRuntime"]

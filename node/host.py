@@ -1,0 +1,161 @@
+"""Building and running the py-libp2p host: transport, security, gossipsub, pubsub and request/response.
+
+py-libp2p 0.8.1 loses messages silently, or crashes, with several of its defaults. Every setting here that
+departs from them says which section of ``docs/py-libp2p.md`` explains why; the other mesh modules
+(``gossip.py``, ``peering.py``, ``catchup.py``) only use what this module builds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ifaddr
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.request_response import JSONCodec, RequestResponse, RequestResponseConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from .config import Config
+from .identity import Identity
+from .wire import TOPIC
+
+__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host"]
+
+REQUEST_TIMEOUT = 30.0
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""Both ends: a sync page of large jobs or a long log exceeds the library's default ("Request/response answers
+are capped at 10 MiB")."""
+MAX_INBOUND_RPC_BYTES = 2 * 1024 * 1024
+
+
+class DirectPubsub(Pubsub):
+    """Pubsub that hands every validated message to ``deliver`` instead of a 32-slot subscription queue
+    (docs/py-libp2p.md, "Subscription queues hold 32 messages")."""
+
+    deliver: Callable[[rpc_pb2.Message], None] = staticmethod(lambda msg: None)  # type: ignore[assignment]
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        if TOPIC in publish_message.topicIDs:
+            self.deliver(publish_message)
+
+
+Handler = Callable[[Any, Any], Awaitable[dict[str, Any]]]
+
+
+class Host:
+    """One py-libp2p host with gossipsub on ``jobs`` and JSON request/response, configured to be safe."""
+
+    def __init__(self, *, config: Config, identity: Identity) -> None:
+        self.listen = multiaddr.Multiaddr(f"/ip4/{_listen_ip(config.listen_address)}/tcp/{config.p2p_port}")
+        key_pair = identity.key_pair
+        self.host: IHost = new_host(
+            key_pair=key_pair,
+            # "The default host accepts plaintext": offer Noise only.
+            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)},
+            listen_addrs=[self.listen],
+            # "Listening on 0.0.0.0 is announced as 0.0.0.0": announce interface addresses instead.
+            addrs_factory=lambda candidates: [a for c in candidates for a in _expand(c)],
+        )
+        self.router = GossipSub(
+            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],  # "meshsub/1.2 starves data with control messages"
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_interval=1,  # "The heartbeat": the default is 120 s
+            adaptive_gossip_enabled=False,  # "The heartbeat": adaptive gossip stretched it to 30 s
+            spam_protection_enabled=False,  # "Spam protection drops our own publishes": 10 msg/s per topic
+            eclipse_protection_enabled=False,  # "Eclipse protection wants three addresses"
+        )
+        self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
+        self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
+        self.rr = RequestResponse(self.host)
+        self.rr_config = RequestResponseConfig(timeout=REQUEST_TIMEOUT, max_response_size=MAX_RESPONSE_BYTES)
+        self.port = 0
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    def serve(self, protocol: str, handler: Handler) -> None:
+        """Answer JSON requests on ``protocol`` (same size and time limits as our own requests)."""
+        self.rr.set_handler(TProtocol(protocol), handler, JSONCodec(), self.rr_config)
+
+    async def request(self, peer_id: ID, protocol: str, body: dict[str, Any]) -> Any:
+        """One JSON request; raises ``RequestResponseError`` when the peer does not answer in time."""
+        return await self.rr.send_request(peer_id, [TProtocol(protocol)], body, JSONCodec(), self.rr_config)
+
+    def connected(self, peer_id: ID) -> bool:
+        return bool(self.host.get_network().get_connections(peer_id))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run pubsub, gossipsub and the listener, in the order that is safe; listening when entered.
+
+        Raises:
+            OSError: nothing listens (the port is taken or the address is not available).
+        """
+        # "An early pubsub stream crashes trio": pubsub runs before the host accepts streams.
+        async with (
+            background_trio_service(self.pubsub),
+            background_trio_service(self.router),
+            self.host.run(listen_addrs=[self.listen]),
+        ):
+            if not self.host.get_transport_addrs():  # "A failed listen is only logged"
+                raise OSError(f"cannot listen on {self.listen} (p2p-port in use or address not available)")
+            await self.pubsub.subscribe(TOPIC)
+            self.port = _port_of(self.host)
+            yield
+
+    def addresses(self) -> list[str]:
+        """The multiaddrs peers can dial, with our peer ID: interface addresses, never 0.0.0.0."""
+        return [str(a) for a in self.host.get_addrs()]
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Connected peers with the addresses they listen on (from identify, mDNS or our dial)."""
+        network, peerstore = self.host.get_network(), self.host.get_peerstore()
+        out = []
+        for peer_id in self.host.get_connected_peers():
+            try:
+                known = [str(a) for a in peerstore.addrs(peer_id)]
+            except Exception:
+                known = []
+            addrs = [a for a in known if a.startswith("/ip4/") and "/tcp/" in a and "/0.0.0.0/" not in a]
+            if not addrs:  # else the connection's own addresses
+                addrs = [str(a) for conn in network.get_connections(peer_id) for a in conn.get_transport_addresses()]
+            out.append({"node_id": peer_id.to_base58(), "addresses": sorted(set(addrs))})
+        return sorted(out, key=lambda p: p["node_id"])
+
+
+def _listen_ip(address: str) -> str:
+    return "127.0.0.1" if address == "localhost" else address
+
+
+def _expand(addr: multiaddr.Multiaddr) -> list[multiaddr.Multiaddr]:
+    """``/ip4/0.0.0.0/tcp/P`` as one address per IPv4 interface address, LAN addresses first."""
+    text = str(addr)
+    if not text.startswith("/ip4/0.0.0.0/"):
+        return [addr]
+    rest = text[len("/ip4/0.0.0.0") :]
+    ips = [str(ip.ip) for adapter in ifaddr.get_adapters() for ip in adapter.ips if ip.is_IPv4]
+    ips.sort(key=lambda ip: (ip.startswith("127."), ip))
+    return [multiaddr.Multiaddr(f"/ip4/{ip}{rest}") for ip in dict.fromkeys(ips)]
+
+
+def _port_of(host: IHost) -> int:
+    for addr in host.get_transport_addrs():
+        port = addr.value_for_protocol("tcp")
+        if port:
+            return int(port)
+    return 0

@@ -1,0 +1,180 @@
+"""The two interfaces between the node and its mesh, so each is wired one way.
+
+The node is built first and knows the mesh only as an ``Outbound`` (publish, fetch another node's logs,
+describe peers); the mesh is built after it and knows the node only as an ``Inbound`` (what peers tell it,
+and its own logs for a peer that asks). Neither holds the other's class.
+
+Two orderings at start-up matter, and the objects here keep them without a back-reference:
+
+* The executor's recovery announces the executions it changes before the node serves, possibly before the
+  mesh listens. ``MeshLink`` buffers those publishes in a bounded outbox that the mesh's one publisher drains
+  once it runs (the mesh is started before the executor, so the outbox never fills while nobody drains it).
+* What peers send must not reach the executor before it runs (it would accept jobs into a queue no worker
+  reads yet, and recovery would race with them). The mesh listens and buffers from the start, but it calls
+  the node through an ``InboundGate`` that holds every call until ``open()``, which the node's owner calls
+  once the executor runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import trio
+
+from .errors import NotFoundError
+from .model import Execution, Job
+from .wire import CancelMsg, Envelope, ExecutionMsg, JobMsg, encode
+
+__all__ = ["OUTBOX_SIZE", "Inbound", "InboundGate", "MeshLink", "MeshView", "NoMesh", "Outbound"]
+
+OUTBOX_SIZE = 10_000
+"""Encoded messages waiting for the publisher; a publish waits only when this many are queued."""
+
+
+class Inbound(Protocol):
+    """What the mesh may tell this node: verified values from peers, and requests for its own logs."""
+
+    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+        """Record a job from a peer (and run it here if placement says so); True if it was new."""
+        ...
+
+    async def on_executions(self, executions: list[Execution]) -> int:
+        """Keep newer versions of other nodes' executions; returns how many changed."""
+        ...
+
+    async def on_cancel(self, job_id: str) -> None: ...
+
+    async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]: ...
+
+
+class MeshView(Protocol):
+    """What a running mesh answers about itself and other nodes."""
+
+    async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]: ...
+
+    def peers(self) -> list[dict[str, Any]]: ...
+
+    def addresses(self) -> list[str]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Outbound(MeshView, Protocol):
+    """What the node may ask of its mesh."""
+
+    async def publish_job(self, job: Job) -> None: ...
+
+    async def publish_execution(self, execution: Execution) -> None: ...
+
+    async def publish_cancel(self, job_id: str) -> None: ...
+
+
+class NoMesh:
+    """The ``Outbound`` of a node without a mesh: publishes go nowhere, there are no peers."""
+
+    async def publish_job(self, job: Job) -> None:
+        pass
+
+    async def publish_execution(self, execution: Execution) -> None:
+        pass
+
+    async def publish_cancel(self, job_id: str) -> None:
+        pass
+
+    async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
+        raise NotFoundError(f"node {node_id} is not reachable from this node")
+
+    def peers(self) -> list[dict[str, Any]]:
+        return []
+
+    def addresses(self) -> list[str]:
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class MeshLink(NoMesh):
+    """The node's ``Outbound``, built before the mesh: an outbox the mesh drains, and its view while it runs.
+
+    Every gossip message enters here (and nowhere else), so gossip goes out from one place: the mesh's
+    publisher, the only reader of ``outbox``. Until the mesh runs, queries answer as a node without a mesh.
+    """
+
+    def __init__(self, node_id: str, *, size: int = OUTBOX_SIZE) -> None:
+        self.node_id = node_id
+        self._send, self.outbox = trio.open_memory_channel[bytes](size)
+        self._view: MeshView | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def publish_job(self, job: Job) -> None:
+        await self._put(JobMsg(job))
+
+    async def publish_execution(self, execution: Execution) -> None:
+        if execution.node_id == self.node_id:  # only this node announces its own executions
+            await self._put(ExecutionMsg(execution))
+
+    async def publish_cancel(self, job_id: str) -> None:
+        await self._put(CancelMsg(job_id))
+
+    async def _put(self, msg: Envelope) -> None:
+        await self._send.send(encode(msg))
+
+    @contextmanager
+    def serving(self, view: MeshView) -> Iterator[None]:
+        """While the mesh runs, queries go to it."""
+        self._view = view
+        try:
+            yield
+        finally:
+            self._view = None
+
+    async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
+        if self._view is None:
+            return await super().fetch_logs(job_id, node_id, tail)
+        return await self._view.fetch_logs(job_id, node_id, tail)
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self._view.peers() if self._view is not None else []
+
+    def addresses(self) -> list[str]:
+        return self._view.addresses() if self._view is not None else []
+
+    def stats(self) -> dict[str, Any]:
+        return self._view.stats() if self._view is not None else {"outbox": self.queued}
+
+
+class InboundGate:
+    """An ``Inbound`` that holds every call until ``open()``: peers' messages wait until the executor runs."""
+
+    def __init__(self, inbound: Inbound) -> None:
+        self._inbound = inbound
+        self._open = trio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+        await self._open.wait()
+        return await self._inbound.on_job(job, cancelled=cancelled)
+
+    async def on_executions(self, executions: list[Execution]) -> int:
+        await self._open.wait()
+        return await self._inbound.on_executions(executions)
+
+    async def on_cancel(self, job_id: str) -> None:
+        await self._open.wait()
+        await self._inbound.on_cancel(job_id)
+
+    async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
+        await self._open.wait()
+        return await self._inbound.local_logs(job_id, tail)

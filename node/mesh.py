@@ -1,0 +1,139 @@
+"""The mesh: this node's place among its peers, composed of a host (host.py), gossip (gossip.py), peering
+(peering.py) and catch-up (catchup.py), plus other nodes' logs over ``/cmnode/logs/1``.
+
+It is built after the node and knows it only as an ``Inbound``; the node reaches it only through its
+``MeshLink`` (see link.py for the start-up ordering this keeps).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.request_response import RequestResponseError
+
+from .catchup import Catchup
+from .config import Config
+from .errors import NodeError, NotFoundError, PeerUnreachableError
+from .gossip import Gossip
+from .host import Host
+from .identity import Identity
+from .link import Inbound, MeshLink
+from .peering import Peering
+from .store import Store
+from .sync import SYNC_PROTOCOL, Sync
+from .wire import TOPIC
+
+__all__ = ["LOGS_PROTOCOL", "Mesh"]
+
+log = logging.getLogger("cmnode.p2p")
+
+LOGS_PROTOCOL = "/cmnode/logs/1"
+
+
+class Mesh:
+    """``run`` it in the node's nursery; while it runs, ``link`` answers the node's queries through it."""
+
+    def __init__(self, *, config: Config, identity: Identity, store: Store, inbound: Inbound, link: MeshLink) -> None:
+        self.config = config
+        self.identity = identity
+        self.inbound = inbound
+        self.link = link
+        self.gossip = Gossip(node_id=identity.node_id, inbound=inbound, outbox=link.outbox)
+        self.counters = self.gossip.stats
+        self.peering = Peering(config=config, stats=self.counters)
+        self.sync = Sync(store=store, inbound=inbound)
+        self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
+        self.host: Host | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Listen, subscribe, discover and serve until cancelled.
+
+        Raises:
+            OSError: the p2p port cannot be listened on.
+        """
+        self.host = host = Host(config=self.config, identity=self.identity)
+        # Everything that receives is in place before the host accepts anything.
+        host.pubsub.deliver = self.gossip.deliver
+        host.pubsub.set_topic_validator(TOPIC, self.gossip.validate, False)
+        host.serve(SYNC_PROTOCOL, self.catchup.serve)
+        host.serve(LOGS_PROTOCOL, self._serve_logs)
+        self.peering.watch(host, self.catchup.on_connect)
+        async with host.running(), trio.open_nursery() as nursery:
+            nursery.start_soon(self.gossip.publisher, host.pubsub)
+            nursery.start_soon(self.gossip.consumer)
+            nursery.start_soon(self.catchup.run, host)
+            await nursery.start(self.peering.run, host)
+            log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))
+            with self.link.serving(self):
+                task_status.started()
+                await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    # -- what the node asks (MeshView) ------------------------------------------------------------
+
+    def addresses(self) -> list[str]:
+        """The multiaddrs peers can dial, with our peer ID: interface addresses, never 0.0.0.0."""
+        return self.host.addresses() if self.host is not None else []
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self.host.peers() if self.host is not None else []
+
+    def stats(self) -> dict[str, Any]:
+        """The counters as one flat dict (``dropped`` keyed by reason), for the metrics endpoint."""
+        sync = self.sync.stats
+        return {
+            "messages_in": self.counters.messages_in,
+            "messages_out": self.counters.messages_out,
+            "dropped": dict(self.counters.dropped),
+            "dropped_total": self.counters.dropped_total,
+            "outbox": self.link.queued,
+            "peers": len(self.host.host.get_connected_peers()) if self.host is not None else 0,
+            "dials": self.counters.dials,
+            "dial_failures": self.counters.dial_failures,
+            "sync_rounds": sync.rounds,
+            "sync_failures": sync.failures,
+            "sync_jobs": sync.jobs,
+            "sync_executions": sync.executions,
+            "sync_dropped": dict(sync.dropped),
+        }
+
+    async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
+        """Another node's output of a job, over ``/cmnode/logs/1``.
+
+        Raises:
+            PeerUnreachableError: not connected to that node, or it did not answer.
+            NotFoundError: it has no execution of the job.
+        """
+        try:
+            peer_id = ID.from_base58(node_id)
+        except Exception:
+            raise NotFoundError(f"{node_id!r} is not a node ID") from None
+        if self.host is None or not self.host.connected(peer_id):
+            raise PeerUnreachableError(f"node {node_id} is not connected to this node", data={"node_id": node_id})
+        try:
+            answer = await self.host.request(peer_id, LOGS_PROTOCOL, {"job_id": job_id, "tail": tail})
+        except RequestResponseError as exc:
+            raise PeerUnreachableError(f"node {node_id} did not answer: {exc}", data={"node_id": node_id}) from exc
+        if not isinstance(answer, dict):
+            raise PeerUnreachableError(f"node {node_id} sent a malformed answer", data={"node_id": node_id})
+        if "error" in answer:
+            raise NotFoundError(str(answer["error"]), data={"job_id": job_id, "node_id": node_id})
+        return answer
+
+    async def _serve_logs(self, request: Any, context: Any) -> dict[str, Any]:
+        if not isinstance(request, dict) or not isinstance(request.get("job_id"), str):
+            return {"error": "request must be {job_id, tail}"}
+        tail = request.get("tail")
+        if tail is not None and (not isinstance(tail, int) or isinstance(tail, bool) or tail < 0):
+            return {"error": "tail must be a non-negative integer"}
+        try:
+            return await self.inbound.local_logs(request["job_id"], tail)
+        except NodeError as exc:
+            return {"error": exc.message}

@@ -1,0 +1,190 @@
+"""The one-way wiring between the node and its mesh (node/link.py), with fakes and no processes: publishes buffer
+in the link until the mesh drains them, what peers send waits at the gate until the executor runs, and a node
+decides placement through the scheduler. The real start-up order is proven by the cluster tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import trio
+import trio.testing
+
+from node.config import Config
+from node.core import Node
+from node.executor import Executor
+from node.gossip import Gossip
+from node.identity import Identity
+from node.link import InboundGate, MeshLink, NoMesh
+from node.model import Execution, Job, Placement, State
+from node.replica import Replica
+from node.store import Store
+from node.wire import CancelMsg, ExecutionMsg, JobMsg
+
+from .fakes import FakeInbound, receive, signed_job
+
+# -- the gate -------------------------------------------------------------------------------------
+
+
+async def test_gate_holds_every_call_until_open(peer: Identity) -> None:
+    inner = FakeInbound()
+    gate = InboundGate(inner)
+    job = signed_job(peer)
+    execution = Execution(job_id="j1", node_id=peer.node_id, state=State.RUNNING)
+    results: list[Any] = []
+
+    async def call(fn: Any) -> None:
+        results.append(await fn())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, lambda: gate.on_job(job))
+            nursery.start_soon(call, lambda: gate.on_executions([execution]))
+            nursery.start_soon(call, lambda: gate.on_cancel("j1"))
+            nursery.start_soon(call, lambda: gate.local_logs("j1", None))
+            await trio.testing.wait_all_tasks_blocked()
+            assert inner.calls == [] and results == [] and not gate.is_open
+            gate.open()
+    assert sorted(kind for kind, _ in inner.calls) == ["cancel", "execution", "job", "logs"]
+    assert len(results) == 4
+
+
+async def test_gossip_waits_at_the_gate_and_then_applies_in_order(me: Identity, peer: Identity) -> None:
+    """What peers publish before the executor runs is validated and kept, and applied once the gate opens."""
+    inner = FakeInbound()
+    gate = InboundGate(inner)
+    link = MeshLink(me.node_id)
+    gossip = Gossip(node_id=me.node_id, inbound=gate, outbox=link.outbox)
+    job = signed_job(peer, "j1")
+    messages = [
+        JobMsg(job),
+        ExecutionMsg(Execution(job_id="j1", node_id=peer.node_id, state=State.RUNNING)),
+        CancelMsg("j1"),
+    ]
+    receive(gossip, peer, messages)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gossip.consumer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert inner.calls == []
+            gate.open()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert inner.calls == [("job", "j1"), ("execution", "j1"), ("cancel", "j1")]
+    assert gossip.stats.messages_in == 3 and gossip.stats.dropped == {}
+
+
+# -- the link -------------------------------------------------------------------------------------
+
+
+async def test_link_buffers_publishes_until_the_mesh_drains_them(me: Identity, peer: Identity) -> None:
+    link = MeshLink(me.node_id)
+    job = signed_job(me)
+    await link.publish_job(job)
+    await link.publish_execution(Execution(job_id=job.job_id, node_id=me.node_id, state=State.PENDING))
+    await link.publish_execution(Execution(job_id=job.job_id, node_id=peer.node_id, state=State.PENDING))
+    await link.publish_cancel(job.job_id)
+    assert link.queued == 3  # another node's execution is never announced by this one
+    kinds = [json.loads(link.outbox.receive_nowait())["type"] for _ in range(3)]
+    assert kinds == ["job", "execution", "cancel"]
+
+
+async def test_link_answers_as_no_mesh_until_the_mesh_serves(me: Identity) -> None:
+    link = MeshLink(me.node_id)
+    assert link.peers() == [] and link.addresses() == []
+
+    class View:
+        async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
+            return {"from": node_id}
+
+        def peers(self) -> list[dict[str, Any]]:
+            return [{"node_id": "p", "addresses": []}]
+
+        def addresses(self) -> list[str]:
+            return ["/ip4/127.0.0.1/tcp/1"]
+
+        def stats(self) -> dict[str, Any]:
+            return {"peers": 1}
+
+    with link.serving(View()):
+        assert link.peers() == [{"node_id": "p", "addresses": []}]
+        assert link.addresses() == ["/ip4/127.0.0.1/tcp/1"]
+        assert link.stats() == {"peers": 1}
+        assert await link.fetch_logs("j", "p", None) == {"from": "p"}
+    assert link.peers() == [] and link.stats() == {"outbox": 0}
+
+
+# -- the node: placement through the scheduler, publishing through its outbound -------------------
+
+
+class FakeExecutor:
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.accepted: list[tuple[str, bool]] = []
+        self.cancelled: list[str] = []
+
+    async def submit(self, job: Job) -> None:
+        self.submitted.append(job.job_id)
+
+    async def accept(self, job: Job, *, run_here: bool) -> bool:
+        self.accepted.append((job.job_id, run_here))
+        return True
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+
+def _node(me: Identity, store: Store, executor: FakeExecutor, mesh: Any = None) -> Node:
+    return Node(config=Config(), identity=me, store=store, executor=cast(Executor, executor), mesh=mesh)
+
+
+async def test_create_places_through_the_scheduler_and_publishes_through_the_link(me: Identity, store: Store) -> None:
+    executor, link = FakeExecutor(), MeshLink(me.node_id)
+    node = _node(me, store, executor, link)
+    here = await node.create(signed_job(me).spec)
+    elsewhere = await node.create(signed_job(me, placement=Placement(mode="nodes", nodes=("someone-else",))).spec)
+    mine = await node.create(signed_job(me, placement=Placement(mode="replicas", replicas=2)).spec)
+    assert executor.submitted == [here.job_id, mine.job_id]
+    assert executor.accepted == [(elsewhere.job_id, False)]
+    published = [json.loads(link.outbox.receive_nowait())["job"]["job_id"] for _ in range(3)]
+    assert published == [here.job_id, elsewhere.job_id, mine.job_id]
+
+
+async def test_a_node_without_a_mesh_publishes_nothing(me: Identity, store: Store) -> None:
+    node = _node(me, store, FakeExecutor())
+    assert isinstance(node.mesh, NoMesh)
+    await node.create(signed_job(me).spec)
+    assert node.mesh.peers() == []
+
+
+async def test_jobs_from_peers_are_placed_by_the_same_rule(me: Identity, peer: Identity, store: Store) -> None:
+    executor = FakeExecutor()
+    node = _node(me, store, executor)
+    everywhere = signed_job(peer, "all")
+    listed = signed_job(peer, "listed", Placement(mode="nodes", nodes=(me.node_id,)))
+    not_listed = signed_job(peer, "not-listed", Placement(mode="nodes", nodes=(peer.node_id,)))
+    replicas = signed_job(peer, "replicas", Placement(mode="replicas", replicas=3))
+    for job in (everywhere, listed, not_listed, replicas):
+        await node.on_job(job)
+    assert executor.accepted == [("all", True), ("listed", True)]
+    assert await store.get_job("not-listed") is not None and await store.get_job("replicas") is not None
+
+
+async def test_a_cancel_before_its_job_is_kept_until_the_job_arrives(
+    me: Identity, peer: Identity, store: Store
+) -> None:
+    ran: list[str] = []
+    cancelled: list[str] = []
+
+    async def run(job: Job) -> bool:
+        ran.append(job.job_id)
+        return True
+
+    async def cancel(job_id: str) -> None:
+        cancelled.append(job_id)
+
+    replica = Replica(store=store, node_id=me.node_id, run=run, cancel=cancel)
+    await replica.on_cancel("early")
+    assert cancelled == []
+    assert await replica.on_job(signed_job(peer, "early"))
+    assert ran == [] and cancelled == ["early"]
