@@ -6,8 +6,10 @@ recovery at start is ``Recovery`` (``node/recovery.py``); the daemon's health is
 
 Admission is bounded both ways: ``submit`` (a job created here) refuses at a full queue, and ``accept`` (a
 peer's job placed here) never refuses (the peer already acknowledged it) but spawns nothing either: at a full
-queue the job is stored as pending, its execution saying it waits for a slot, and one backlog task queues such
-jobs in arrival order as slots free up. A restart finds them pending too.
+queue the job goes to the ``Backlog`` (``node/backlog.py``).
+
+Its size (~440 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
+and cancel, kept in one place because each step must see the others' in-memory state without an await between.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from .backlog import WAITING_FOR_SLOT, Backlog
 from .docker_health import DaemonHealth
 from .errors import QueueFullError, RuntimeFailureError
 from .executions import Executions, Publish
@@ -38,8 +41,6 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 LOOK_TRIES = 5
 LOOK_PAUSE = 1.0
-BACKLOG_PAGE = 100
-WAITING_FOR_SLOT = "waiting for a free slot in the job queue"
 
 
 def retry_delay(attempt: int, base: float = BACKOFF_BASE) -> float:
@@ -89,6 +90,7 @@ class Executor:
         self.busy = 0
         self.docker = DaemonHealth()
         self.executions = Executions(node_id=node_id, store=store, publish=publish, on_attempt_over=self._attempt_over)
+        self.backlog = Backlog(node_id=node_id, store=store, queue=queue, executions=self.executions)
         self.recovery = Recovery(runtime=runtime, executions=self.executions, on_adopted=self._start_timer)
         self.retention = Retention(
             node_id=node_id, store=store, runtime=runtime, seconds=retention, in_progress=self.executions.is_current
@@ -96,9 +98,6 @@ class Executor:
         self._timers: dict[tuple[str, int], trio.CancelScope] = {}
         self._timed_out: set[tuple[str, int]] = set()
         self._starts: dict[str, _Start] = {}
-        self._backlog_lock = trio.Lock()
-        self._backlog_waiting = trio.Event()
-        self._backlogged = False
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -111,6 +110,11 @@ class Executor:
             send, recv = trio.open_memory_channel[RuntimeEvent](1000)
             nursery.start_soon(self._consume_events, recv)
             await nursery.start(self.runtime.watch_exits, send)
+            # A job flagged cancelled never runs again, even if its execution is not final (a store written by
+            # an older version, where Stop took two writes, may hold such a pair).
+            for record, _ in [pair for pair in unfinished if pair[0].cancelled]:
+                await self.cancel(record.job.job_id)
+            unfinished = [pair for pair in unfinished if not pair[0].cancelled]
             for record, execution in unfinished:
                 if execution.state == State.RUNNING:
                     self._start_timer(record.job, execution)
@@ -118,7 +122,7 @@ class Executor:
             nursery.start_soon(self._requeue_all, requeue)
             for _ in range(self.worker_count):
                 nursery.start_soon(self._worker)
-            nursery.start_soon(self._feed_backlog)
+            nursery.start_soon(self.backlog.run)
             if self.retention.seconds is not None:
                 nursery.start_soon(self.retention.run)
             task_status.started()
@@ -167,22 +171,16 @@ class Executor:
     async def accept(self, job: Job, *, run_here: bool) -> bool:
         """Record a job heard from a peer (or created here for other nodes); run it here if placement says so.
 
-        Never refuses and never waits for the queue: at a full queue the job is stored pending, its execution
-        saying so, and the backlog task queues it when a slot frees. True if the job was new."""
+        Never refuses and never waits for the queue: at a full queue the job is held in the ``Backlog``
+        (stored pending, its execution saying so). True if the job was new."""
         if not run_here:
             return await self.store.add_job(job)
         try:
-            if self._backlogged:  # first come, first served: behind those already waiting
+            if self.backlog.holding:  # first come, first served: behind those already waiting
                 raise QueueFullError("job queue is full")
             self.queue.reserve()
         except QueueFullError:
-            waiting = self._new_execution(job).advance(error=WAITING_FOR_SLOT)
-            new = await self.store.add_job(job, waiting)
-            if new:
-                self._backlogged = True
-                self._backlog_waiting.set()
-                await self.executions.announce(waiting)
-            return new
+            return await self.backlog.hold(job)
         try:
             execution = self._new_execution(job)
             new = await self.store.add_job(job, execution)
@@ -200,41 +198,6 @@ class Executor:
     def _new_execution(self, job: Job) -> Execution:
         now = time.time()
         return Execution(job_id=job.job_id, node_id=self.node_id, created_at=now, updated_at=now)
-
-    async def _feed_backlog(self) -> NoReturn:
-        """Queue the jobs ``accept`` stored for want of a slot, oldest first, one free slot at a time."""
-        while True:
-            await self._backlog_waiting.wait()
-            self._backlog_waiting = trio.Event()
-            after = 0
-            while True:
-                async with self._backlog_lock:
-                    found = await self._next_waiting(after)
-                if found is None:
-                    break
-                await self.queue.reserve_wait()
-                async with self._backlog_lock:  # look again: it may have been cancelled meanwhile
-                    found = await self._next_waiting(after)
-                    if found is None:
-                        self.queue.release()
-                        break
-                    record, execution = found
-                    after = record.seq
-                    self.executions.track(record.job, execution)
-                    self.queue.put_reserved(WorkItem(record.job, execution.attempt))
-            if not self._backlog_waiting.is_set():
-                self._backlogged = False
-
-    async def _next_waiting(self, after: int) -> tuple[JobRecord, Execution] | None:
-        """The oldest stored pending execution of ours after job seq ``after`` that nothing follows yet."""
-        while True:
-            page = await self.store.waiting(self.node_id, after_seq=after, limit=BACKLOG_PAGE)
-            for record, execution in page:
-                if self.executions.get(record.job.job_id) is None:
-                    return record, execution
-            if len(page) < BACKLOG_PAGE:
-                return None
-            after = page[-1][0].seq
 
     # -- attempts ending and retries --------------------------------------------------------------
 
@@ -456,7 +419,7 @@ class Executor:
         """Stop the job here: the cancelled flag and this node's CANCELLED execution are one store write;
         a queued execution never starts, a pull in progress is abandoned, a running container is removed."""
         self._abandon_start(job_id)
-        async with self._backlog_lock:  # the backlog task cannot pick the job up meanwhile
+        async with self.backlog.lock:  # the backlog cannot queue the job meanwhile
             current = self.executions.get(job_id)
             untracked = None
             if current is None:

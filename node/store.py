@@ -4,6 +4,9 @@ Writes go through one writer task that commits whatever has queued up in a singl
 commit), so ``Create`` can wait for a durable write without paying one fsync per job under load. SQLite
 runs in worker threads (``trio.to_thread``), never on the trio thread; reads use their own connection,
 which WAL mode lets run beside the writer.
+
+Its size (~510 lines) is one job: every SQL statement of the node lives here, next to the schema it queries.
+Rows are built with ``from_valid``: they were checked by the model's schemas on their way in.
 """
 
 from __future__ import annotations
@@ -351,14 +354,14 @@ class Store:
             if row is None:
                 return None
             rows = conn.execute("SELECT body FROM executions WHERE job_id = ? ORDER BY node_id", (job_id,)).fetchall()
-            return _record(row), [Execution.from_json(json.loads(r[0])) for r in rows]
+            return _record(row), [Execution.from_valid(json.loads(r[0])) for r in rows]
 
         return await self._read(read)
 
     async def executions_of(self, job_id: str) -> list[Execution]:
         def read(conn: sqlite3.Connection) -> list[Execution]:
             rows = conn.execute("SELECT body FROM executions WHERE job_id = ?", (job_id,)).fetchall()
-            return [Execution.from_json(json.loads(r[0])) for r in rows]
+            return [Execution.from_valid(json.loads(r[0])) for r in rows]
 
         return await self._read(read)
 
@@ -371,7 +374,7 @@ class Store:
                 "WHERE e.node_id = ? AND e.state IN ('pending', 'pulling', 'running') ORDER BY j.created_at, j.seq",
                 (node_id,),
             ).fetchall()
-            return [(_record(r[:4]), Execution.from_json(json.loads(r[4]))) for r in rows]
+            return [(_record(r[:4]), Execution.from_valid(json.loads(r[4]))) for r in rows]
 
         return await self._read(read)
 
@@ -385,7 +388,7 @@ class Store:
                 "WHERE e.node_id = ? AND e.state = 'pending' AND j.seq > ? ORDER BY j.seq LIMIT ?",
                 (node_id, after_seq, limit),
             ).fetchall()
-            return [(_record(r[:4]), Execution.from_json(json.loads(r[4]))) for r in rows]
+            return [(_record(r[:4]), Execution.from_valid(json.loads(r[4]))) for r in rows]
 
         return await self._read(read)
 
@@ -473,8 +476,8 @@ class Store:
             ends = [rows[-1][-1] for rows in (jobs, execs) if len(rows) == limit]
             upto = min(ends) if ends else max([since, *(r[-1] for r in jobs), *(r[-1] for r in execs)])
             return Changes(
-                jobs=[(Job.from_json(json.loads(r[0])), bool(r[1])) for r in jobs if r[2] <= upto],
-                executions=[Execution.from_json(json.loads(r[0])) for r in execs if r[1] <= upto],
+                jobs=[(Job.from_valid(json.loads(r[0])), bool(r[1])) for r in jobs if r[2] <= upto],
+                executions=[Execution.from_valid(json.loads(r[0])) for r in execs if r[1] <= upto],
                 upto=upto,
                 head=int(head or 0),
                 more=bool(ends),
@@ -494,7 +497,7 @@ class Store:
 
 
 def _record(row: tuple[str, str, int, int]) -> JobRecord:
-    return JobRecord(job=Job.from_json(json.loads(row[0])), status=row[1], cancelled=bool(row[2]), seq=row[3])
+    return JobRecord(job=Job.from_valid(json.loads(row[0])), status=row[1], cancelled=bool(row[2]), seq=row[3])
 
 
 def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
@@ -509,5 +512,5 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
 
 def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
     rows = conn.execute("SELECT body FROM executions WHERE job_id = ?", (job_id,)).fetchall()
-    status = derive_status(Execution.from_json(json.loads(r[0])) for r in rows)
+    status = derive_status(Execution.from_valid(json.loads(r[0])) for r in rows)
     conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status, job_id))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from docker.client import DockerClient
 
-from node.executor import WAITING_FOR_SLOT
+from node.backlog import WAITING_FOR_SLOT
 from node.model import Job, JobSpec
 
 from .conftest import Nodes, base_config, containers_of, hanging_registry

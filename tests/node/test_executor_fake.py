@@ -20,7 +20,8 @@ import trio
 import trio.testing
 
 import node.executor as executor_module
-from node.executor import WAITING_FOR_SLOT, Executor
+from node.backlog import WAITING_FOR_SLOT
+from node.executor import Executor
 from node.fake_runtime import FakeRuntime
 from node.jobqueue import JobQueue
 from node.model import Execution, Job, JobSpec, State
@@ -390,4 +391,24 @@ async def test_container_of_a_cancelled_execution_is_removed_at_start(
     async with running(tmp_path, rt, before=before):
         with trio.fail_after(60):
             while container in rt.containers:
+                await trio.sleep(1)
+
+
+@pytest.mark.parametrize("state", [State.PENDING, State.RUNNING])
+async def test_a_cancelled_job_with_an_unfinished_execution_is_cancelled_at_start(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, state: State
+) -> None:
+    """A store from the version whose Stop took two writes may hold the flag without the final execution."""
+    rt = FakeRuntime(node_id=NODE)
+    job = make_job()
+    container = rt.add(job.job_id, 1) if state == State.RUNNING else None
+
+    async def before(store: Store) -> None:
+        await _recorded(store, job, state, container_id=container)
+        await store.mark_cancelled(job.job_id)
+
+    async with running(tmp_path, rt, before=before) as h:
+        assert (await h.until_state(job.job_id, State.CANCELLED)).attempt == 1
+        with trio.fail_after(60):  # the removal publishes nothing: look on the fake clock
+            while rt.of_job(job.job_id):
                 await trio.sleep(1)
