@@ -1,6 +1,7 @@
 """Mesh benchmark: N ``cmnode run`` processes on loopback against N bare py-libp2p gossipsub processes.
 
     .venv/bin/python -m benchmarks.mesh [--nodes 3 10] [--samples 100] [--interval 0.1]
+    .venv/bin/python -m benchmarks.mesh --swarm-key [--nodes 3] ...   a private mesh against an open one
 
 For each N, both sides get the same topology (the connections the cmnode nodes made: each bootstraps through the
 first and meets a few others by peer exchange; the bare processes then dial the same pairs) and the same
@@ -10,6 +11,10 @@ other node has it in its store is taken from the receivers' "job from peer" log 
 Both run at the same time, their samples interleaved, so other load on the machine hits both alike. Prints
 p50/p99 of the time until all others have it, the ratio cmnode/bare, and each cmnode node's idle RSS.
 Targets: p99 <= 100 ms at N = 10; ratio <= 1.5x; idle RSS <= 110 MB per node.
+
+``--swarm-key``: two cmnode clusters of N side by side, one run with a swarm key (``--swarm-key``, every
+connection encrypted with it under Noise) and one without, jobs created on both alternately; prints the p50/p99
+of each and the ratio keyed/open. Target: <= 1.1x.
 
 The jobs are placed on a node that does not exist (``{"nodes": [...]}``), so they are recorded everywhere and
 run nowhere: one gossip message per job, as on the bare side, and no container load on the machine.
@@ -46,10 +51,10 @@ SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"no
 
 
 class Node:
-    def __init__(self, data: Path, bootstrap: str | None) -> None:
+    def __init__(self, data: Path, bootstrap: str | None, extra: tuple[str, ...] = ()) -> None:
         data.mkdir(parents=True, exist_ok=True)
         self.log = data / "node.log"
-        flags = ["--bootstrap", bootstrap] if bootstrap else []
+        flags = [*(["--bootstrap", bootstrap] if bootstrap else []), *extra]
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
@@ -81,9 +86,9 @@ class Node:
 
 
 @contextmanager
-def cmnode_cluster(n: int, data_root: str | None = None) -> Iterator[list[Node]]:
+def cmnode_cluster(n: int, data_root: str | None = None, extra: tuple[str, ...] = ()) -> Iterator[list[Node]]:
     with tempfile.TemporaryDirectory(dir=data_root) as tmp, ExitStack() as stack:
-        first = Node(Path(tmp) / "n0", None)
+        first = Node(Path(tmp) / "n0", None, extra)
         stack.callback(first.stop)
         with httpx.Client(timeout=30) as http:
             seed = call(http, first.url, "NodeService.Info")["addresses"][0]
@@ -91,7 +96,7 @@ def cmnode_cluster(n: int, data_root: str | None = None) -> Iterator[list[Node]]
         threads = []
 
         def start(i: int) -> None:
-            node = Node(Path(tmp) / f"n{i}", seed)
+            node = Node(Path(tmp) / f"n{i}", seed, extra)
             nodes.append(node)
             stack.callback(node.stop)
 
@@ -187,6 +192,53 @@ def run(n: int, samples: int, interval: float, data_root: str | None = None, seq
     m, m_lost = _spans(mesh)
     b, b_lost = _spans(bare)
     return Outcome(cmnode=m, cmnode_lost=m_lost, bare=b, bare_lost=b_lost, rss=rss, bare_rss=bare_rss, edges=edges)
+
+
+def run_swarm_key(n: int, samples: int, interval: float, data_root: str | None = None) -> tuple[Outcome, Outcome]:
+    """A cluster with a swarm key and one without, at once, their jobs interleaved; the outcome of each (only
+    ``cmnode``, ``cmnode_lost``, ``rss`` and ``edges`` are filled in)."""
+    from node.swarmkey import write_swarm_key
+
+    with tempfile.TemporaryDirectory() as keys:
+        key = Path(keys) / "swarm.key"
+        write_swarm_key(key)
+        with (
+            cmnode_cluster(n, data_root, ("--swarm-key", str(key))) as keyed,
+            cmnode_cluster(n, data_root) as open_,
+            httpx.Client(timeout=30) as http,
+        ):
+            deadline = time.monotonic() + 90
+            while not (formed(http, keyed) and formed(http, open_)):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the meshes did not form")
+                time.sleep(0.5)
+            time.sleep(3)
+            jobs: dict[int, list[tuple[str, int]]] = {0: [], 1: []}
+            for k in range(samples):
+                order = ((0, keyed), (1, open_)) if k % 2 == 0 else ((1, open_), (0, keyed))  # neither always first
+                for side, nodes in order:
+                    origin = k % n
+                    jobs[side].append(
+                        (call(http, nodes[origin].url, "ContainerService.Create", SPEC)["job_id"], origin)
+                    )
+                    time.sleep(interval / 2)
+            time.sleep(3)
+            outcomes = []
+            for side, nodes in enumerate((keyed, open_)):
+                created = {
+                    job_id: call(http, nodes[origin].url, "ContainerService.Status", {"job_id": job_id})["created_at"]
+                    for job_id, origin in jobs[side]
+                }
+                recorded = [node.recorded() for node in nodes]
+                mesh = [
+                    ([recorded[i].get(job_id) for i in range(n) if i != origin], created[job_id])
+                    for job_id, origin in jobs[side]
+                ]
+                spans, lost = _spans(mesh)
+                rss = [rss_mb(node.proc.pid) for node in nodes]
+                outcomes.append(Outcome(cmnode=spans, cmnode_lost=lost, bare=[], bare_lost=0, rss=rss, bare_rss=[],
+                                        edges=set()))  # fmt: skip
+    return outcomes[0], outcomes[1]
 
 
 def _spans(samples: list[tuple[list[float | None], float | None]]) -> tuple[list[float], int]:
@@ -310,12 +362,37 @@ def main() -> None:
         help="measure cmnode, then the bare processes, instead of both at once (absolute latencies without the "
         "other side's processes; more exposed to load that changes between the two)",
     )
+    parser.add_argument(
+        "--swarm-key", action="store_true", help="a cluster with a swarm key against one without (not the bare side)"
+    )
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
         import trio
 
         trio.run(bare_peer)
+        return
+    if args.swarm_key:
+        for n in args.nodes:
+            keyed, open_ = run_swarm_key(n, args.samples, args.interval, args.data_root)
+            k, o = summary(keyed.cmnode), summary(open_.cmnode)
+            line = {
+                "nodes": n,
+                "swarm_key": {**k, "lost": keyed.cmnode_lost},
+                "open": {**o, "lost": open_.cmnode_lost},
+                "ratio_p50": k["p50_ms"] / o["p50_ms"],
+                "ratio_p99": k["p99_ms"] / o["p99_ms"],
+            }
+            if args.json:
+                print(json.dumps(line))
+                continue
+            print(
+                f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs per side)\n"
+                f"  swarm key  p50 {k['p50_ms']:7.1f} ms  p99 {k['p99_ms']:7.1f} ms  lost {keyed.cmnode_lost}\n"
+                f"  open       p50 {o['p50_ms']:7.1f} ms  p99 {o['p99_ms']:7.1f} ms  lost {open_.cmnode_lost}\n"
+                f"  ratio      p50 {line['ratio_p50']:7.2f}x    p99 {line['ratio_p99']:7.2f}x   (target <= 1.1x)",
+                flush=True,
+            )
         return
     for n in args.nodes:
         out = run(n, args.samples, args.interval, args.data_root, args.sequential)

@@ -130,6 +130,7 @@ teardown() {
         exit "$status"
     fi
     log "teardown: compose down (nodes, network, volumes), then the nodes' job containers"
+    [ -z "${KEY_DIR:-}" ] || rm -rf "$KEY_DIR"
     # Nodes first, so that none starts a container while the job containers are being removed.
     timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1 \
         || log "compose down failed (status $?)"
@@ -185,6 +186,11 @@ for want in ${E2E_PORTS:-8080 8081 8082}; do
 done
 export CMNODE_PORT_1=${PORTS[0]} CMNODE_PORT_2=${PORTS[1]} CMNODE_PORT_3=${PORTS[2]}
 
+# A throwaway private-network key for this run (never the repository's docker/swarm.key, never committed).
+KEY_DIR=$(mktemp -d)
+export CMNODE_SWARM_KEY_FILE="$KEY_DIR/swarm.key"
+docker/swarm-key "$CMNODE_SWARM_KEY_FILE" 2>/dev/null || fail "docker/swarm-key failed"
+
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -198,6 +204,10 @@ for i in 0 1 2; do
     NODE_IDS+=("$(node_up "${PORTS[$i]}")")
 done
 [ "$(printf '%s\n' "${NODE_IDS[@]}" | sort -u | wc -l)" -eq 3 ] || fail "node IDs are not distinct: ${NODE_IDS[*]}"
+if "${COMPOSE[@]}" logs --no-color 2>&1 | grep -q "no swarm key"; then
+    fail "a node runs without the swarm key (an open mesh)"
+fi
+ok "private mesh: every node runs with the run's swarm key"
 ok "three nodes up with distinct node IDs: ${NODE_IDS[*]}"
 
 for i in 0 1 2; do

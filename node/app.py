@@ -8,6 +8,7 @@ containers are left running and queued jobs stay pending in the store, so a rest
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,20 +16,24 @@ from functools import partial
 
 import trio
 
-from rpc.methods import build_methods
+from rpc.methods import build_methods, read_only
 from rpc.protocol import Dispatcher
-from rpc.server import create_app, serve_rpc
+from rpc.server import check_tls, create_app, serve_rpc
 
+from .admission import Admission
 from .config import Config
 from .core import Node
 from .docker_runtime import DockerRuntime
+from .errors import ConfigError
 from .executor import Executor
 from .identity import load_or_create
 from .jobqueue import JobQueue
 from .link import InboundGate, MeshLink
 from .mesh import Mesh
 from .metrics import NodeMetrics
+from .policy import Policy
 from .store import Store
+from .trust import Trust
 
 log = logging.getLogger("cmnode.node")
 
@@ -49,6 +54,7 @@ async def run_node(
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until ``shutdown_trigger`` returns (forever if None)."""
+    check_front(config)
     identity = load_or_create(config.data_dir)
     runtime = DockerRuntime(
         node_id=identity.node_id,
@@ -56,6 +62,7 @@ async def run_node(
         pull_timeout=config.pull_timeout,
         max_threads=config.worker_count + 8,
         base_url=config.docker_host,
+        policy=Policy.from_config(config),
     )
     try:
         async with Store.open(config.db_path) as store, trio.open_nursery() as services:
@@ -72,6 +79,13 @@ async def run_node(
                 worker_count=config.worker_count,
                 publish=link.publish_execution,
                 retention=config.retention,
+                policy=runtime.policy,
+                # A trusted origin's excess waits in the backlog; an untrusted one's is refused and counted.
+                admission=Admission(
+                    rate=config.peer_job_rate,
+                    burst=config.peer_job_burst,
+                    trusted=Trust.of(identity.node_id, config.trusted_peer).may_originate,
+                ),
             )
             node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link)
             gate = InboundGate(node)
@@ -84,18 +98,26 @@ async def run_node(
                 problems: dict[str, object] = {}
                 try:
                     await store.ping()
+                    if store.full is not None:
+                        await store.probe()  # space may have come back with nothing written since
                 except Exception as exc:
                     problems["store"] = str(exc)
+                if store.full is not None and "store" not in problems:
+                    problems["store"] = store.full
                 if executor.docker_error is not None:
                     problems["docker"] = executor.docker_error
                 reason = "; ".join(f"{part}: {why}" for part, why in problems.items())
                 return not problems, {"node_id": identity.node_id, "problems": problems, "reason": reason or None}
 
             metrics = NodeMetrics(node)
+            methods = build_methods(node)
             app = create_app(
-                Dispatcher(build_methods(node), on_call=metrics.on_call),
+                Dispatcher(methods, on_call=metrics.on_call),
                 max_body=config.max_body,
                 token=config.rpc_token,
+                read_token=config.rpc_read_token,
+                read_dispatcher=Dispatcher(read_only(methods), on_call=metrics.on_call),
+                metrics_public=config.metrics_public,
                 health=health,
                 metrics=metrics.render,
             )
@@ -108,6 +130,8 @@ async def run_node(
                         host=config.listen_address,
                         port=config.port,
                         graceful_timeout=config.graceful_timeout,
+                        certfile=config.tls_cert,
+                        keyfile=config.tls_key,
                         shutdown_trigger=stop_rpc.wait,
                     )
                 )
@@ -123,3 +147,31 @@ async def run_node(
             services.cancel_scope.cancel()
     finally:
         runtime.close()
+
+
+def check_front(config: Config) -> None:
+    """Refuse HTTP settings that cannot work together, and warn, once, about an API open to the network.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    check_tls(config.tls_cert, config.tls_key)
+    if config.rpc_read_token and not config.rpc_token:
+        raise ConfigError("invalid rpc-read-token: it needs rpc-token (without one, every caller may write)")
+    if config.rpc_read_token and config.rpc_read_token == config.rpc_token:
+        raise ConfigError("invalid rpc-read-token: it must differ from rpc-token")
+    if not config.rpc_token and not _loopback(config.listen_address):
+        log.warning(
+            "RPC on %s:%d without --rpc-token: anyone who reaches it can run containers on this node "
+            "(set --rpc-token, and --tls-cert/--tls-key off a trusted network, or listen on 127.0.0.1)",
+            config.listen_address, config.port,
+        )  # fmt: skip
+
+
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -63,7 +63,8 @@ class Catchup:
 
     async def _worker(self, host: Host, nursery: trio.Nursery) -> None:
         async for peer_id in self._recv:
-            if peer_id not in self._syncing:
+            # only while connected: a request would dial a peer that is gone (or was disconnected for a reason)
+            if peer_id not in self._syncing and host.connected(peer_id):
                 self._syncing.add(peer_id)
                 nursery.start_soon(self._catch_up, host, peer_id)
 

@@ -89,6 +89,32 @@ def _start_node(config: Config) -> int:
 app.command(run_command(), name="run")
 client_cli.register(app)
 
+keygen = cyclopts.App(name="keygen", help="Generate key files.")
+
+
+@keygen.command(name="swarm-key")
+def swarm_key(path: Path | None = None, /) -> int:
+    """Generate a private-network key: only nodes run with the same --swarm-key connect to each other.
+
+    Written to PATH readable by its owner only (mode 0600; an existing file is left alone), or printed when
+    no PATH is given. Copy it to every node over a secure channel; never commit it.
+    """
+    from .swarmkey import new_swarm_key, write_swarm_key
+
+    if path is None:
+        print(new_swarm_key(), end="")
+        return 0
+    try:
+        write_swarm_key(path)
+    except OSError as exc:
+        print(f"cmnode: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+app.command(keygen)
+
 
 def main() -> None:
     """The ``cmnode`` entry point: a bad flag or argument is one line on stderr and exit code 2."""

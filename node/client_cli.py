@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -84,11 +85,17 @@ class Conn:
     token: Annotated[
         str | None, Parameter(env_var="CMNODE_TOKEN", help="Bearer token, for a node started with --rpc-token.")
     ] = None
+    cacert: Annotated[
+        str | None,
+        Parameter(env_var="CMNODE_CACERT", help="PEM file of certificates to trust for an https URL (a node's own)."),
+    ] = None
     json: Annotated[bool, Parameter(negative=(), help="Print the raw JSON-RPC result, for scripts.")] = False
 
     def client(self) -> Client:
+        if self.cacert is not None and not os.path.isfile(self.cacert):
+            raise UsageError(f"--cacert: no such file {self.cacert}")
         try:
-            return Client(self.url, token=self.token)
+            return Client(self.url, token=self.token, cacert=self.cacert)
         except ValueError as exc:
             raise UsageError(f"--url: {exc}") from None
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from .errors import ConfigError
+from .policy import DEFAULT_MEMORY, DEFAULT_PIDS_LIMIT, check_default_memory, check_host_prefixes, check_image_globs
 
 __all__ = [
     "ENV_PREFIX",
@@ -121,6 +122,13 @@ class Config:
         tuple[str, ...], Setting("Peer multiaddr to dial, /ip4/.../tcp/.../p2p/ID (repeatable)", check=peer_multiaddrs)
     ] = ()
     mdns: Annotated[bool, Setting("Discover peers on the LAN with mDNS")] = True
+    swarm_key: Annotated[
+        str | None,
+        Setting("Private-network key file (cmnode keygen swarm-key); only nodes with the same key connect"),
+    ] = None
+    trusted_peer: Annotated[
+        tuple[str, ...], Setting("Peer ID that may originate jobs and cancels (repeatable; default: every member)")
+    ] = ()
     docker_host: Annotated[
         str | None, Setting("Docker daemon URL (unix:///var/run/docker.sock)", shown="$DOCKER_HOST")
     ] = None
@@ -134,7 +142,36 @@ class Config:
     retention: Annotated[
         float, Setting("Seconds finished containers are kept before removal", check=at_least(0, "seconds"))
     ] = 3600.0
-    rpc_token: Annotated[str | None, Setting("Require 'Authorization: Bearer TOKEN' on /jrpc")] = None
+    default_pids_limit: Annotated[
+        int, Setting("Pids limit of a job's container (0: none)", check=between(0, 4_194_304))
+    ] = DEFAULT_PIDS_LIMIT
+    default_memory: Annotated[
+        str, Setting("Memory limit of a job's container when its spec sets none (0: none)", check=check_default_memory)
+    ] = DEFAULT_MEMORY
+    allow_image: Annotated[
+        tuple[str, ...],
+        Setting("Glob an image reference must match to run here (repeatable; none: any)", check=check_image_globs),
+    ] = ()
+    allow_host_path: Annotated[
+        tuple[str, ...],
+        Setting("Host directory under which jobs may mount paths (repeatable; none: no host paths)",
+                check=check_host_prefixes),
+    ] = ()  # fmt: skip
+    peer_job_rate: Annotated[
+        float, Setting("Jobs per second one origin may place here after its burst", check=above(0, "jobs/s"))
+    ] = 10.0
+    peer_job_burst: Annotated[
+        int, Setting("Jobs one origin may place here at once before its rate applies", check=between(1, 1_000_000))
+    ] = 100
+    rpc_token: Annotated[
+        str | None, Setting("Require 'Authorization: Bearer TOKEN' on /jrpc, /metrics, every route but /healthz")
+    ] = None
+    rpc_read_token: Annotated[
+        str | None, Setting("A token that may only read: Status, List, Logs, Info, Peers, rpc.discover, /metrics")
+    ] = None
+    metrics_public: Annotated[bool, Setting("Serve /metrics without a token, for scrapers")] = False
+    tls_cert: Annotated[str | None, Setting("PEM certificate (chain): serve HTTPS, with --tls-key")] = None
+    tls_key: Annotated[str | None, Setting("PEM private key of --tls-cert")] = None
     max_body: Annotated[int, Setting("Largest JSON-RPC request body, in bytes", check=at_least(1024, "bytes"))] = (
         1024 * 1024
     )

@@ -12,16 +12,19 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+import trio
+
 from . import __version__
 from .config import Config
 from .errors import NotFoundError, ValidationError
 from .executor import Executor
 from .identity import Identity
 from .link import NoMesh, Outbound
-from .model import Execution, Job, JobSpec, State, derive_status
+from .model import Cancel, Execution, Job, JobSpec, State, derive_status
 from .replica import Replica
 from .scheduler import runs_here
 from .store import JobRecord, Store
+from .trust import Trust, sign_cancel
 
 
 class Node:
@@ -45,8 +48,9 @@ class Node:
         self.rpc_url = rpc_url
         self.mesh: Outbound = mesh or NoMesh()
         self._replica = Replica(
-            store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer
-        )
+            store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer,
+            trust=Trust.of(identity.node_id, config.trusted_peer),
+        )  # fmt: skip
         self.started_at = time.time()
 
     @property
@@ -56,11 +60,24 @@ class Node:
     # -- jobs -------------------------------------------------------------------------------------
 
     async def create(self, spec: JobSpec) -> Job:
+        """``_create`` shielded from cancellation: once the job is stored it is queued and announced even if the
+        caller hangs up (a client that left mid-Create left its job stored but never queued nor gossiped).
+
+        Raises:
+            StorageFullError: the disk is full; the job was not recorded (and what ``_create`` raises).
+        """
+        with trio.CancelScope(shield=True):
+            job = await self._create(spec)
+        return job
+
+    async def _create(self, spec: JobSpec) -> Job:
         """Accept a job: durable on this node before this returns, then announced to the mesh.
 
         Raises:
             QueueFullError: the local queue has no room; the job was not recorded.
+            ValidationError: this node's container policy refuses the spec (the rule named); nothing recorded.
         """
+        self.executor.policy.check(spec)
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
         if runs_here(job, self.node_id):
@@ -112,25 +129,32 @@ class Node:
         }
 
     async def stop(self, job_id: str) -> dict[str, Any]:
+        """``_stop`` shielded as ``create`` is: a cancel stored here is announced whatever the caller does."""
+        with trio.CancelScope(shield=True):
+            answer = await self._stop(job_id)
+        return answer
+
+    async def _stop(self, job_id: str) -> dict[str, Any]:
         """Cancel the job on every node; stopping a job twice is not an error."""
         await self._record(job_id)
+        cancel = sign_cancel(self.identity, job_id)  # peers obey only a cancel signed by the origin or a trusted node
+        await self._replica.keep(cancel)  # before the flag, so catch-up never serves the flag without it
         await self.executor.cancel(job_id)  # the flag and this node's execution: one write
-        if self.mesh.publish_cancel is not None:
-            await self.mesh.publish_cancel(job_id)
+        await self.mesh.publish_cancel(cancel)
         return {"job_id": job_id, "message": "Job stop requested"}
 
     # -- what peers tell this node (the mesh's Inbound) --------------------------------------------
 
-    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
         """A verified job from a peer: recorded, and run here if placement says so. True if new."""
-        return await self._replica.on_job(job, cancelled=cancelled)
+        return await self._replica.on_job(job, cancel=cancel)
 
     async def on_executions(self, executions: list[Execution]) -> int:
         """Other nodes' executions from a peer; returns how many were newer than ours."""
         return await self._replica.on_executions(executions)
 
-    async def on_cancel(self, job_id: str) -> None:
-        await self._replica.on_cancel(job_id)
+    async def on_cancel(self, cancel: Cancel) -> None:
+        await self._replica.on_cancel(cancel)
 
     async def _run_from_peer(self, job: Job) -> bool:
         return await self.executor.accept(job, run_here=True)
@@ -196,6 +220,7 @@ class Node:
             "queue": {"depth": load.queue_depth, "size": load.queue_size},
             "workers": {"count": load.workers, "busy": load.busy},
             "docker": {"ok": load.docker_error is None, "error": load.docker_error},
+            "peer_jobs_refused": dict(load.peer_jobs_refused),
             "peers": len(self.mesh.peers()),
             "mesh": self.mesh.stats(),
             "uptime": round(time.time() - self.started_at, 3),
@@ -208,6 +233,7 @@ class Node:
 def _execution_view(e: Execution) -> dict[str, Any]:
     view = e.to_json()
     view.pop("job_id")
+    view.pop("signature", None)  # the mesh's business, not the API's
     return view
 
 

@@ -11,6 +11,7 @@ import math
 from typing import Any, NoReturn
 
 import docker.errors
+import docker.types
 import docker.utils
 import trio
 
@@ -19,6 +20,7 @@ from .docker_errors import explanation
 from .docker_exits import ExitWatcher
 from .errors import NotFoundError, RuntimeFailureError
 from .model import PULL_POLICIES, Job
+from .policy import Policy
 from .runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ContainerInfo, OnPulling, RuntimeEvent
 
 
@@ -36,8 +38,11 @@ class DockerRuntime:
         pull_timeout: float = 300.0,
         max_threads: int = 16,
         base_url: str | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        """``policy`` holds what every container gets (limits, ``no-new-privileges``) and its mounts."""
         self.node_id = node_id
+        self.policy = policy or Policy()
         self.pull_timeout = pull_timeout
         self._conn = DockerConnection(
             node_id=node_id, docker_timeout=docker_timeout, max_threads=max_threads, base_url=base_url
@@ -106,7 +111,8 @@ class DockerRuntime:
 
         ``init=True`` puts docker-init in front so SIGTERM stops the job at once; with it, a command that
         cannot be executed shows up as exit 127 (reported by ``watch_exits`` with the reason) rather than
-        as a start error. No ``auto_remove``: the logs must outlive the container's exit.
+        as a start error. No ``auto_remove``: the logs must outlive the container's exit. The limits and
+        mounts are the policy's (``Policy.options``), which refuses a spec it no longer allows.
         """
         return await self._conn.run(
             f"cannot start container for job {job.job_id}", lambda: self._start(job, attempt), abandon=False
@@ -122,11 +128,20 @@ class DockerRuntime:
             LABEL_ATTEMPT: str(attempt),
             LABEL_MANAGED: "1",
         }
+        options = self.policy.options(spec)
         host: dict[str, Any] = {"init": True}
-        if spec.resources.cpus is not None:
-            host["nano_cpus"] = int(spec.resources.cpus * 1e9)
-        if spec.resources.memory is not None:
-            host["mem_limit"] = spec.resources.memory
+        if options.no_new_privileges:
+            host["security_opt"] = ["no-new-privileges"]
+        if options.pids_limit is not None:
+            host["pids_limit"] = options.pids_limit
+        if options.cpus is not None:
+            host["nano_cpus"] = int(options.cpus * 1e9)
+        if options.memory is not None:
+            host["mem_limit"] = options.memory
+        if options.mounts:
+            host["mounts"] = [
+                docker.types.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in options.mounts
+            ]
         # An empty entrypoint means "clear the image's", which Docker spells [""].
         entrypoint = None if spec.entrypoint is None else (list(spec.entrypoint) or [""])
         created = api.create_container(

@@ -6,8 +6,10 @@
      ├── QueueFullError            the job queue is full; the job was not accepted (-32002)
      ├── UnauthorizedError         missing or wrong credentials (-32004)
      ├── RuntimeFailureError       the container engine failed or is unreachable (-32005)
-     └── PeerUnreachableError      a peer that must answer could not be reached (-32006)
+     ├── PeerUnreachableError      a peer that must answer could not be reached (-32006)
+     └── StorageFullError          the store's disk is full; nothing was written, reads still work (-32007)
     ConfigError                    a setting refused at start (not sent over RPC: it stops ``cmnode run``)
+    StoreDamagedError              the store's file is damaged (stops ``cmnode run``: one line, exit 1)
 
 Application codes count down from -32000, as JSON-RPC 2.0 reserves; ``rpc/client.py`` maps them back to
 the same classes, so a client catches ``NotFoundError`` whichever node raised it.
@@ -25,6 +27,8 @@ __all__ = [
     "PeerUnreachableError",
     "QueueFullError",
     "RuntimeFailureError",
+    "StorageFullError",
+    "StoreDamagedError",
     "UnauthorizedError",
     "ValidationError",
 ]
@@ -83,8 +87,18 @@ class PeerUnreachableError(NodeError):
     code = -32006
 
 
+class StorageFullError(NodeError):
+    """The disk holding the store is full: the write was not made (a retry once space returns may succeed)."""
+
+    code = -32007
+
+
 class ConfigError(Exception):
     """Invalid configuration, refused at start; the message names the setting."""
+
+
+class StoreDamagedError(Exception):
+    """The store's file is not a sound SQLite database; the message names the file and what to do."""
 
 
 ERROR_CLASSES: tuple[type[NodeError], ...] = (
@@ -94,5 +108,6 @@ ERROR_CLASSES: tuple[type[NodeError], ...] = (
     UnauthorizedError,
     RuntimeFailureError,
     PeerUnreachableError,
+    StorageFullError,
 )
 """Every subclass with its own code; ``rpc/client.py`` maps codes back through this table."""

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
+import trio
+
+from .errors import StorageFullError
 from .model import Execution, Job, State
 from .store import Store
 
 log = logging.getLogger("cmnode.executor")
 
 Publish = Callable[[Execution], Awaitable[None]]
+UNSAVED_RETRY = 2.0
+"""Seconds between attempts to store what a full disk refused."""
 
 
 class Executions:
@@ -42,6 +47,8 @@ class Executions:
         self._on_attempt_over = on_attempt_over
         self._active: dict[str, Execution] = {}
         self._jobs: dict[str, Job] = {}
+        self._unsaved: dict[str, Execution] = {}
+        self._unsaved_waiting = trio.Event()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -88,9 +95,41 @@ class Executions:
         if current is None or current.attempt != attempt or (states is not None and current.state not in states):
             return None
         new = self._advance(current, **changes)
-        await self.store.put_execution(new)
-        await self.announce(new)
+        if await self._store(new):
+            await self.announce(new)
         return new
+
+    async def _store(self, execution: Execution) -> bool:
+        """Store a new version; on a full disk keep it for ``keep_unsaved`` (announced once stored), so the
+        attempt goes on in memory and no task dies of a failed write. True if stored now."""
+        try:
+            await self.store.put_execution(execution)
+        except StorageFullError as exc:
+            if not self._unsaved:
+                log.warning("cannot store executions (%s): kept in memory, stored when there is room", exc.message)
+            self._unsaved[execution.job_id] = execution
+            self._unsaved_waiting.set()
+            return False
+        self._unsaved.pop(execution.job_id, None)
+        return True
+
+    async def keep_unsaved(self, *, interval: float = UNSAVED_RETRY) -> NoReturn:
+        """Store (then announce) the versions a full disk refused, every ``interval`` until it has room."""
+        while True:
+            await self._unsaved_waiting.wait()
+            while self._unsaved:
+                await trio.sleep(interval)
+                pending = list(self._unsaved.values())
+                try:
+                    await self.store.put_executions(pending)
+                except StorageFullError:
+                    continue
+                for execution in pending:
+                    if self._unsaved.get(execution.job_id) is execution:
+                        del self._unsaved[execution.job_id]
+                    await self.announce(execution)
+                log.info("stored %d execution(s) kept in memory while the disk was full", len(pending))
+            self._unsaved_waiting = trio.Event()
 
     async def cancel(self, job_id: str, *, untracked: Execution | None = None) -> Execution | None:
         """Flag the job cancelled and end this node's execution of it, in ONE store write.

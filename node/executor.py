@@ -5,10 +5,12 @@ Every change of an execution goes through ``Executions`` (``node/executions.py``
 recovery at start is ``Recovery`` (``node/recovery.py``); the daemon's health is ``DaemonHealth``.
 
 Admission is bounded both ways: ``submit`` (a job created here) refuses at a full queue, and ``accept`` (a
-peer's job placed here) never refuses (the peer already acknowledged it) but spawns nothing either: at a full
-queue the job goes to the ``Backlog`` (``node/backlog.py``).
+peer's job placed here) spawns nothing: ``Admission`` (``node/admission.py``) runs it now, holds it in the
+``Backlog`` (``node/backlog.py``; a trusted origin's excess, stored pending) or refuses it (an untrusted origin
+beyond its rate or the queue). A job this node's ``Policy`` (``node/policy.py``) refuses, and a refused one, is
+recorded as a ``rejected`` execution: final, not run, not failed, never retried.
 
-Its size (~440 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
+Its size (~480 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
 and cancel, kept in one place because each step must see the others' in-memory state without an await between.
 """
 
@@ -18,18 +20,20 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import trio
 
+from .admission import Admission, Verdict
 from .backlog import WAITING_FOR_SLOT, Backlog
 from .docker_health import DaemonHealth
-from .errors import QueueFullError, RuntimeFailureError
+from .errors import QueueFullError, RuntimeFailureError, StorageFullError
 from .executions import Executions, Publish
 from .jobqueue import JobQueue, WorkItem
 from .model import Execution, Job, State
+from .policy import Policy
 from .recovery import Recovery
 from .retention import Retention
 from .runtime import ContainerExit, DockerHealth, Runtime, RuntimeEvent
@@ -57,6 +61,8 @@ class Load:
     workers: int
     busy: int
     docker_error: str | None
+    peer_jobs_refused: Mapping[str, int] = field(default_factory=dict)
+    """Peer jobs refused by ``Admission``, by reason (``rate``, ``queue``)."""
 
 
 @dataclass
@@ -80,8 +86,14 @@ class Executor:
         publish: Publish | None = None,
         backoff_base: float = BACKOFF_BASE,
         retention: float | None = None,
+        policy: Policy | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        """``policy``: what runs here and how it is held (default ``Policy()``); ``admission``: the bounds on
+        peers' jobs (default ``Admission()``: every origin trusted, 10 jobs/s after a burst of 100)."""
         self.node_id = node_id
+        self.policy = policy or Policy()
+        self.admission = admission or Admission()
         self.store = store
         self.runtime = runtime
         self.queue = queue
@@ -113,7 +125,10 @@ class Executor:
             # A job flagged cancelled never runs again, even if its execution is not final (a store written by
             # an older version, where Stop took two writes, may hold such a pair).
             for record, _ in [pair for pair in unfinished if pair[0].cancelled]:
-                await self.cancel(record.job.job_id)
+                try:
+                    await self.cancel(record.job.job_id)
+                except StorageFullError as exc:  # the next start cancels it; until then nothing runs it
+                    log.warning("cannot cancel job_id=%s at start: %s", record.job.job_id, exc.message)
             unfinished = [pair for pair in unfinished if not pair[0].cancelled]
             for record, execution in unfinished:
                 if execution.state == State.RUNNING:
@@ -123,6 +138,7 @@ class Executor:
             for _ in range(self.worker_count):
                 nursery.start_soon(self._worker)
             nursery.start_soon(self.backlog.run)
+            nursery.start_soon(self.executions.keep_unsaved)
             if self.retention.seconds is not None:
                 nursery.start_soon(self.retention.run)
             task_status.started()
@@ -141,7 +157,10 @@ class Executor:
         return self.docker.error
 
     def load(self) -> Load:
-        return Load(self.queue.depth, self.queue.size, self.worker_count, self.busy, self.docker.error)
+        return Load(
+            self.queue.depth, self.queue.size, self.worker_count, self.busy, self.docker.error,
+            dict(self.admission.refused),
+        )  # fmt: skip
 
     def active(self, job_id: str) -> Execution | None:
         return self.executions.get(job_id)
@@ -171,13 +190,24 @@ class Executor:
     async def accept(self, job: Job, *, run_here: bool) -> bool:
         """Record a job heard from a peer (or created here for other nodes); run it here if placement says so.
 
-        Never refuses and never waits for the queue: at a full queue the job is held in the ``Backlog``
-        (stored pending, its execution saying so). True if the job was new."""
+        Never waits for the queue: a job this node's policy refuses, or ``Admission`` refuses, is recorded
+        ``rejected`` with the reason; a trusted origin's excess is held in the ``Backlog`` (stored pending, its
+        execution saying so). A job known already is left as it is. True if the job was new."""
         if not run_here:
             return await self.store.add_job(job)
+        if await self.store.get_job(job.job_id) is not None:
+            return False  # known: neither counted against its origin's rate nor admitted again
+        refusal = self.policy.refusal(job.spec)
+        if refusal is not None:
+            return await self._reject(job, str(refusal))
+        # first come, first served: behind those already waiting
+        room = not self.backlog.holding and self.queue.depth < self.queue.size
+        decision = self.admission.decide(job.origin, room=room)
+        if decision.verdict == Verdict.REFUSE:
+            return await self._reject(job, decision.reason or "refused")
+        if decision.verdict == Verdict.HOLD:
+            return await self.backlog.hold(job)
         try:
-            if self.backlog.holding:  # first come, first served: behind those already waiting
-                raise QueueFullError("job queue is full")
             self.queue.reserve()
         except QueueFullError:
             return await self.backlog.hold(job)
@@ -194,6 +224,16 @@ class Executor:
         await self.executions.announce(execution)
         self.queue.put_reserved(WorkItem(job, execution.attempt))
         return True
+
+    async def _reject(self, job: Job, reason: str) -> bool:
+        """Record ``job`` with this node's execution ``rejected`` for ``reason``: final, never run here."""
+        now = time.time()
+        execution = Execution(job_id=job.job_id, node_id=self.node_id, created_at=now, updated_at=now)
+        execution = execution.advance(state=State.REJECTED, error=reason)
+        new = await self.store.add_job(job, execution)
+        if new:
+            await self.executions.announce(execution)
+        return new
 
     def _new_execution(self, job: Job) -> Execution:
         now = time.time()
@@ -314,6 +354,10 @@ class Executor:
             if current is not None and current.error == WAITING_FOR_SLOT:
                 await self.executions.transition(job_id, attempt, error=None)
             if await self.recovery.adopt_existing(job, attempt):
+                return None
+            refusal = self.policy.refusal(job.spec)  # the policy may be stricter than when the job was queued
+            if refusal is not None:
+                await self.executions.transition(job_id, attempt, state=State.REJECTED, error=str(refusal))
                 return None
             on_pulling = functools.partial(self.executions.transition, job_id, attempt, state=State.PULLING, error=None)
             return await self.runtime.prepare_and_start(job, attempt, on_pulling=on_pulling)
@@ -439,8 +483,8 @@ class Executor:
         """Stop a container nobody waits for any more, keep its output, then remove it."""
         try:
             await self.runtime.stop(container_id, grace=2.0)
-            await self.retention.keep_logs(job_id, attempt, container_id)
-            await self.runtime.remove(container_id)
+            if await self.retention.keep_logs(job_id, attempt, container_id):  # else the sweep removes it later
+                await self.runtime.remove(container_id)
         except RuntimeFailureError as exc:
             log.warning("cannot remove container %s: %s", container_id[:12], exc.message)
 

@@ -19,6 +19,7 @@ import trio
 
 from .errors import NotFoundError, RuntimeFailureError
 from .model import Job
+from .policy import ContainerOptions, Policy
 from .runtime import ContainerExit, ContainerInfo, DockerHealth, OnPulling, RuntimeEvent
 
 ImageScript = Literal["present", "pulls", "fails", "hangs"]
@@ -72,6 +73,9 @@ class FakeRuntime:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     failures: dict[str, list[str]] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    options: dict[str, ContainerOptions] = field(default_factory=dict)
+    """What each container was started with (``Policy.options``, as DockerRuntime applies them)."""
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -157,7 +161,9 @@ class FakeRuntime:
                 raise RuntimeFailureError(f"pull of {image!r} timed out after {self.pull_timeout:g}s")
             self.images[image] = "present"
         self._call("start", f"cannot start container for job {job.job_id}")
+        options = self.policy.options(job.spec)
         cid = f"fake{next(self._ids):060d}"
+        self.options[cid] = options
         c = FakeContainer(cid, job.job_id, attempt, status="running", started_at=_now())
         self.containers[cid] = c
         planned = self.plan(job, attempt)

@@ -2,30 +2,40 @@
 
 Out: every message enters through ``MeshLink`` (link.py) and leaves through ``Gossip.publisher``, the only task
 that calls ``pubsub.publish``, paced so that no peer's outbound queue overflows (docs/py-libp2p.md, "Outbound
-queues drop beyond 32 messages").
+queues drop beyond 32 messages"). It signs this node's executions on their way out: whatever wrote a version,
+peers accept it only signed by this node.
 
 In: pubsub calls ``validate`` (parse and check once; a rejected message is neither delivered nor forwarded) and
 then ``deliver``, which only queues into a large inbox; ``consumer`` applies the inbox in batches through the
 node's ``Inbound``. Nothing a peer sends may raise out of these: an unexpected exception costs that one message,
 counted in ``MeshStats.dropped`` under ``error`` (and logged once with its stack), never the node.
+
+Penalties: a rejected message lowers its forwarder's gossipsub score (``SCORE_PARAMS``, the library's own
+scorer); ``police`` disconnects a peer whose score falls below ``DISCONNECT_SCORE`` and keeps it out for
+``BAN_SECONDS`` (docs/py-libp2p.md, "Peer scoring only gates, never disconnects").
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from .errors import NodeError
+from .identity import Identity
 from .link import Inbound
-from .wire import TOPIC, Envelope, ExecutionMsg, JobMsg, WireError, decode
+from .trust import Refused, sign_execution
+from .wire import TOPIC, Envelope, ExecutionMsg, JobMsg, WireError, decode, encode
 
-__all__ = ["Gossip", "MeshStats"]
+__all__ = ["BAN_SECONDS", "DISCONNECT_SCORE", "SCORE_PARAMS", "Gossip", "MeshStats"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -34,6 +44,22 @@ PEER_QUEUE_HIGH = 24
 INBOX_SIZE = 100_000
 INBOX_BATCH = 500
 VALIDATED_CACHE = 10_000
+
+SCORE_PARAMS = ScoreParams(
+    # One rejected message costs 1 point; the count decays by 10% a second, so an honest peer that forwards a
+    # rare bad message (a version skew) recovers, while one that keeps sending them sinks.
+    p4_invalid_messages=TopicScoreParams(weight=1.0, cap=1_000_000.0, decay=0.9),
+    publish_threshold=-50.0,  # below it, the library ignores what the peer forwards
+    gossip_threshold=-50.0,
+    graylist_threshold=-50.0,
+)
+"""Gossipsub's peer scoring, counting invalid messages only (the other terms are 0: on a small private mesh
+delivery rates say little). ``Host`` hands it to ``GossipSub``."""
+DISCONNECT_SCORE = -20.0
+"""About 20 rejected messages in quick succession: the peer is disconnected."""
+BAN_SECONDS = 600.0
+"""How long a disconnected peer is refused (disconnected again as soon as it reconnects)."""
+MAX_BANNED = 10_000
 
 
 @dataclass
@@ -45,6 +71,7 @@ class MeshStats:
     dropped: dict[str, int] = field(default_factory=dict)
     dials: int = 0
     dial_failures: int = 0
+    penalised: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -58,20 +85,26 @@ class Gossip:
     """This node's gossip: ``validate`` and ``deliver`` are pubsub's callbacks; run ``publisher`` and
     ``consumer`` in the mesh's nursery."""
 
-    def __init__(self, *, node_id: str, inbound: Inbound, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
-        self.node_id = node_id
+    def __init__(self, *, identity: Identity, inbound: Inbound, outbox: trio.MemoryReceiveChannel[Envelope]) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
         self.inbound = inbound
         self.stats = MeshStats()
         self._outbox = outbox
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, Envelope]](INBOX_SIZE)
         self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
         self._warned = False
+        self._banned: OrderedDict[ID, float] = OrderedDict()
+        self._kick_send, self._kick_recv = trio.open_memory_channel[ID](100)
 
     # -- out --------------------------------------------------------------------------------------
 
     async def publisher(self, pubsub: Pubsub) -> None:
         """The one task that publishes, paced by the peers' outbound queues so none overflows."""
-        async for data in self._outbox:
+        async for msg in self._outbox:
+            if isinstance(msg, ExecutionMsg) and msg.execution.node_id == self.node_id:
+                msg = ExecutionMsg(sign_execution(self.identity, msg.execution))
+            data = encode(msg)
             while any(len(q) >= PEER_QUEUE_HIGH for q in list(pubsub.peer_queues.values())):
                 await trio.sleep(0.001)  # the library offers no "queue drained" event to wait on
             try:
@@ -145,11 +178,67 @@ class Gossip:
                 elif isinstance(msg, ExecutionMsg):
                     await self.inbound.on_executions([msg.execution])
                 else:
-                    await self.inbound.on_cancel(msg.job_id)
+                    await self.inbound.on_cancel(msg.cancel)
+            except Refused as exc:  # the trust rule (logged there, once per peer)
+                self.stats.drop(exc.reason)
             except NodeError as exc:  # e.g. the local queue is full: the job is recorded, not run
                 log.warning("cannot apply gossip from %s: %s", sender, exc.message)
             except Exception as exc:  # e.g. a value SQLite cannot store: this message only
                 self._unexpected(f"applying gossip from {sender}", exc)
+
+    # -- penalties ----------------------------------------------------------------------------------
+
+    def banned(self, peer: ID) -> bool:
+        """Whether ``peer`` is kept out; if it just connected, it is disconnected again at once."""
+        if peer not in self._banned:
+            return False
+        with contextlib.suppress(trio.WouldBlock):
+            self._kick_send.send_nowait(peer)
+        return True
+
+    async def police(self, host: Any) -> None:
+        """Every second: disconnect the peers whose gossipsub score fell below DISCONNECT_SCORE; and at once, any
+        banned peer that connected again. ``host`` is the mesh's ``Host``."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._kick, host)
+            await self._score_rounds(host)
+
+    async def _kick(self, host: Any) -> None:
+        async for peer in self._kick_recv:
+            try:
+                await host.host.disconnect(peer)
+            except Exception as exc:  # a library failure costs this one, not the node
+                log.debug("disconnecting banned %s failed: %r", peer, exc)
+
+    async def _score_rounds(self, host: Any) -> None:
+        scorer = host.router.scorer
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            while self._banned and next(iter(self._banned.values())) <= now:
+                peer, _ = self._banned.popitem(last=False)
+                host.pubsub.remove_from_blacklist(peer)
+            for peer in list(host.host.get_connected_peers()):
+                try:
+                    if peer in self._banned:
+                        await host.host.disconnect(peer)
+                        continue
+                    score = scorer.score(peer, [TOPIC]) if scorer is not None else 0.0
+                    if score >= DISCONNECT_SCORE:
+                        continue
+                    self.stats.penalised += 1
+                    log.warning(
+                        "peer %s disconnected for %ds: it kept sending invalid gossip (score %.1f)",
+                        peer, BAN_SECONDS, score,
+                    )  # fmt: skip
+                    self._banned[peer] = now + BAN_SECONDS
+                    while len(self._banned) > MAX_BANNED:
+                        old, _ = self._banned.popitem(last=False)
+                        host.pubsub.remove_from_blacklist(old)
+                    host.pubsub.add_to_blacklist(peer)  # its messages are ignored meanwhile, whoever relays them
+                    await host.host.disconnect(peer)
+                except Exception as exc:  # a library failure costs this round, not the node
+                    log.debug("penalising %s failed: %r", peer, exc)
 
     def _unexpected(self, doing: str, exc: Exception) -> None:
         self.stats.drop("error")

@@ -7,6 +7,7 @@ departs from them says which section of ``docs/py-libp2p.md`` explains why; the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,9 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from .config import Config
+from .gossip import SCORE_PARAMS
 from .identity import Identity
+from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
 __all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host"]
@@ -38,6 +41,9 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Both ends: a sync page of large jobs or a long log exceeds the library's default ("Request/response answers
 are capped at 10 MiB")."""
 MAX_INBOUND_RPC_BYTES = 2 * 1024 * 1024
+DIAL_NOISE = ("libp2p.network.swarm", "libp2p.protocol_muxer.multiselect_client", "libp2p.transport.tcp.tcp")
+"""Loggers that print every failed dial at error level, several lines per retry ("A failed handshake floods
+the log"); ``Peering`` says it once."""
 
 
 class DirectPubsub(Pubsub):
@@ -58,9 +64,15 @@ class Host:
     """One py-libp2p host with gossipsub on ``jobs`` and JSON request/response, configured to be safe."""
 
     def __init__(self, *, config: Config, identity: Identity) -> None:
+        """Raises ConfigError when the swarm key file cannot be read."""
         self.listen = multiaddr.Multiaddr(f"/ip4/{_listen_ip(config.listen_address)}/tcp/{config.p2p_port}")
         key_pair = identity.key_pair
+        for name in DIAL_NOISE:  # "A failed handshake floods the log" (kept at debug level)
+            if not logging.getLogger(name).isEnabledFor(logging.DEBUG):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        self.psk = load_swarm_key(config.swarm_key) if config.swarm_key else None
         self.host: IHost = new_host(
+            psk=self.psk,  # every connection is encrypted with it first: only holders of the key can talk
             key_pair=key_pair,
             # "The default host accepts plaintext": offer Noise only.
             sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)},
@@ -77,6 +89,7 @@ class Host:
             adaptive_gossip_enabled=False,  # "The heartbeat": adaptive gossip stretched it to 30 s
             spam_protection_enabled=False,  # "Spam protection drops our own publishes": 10 msg/s per topic
             eclipse_protection_enabled=False,  # "Eclipse protection wants three addresses"
+            score_params=SCORE_PARAMS,  # "Peer scoring only gates, never disconnects": invalid messages count
         )
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns

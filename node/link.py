@@ -24,27 +24,35 @@ from typing import Any, Protocol
 import trio
 
 from .errors import NotFoundError
-from .model import Execution, Job
-from .wire import CancelMsg, Envelope, ExecutionMsg, JobMsg, encode
+from .model import Cancel, Execution, Job
+from .wire import CancelMsg, Envelope, ExecutionMsg, JobMsg
 
 __all__ = ["OUTBOX_SIZE", "Inbound", "InboundGate", "MeshLink", "MeshView", "NoMesh", "Outbound"]
 
 OUTBOX_SIZE = 10_000
-"""Encoded messages waiting for the publisher; a publish waits only when this many are queued."""
+"""Messages waiting for the publisher (which signs this node's executions and encodes); a publish waits only
+when this many are queued."""
 
 
 class Inbound(Protocol):
     """What the mesh may tell this node: verified values from peers, and requests for its own logs."""
 
-    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
-        """Record a job from a peer (and run it here if placement says so); True if it was new."""
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+        """Record a job from a peer (and run it here if placement says so); True if it was new. ``cancel``: a
+        verified cancel that came with it (catch-up).
+
+        Raises:
+            Refused: the trust rule refuses it (node/trust.py).
+        """
         ...
 
     async def on_executions(self, executions: list[Execution]) -> int:
         """Keep newer versions of other nodes' executions; returns how many changed."""
         ...
 
-    async def on_cancel(self, job_id: str) -> None: ...
+    async def on_cancel(self, cancel: Cancel) -> None:
+        """A verified cancel; raises Refused when its signer may not cancel that job."""
+        ...
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]: ...
 
@@ -68,7 +76,7 @@ class Outbound(MeshView, Protocol):
 
     async def publish_execution(self, execution: Execution) -> None: ...
 
-    async def publish_cancel(self, job_id: str) -> None: ...
+    async def publish_cancel(self, cancel: Cancel) -> None: ...
 
 
 class NoMesh:
@@ -80,7 +88,7 @@ class NoMesh:
     async def publish_execution(self, execution: Execution) -> None:
         pass
 
-    async def publish_cancel(self, job_id: str) -> None:
+    async def publish_cancel(self, cancel: Cancel) -> None:
         pass
 
     async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
@@ -105,7 +113,7 @@ class MeshLink(NoMesh):
 
     def __init__(self, node_id: str, *, size: int = OUTBOX_SIZE) -> None:
         self.node_id = node_id
-        self._send, self.outbox = trio.open_memory_channel[bytes](size)
+        self._send, self.outbox = trio.open_memory_channel[Envelope](size)
         self._view: MeshView | None = None
 
     @property
@@ -119,11 +127,11 @@ class MeshLink(NoMesh):
         if execution.node_id == self.node_id:  # only this node announces its own executions
             await self._put(ExecutionMsg(execution))
 
-    async def publish_cancel(self, job_id: str) -> None:
-        await self._put(CancelMsg(job_id))
+    async def publish_cancel(self, cancel: Cancel) -> None:
+        await self._put(CancelMsg(cancel))
 
     async def _put(self, msg: Envelope) -> None:
-        await self._send.send(encode(msg))
+        await self._send.send(msg)
 
     @contextmanager
     def serving(self, view: MeshView) -> Iterator[None]:
@@ -163,17 +171,17 @@ class InboundGate:
     def is_open(self) -> bool:
         return self._open.is_set()
 
-    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
         await self._open.wait()
-        return await self._inbound.on_job(job, cancelled=cancelled)
+        return await self._inbound.on_job(job, cancel=cancel)
 
     async def on_executions(self, executions: list[Execution]) -> int:
         await self._open.wait()
         return await self._inbound.on_executions(executions)
 
-    async def on_cancel(self, job_id: str) -> None:
+    async def on_cancel(self, cancel: Cancel) -> None:
         await self._open.wait()
-        await self._inbound.on_cancel(job_id)
+        await self._inbound.on_cancel(cancel)
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
         await self._open.wait()

@@ -41,10 +41,10 @@ class Mesh:
         self.identity = identity
         self.inbound = inbound
         self.link = link
-        self.gossip = Gossip(node_id=identity.node_id, inbound=inbound, outbox=link.outbox)
+        self.gossip = Gossip(identity=identity, inbound=inbound, outbox=link.outbox)
         self.counters = self.gossip.stats
         self.peering = Peering(config=config, stats=self.counters)
-        self.sync = Sync(store=store, inbound=inbound)
+        self.sync = Sync(store=store, inbound=inbound, identity=identity)
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
 
@@ -64,17 +64,29 @@ class Mesh:
         host.pubsub.set_topic_validator(TOPIC, self.gossip.validate, False)
         host.serve(SYNC_PROTOCOL, self.catchup.serve)
         host.serve(LOGS_PROTOCOL, self._serve_logs)
-        self.peering.watch(host, self.catchup.on_connect)
+        self.peering.watch(host, self._on_connect)
         async with host.running(), trio.open_nursery() as nursery:
             nursery.start_soon(self.gossip.publisher, host.pubsub)
             nursery.start_soon(self.gossip.consumer)
             nursery.start_soon(self.catchup.run, host)
+            nursery.start_soon(self.gossip.police, host)
             await nursery.start(self.peering.run, host)
             log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))
+            if host.psk is None:
+                log.warning(
+                    "no swarm key: this mesh is open. Any host that reaches p2p port %d can join it, read every "
+                    "job (env included) and run containers on this node; set --swarm-key (cmnode keygen swarm-key)",
+                    host.port,
+                )
             with self.link.serving(self):
                 task_status.started()
                 await trio.sleep_forever()
         raise AssertionError("unreachable")
+
+    def _on_connect(self, peer_id: ID) -> None:
+        """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""
+        if not self.gossip.banned(peer_id):
+            self.catchup.on_connect(peer_id)
 
     # -- what the node asks (MeshView) ------------------------------------------------------------
 
@@ -97,6 +109,7 @@ class Mesh:
             "peers": len(self.host.host.get_connected_peers()) if self.host is not None else 0,
             "dials": self.counters.dials,
             "dial_failures": self.counters.dial_failures,
+            "penalised": self.counters.penalised,
             "sync_rounds": sync.rounds,
             "sync_failures": sync.failures,
             "sync_jobs": sync.jobs,

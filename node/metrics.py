@@ -90,6 +90,12 @@ class _Scraped(Collector):
         yield _gauge("workers_busy", "Workers running an attempt now.", load.busy)
         yield _gauge("workers", "Workers (--worker-count).", load.workers)
         yield _gauge("docker_up", "1 when the Docker daemon answers, else 0.", load.docker_error is None)
+        refused = CounterMetricFamily(
+            f"{PREFIX}_peer_jobs_refused", "Peers' jobs refused here (rate, full queue), by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(load.peer_jobs_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
         stats = _mesh_stats(node.mesh.stats)
         yield _counter("gossip_messages_received", "Gossip messages received.", stats.get("messages_in", 0))

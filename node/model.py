@@ -40,6 +40,9 @@ MIN_MEMORY = 6 * 1024 * 1024
 """Docker refuses a smaller memory limit at run time; refusing it here fails the Create instead."""
 MAX_ID = 128
 PULL_POLICIES = ("missing", "always", "never")
+MAX_VOLUMES = 64
+MAX_PATH = 4096
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}\Z")
 
 
 def memory_bytes(value: int | str) -> int:
@@ -62,8 +65,64 @@ def _is_size(value: str) -> bool:
 schema.FORMATS["byte-size"] = ("a size of at least 6 MiB such as '256m' (units b, k, m, g)", _is_size)
 
 
+@dataclass(frozen=True)
+class Volume:
+    """One entry of ``JobSpec.volumes``: a host path (``source`` starts with ``/``) or a named volume."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @property
+    def host_path(self) -> bool:
+        return self.source.startswith("/")
+
+
+def parse_volume(text: str) -> Volume:
+    """``SOURCE:TARGET[:ro|:rw]`` as a ``Volume``. Whether a host path may be mounted is the node's policy
+    (``node/policy.py``); what is refused here is refused by every node alike.
+
+    Raises:
+        ValueError: not of that form, a relative or ``..``-holding path, or a NUL.
+    """
+    parts = text.split(":")
+    read_only = False
+    if len(parts) == 3:
+        mode = parts.pop()
+        if mode not in ("ro", "rw"):
+            raise ValueError(f"mode {mode!r} is not ro or rw")
+        read_only = mode == "ro"
+    if len(parts) != 2 or "\x00" in text:
+        raise ValueError("not SOURCE:TARGET[:ro|:rw]")
+    source, target = parts
+    if not source.startswith("/") and _VOLUME_NAME.match(source) is None:
+        raise ValueError(f"{source!r} is neither an absolute path nor a volume name")
+    if not target.startswith("/") or target.strip("/") == "":
+        raise ValueError(f"{target!r} is not an absolute path below /")
+    for path in (source, target):
+        if ".." in path.split("/"):
+            raise ValueError(f"{path!r} holds '..'")
+    return Volume(source, target, read_only)
+
+
+def _is_volume(value: str) -> bool:
+    try:
+        parse_volume(value)
+    except ValueError:
+        return False
+    return True
+
+
+schema.FORMATS["volume"] = (
+    "'SOURCE:TARGET' or 'SOURCE:TARGET:ro', SOURCE an absolute host path or a volume name, TARGET an absolute "
+    "path in the container, neither holding '..'",
+    _is_volume,
+)
+
+
 class State(enum.StrEnum):
-    """The life of one execution; the last four are final."""
+    """The life of one execution; the last five are final. ``rejected``: this node's policy refused the job, so
+    it was never run here (neither failed nor to be retried)."""
 
     PENDING = "pending"
     PULLING = "pulling"
@@ -72,13 +131,14 @@ class State(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    REJECTED = "rejected"
 
     @property
     def final(self) -> bool:
         return self in _FINAL
 
 
-_FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST})
+_FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST, State.REJECTED})
 
 
 # -- the field table: every rule a JobSpec obeys, as the schema that rpc.discover publishes -------------
@@ -134,6 +194,13 @@ SPEC_FIELDS: dict[str, dict[str, Any]] = {
         },
         "additionalProperties": False,
         "description": "limits applied to the container",
+    },
+    "volumes": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "minLength": 3, "maxLength": MAX_PATH, "format": "volume"},
+        "maxItems": MAX_VOLUMES,
+        "description": "mounts, each 'SOURCE:TARGET[:ro]': a named volume, or a host path where the node's "
+        "--allow-host-path allows it (null: none)",
     },
     "timeout": {
         "type": ["number", "null"],
@@ -226,6 +293,7 @@ class JobSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] | None = None
     resources: Resources = field(default_factory=Resources)
+    volumes: tuple[str, ...] = ()
     timeout: float | None = None
     retries: int = 0
     pull: str = "missing"
@@ -263,6 +331,7 @@ class JobSpec:
                 cpus=float(cpus) if cpus is not None else None,
                 memory=memory_bytes(memory) if memory is not None else None,
             ),
+            volumes=tuple(data.get("volumes") or ()),
             timeout=float(timeout) if timeout is not None else None,
             retries=data.get("retries", 0),
             pull=data.get("pull", "missing"),
@@ -279,6 +348,8 @@ class JobSpec:
             out["entrypoint"] = list(self.entrypoint)
         if self.resources.to_json():
             out["resources"] = self.resources.to_json()
+        if self.volumes:
+            out["volumes"] = list(self.volumes)
         if self.timeout is not None:
             out["timeout"] = self.timeout
         if self.retries:
@@ -354,6 +425,8 @@ class Execution:
     finished_at: float | None = None
     history: tuple[Mapping[str, Any], ...] = ()
     version: int = 1
+    signature: str = ""
+    """By ``node_id``'s key over ``canonical_bytes()``: peers accept an execution only from the node it describes."""
 
     def advance(self, **changes: Any) -> Execution:
         """The next version of this execution, with ``changes`` applied and timestamps kept true."""
@@ -364,9 +437,19 @@ class Execution:
             changes["started_at"] = now
         if State(new_state).final and "finished_at" not in changes:
             changes["finished_at"] = now
-        return replace(self, version=self.version + 1, **changes)
+        return replace(self, version=self.version + 1, signature="", **changes)  # a new version, signed anew
 
     def to_json(self) -> dict[str, Any]:
+        """The signed fields, with the signature when there is one."""
+        out = self.signed_fields()
+        if self.signature:
+            out["signature"] = self.signature
+        return out
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_json(self.signed_fields())
+
+    def signed_fields(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "node_id": self.node_id,
@@ -418,6 +501,7 @@ class Execution:
             finished_at=_opt_float(data.get("finished_at")),
             history=tuple(data.get("history") or ()),
             version=data["version"],
+            signature=data.get("signature") or "",
         )
 
 
@@ -478,19 +562,64 @@ EXECUTION_SCHEMA: dict[str, Any] = {
         "finished_at": _OPT_TIME,
         "history": {"type": ["array", "null"], "items": ATTEMPT_SCHEMA, "maxItems": MAX_RETRIES + 1},
         "version": _COUNT,
+        "signature": {"type": "string", "maxLength": 1024},
     },
     "required": ["job_id", "node_id", "state", "attempt", "created_at", "updated_at", "version"],
     "additionalProperties": False,
 }
-"""An execution as every node stores and forwards it: ``version`` must fit SQLite's integer."""
+"""An execution as every node stores and forwards it: ``version`` must fit SQLite's integer. ``signature`` is
+optional here (this node's own rows are signed when they leave it); the wire requires a valid one."""
+
+CANCEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": ID_SCHEMA,
+        "by": ID_SCHEMA,
+        "at": _TIME,
+        "signature": {"type": "string", "maxLength": 1024},
+    },
+    "required": ["job_id", "by", "at", "signature"],
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancel:
+    """A request to stop a job everywhere, signed by the node ``by`` that took the Stop. Peers act on it only
+    when ``by`` is the job's origin or a peer they trust (``node/trust.py``)."""
+
+    job_id: str
+    by: str
+    at: float
+    signature: str = ""
+
+    def signed_fields(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "by": self.by, "at": self.at}
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_json(self.signed_fields())
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.signed_fields(), "signature": self.signature}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Cancel:
+        """Raises ValidationError on any malformed field (the signature is checked by ``node/wire.py``)."""
+        schema.check(CANCEL_SCHEMA, data, path="cancel")
+        return cls(job_id=data["job_id"], by=data["by"], at=float(data["at"]), signature=data["signature"])
 
 
 def derive_status(executions: Iterable[Execution]) -> str:
     """A job's status from its executions: any running wins, then any still in progress; once all are
-    final, any failed (or lost) execution makes the job failed, any cancelled one cancelled, else complete."""
-    states = [e.state for e in executions]
+    final, any failed (or lost) execution makes the job failed, any cancelled one cancelled, else complete.
+
+    A ``rejected`` execution (a node whose policy refused the job) does not count while any other node has
+    one: the job is what the nodes that took it made of it. Rejected by every node that has an execution,
+    the job is ``rejected``: final, never ``pending`` for ever."""
+    everything = [e.state for e in executions]
+    states = [s for s in everything if s != State.REJECTED]
     if not states:
-        return State.PENDING.value
+        return State.REJECTED.value if everything else State.PENDING.value
     if State.RUNNING in states:
         return State.RUNNING.value
     if any(s in (State.PENDING, State.PULLING) for s in states):

@@ -29,7 +29,10 @@ __all__ = ["Peering"]
 
 log = logging.getLogger("cmnode.p2p")
 
-DIAL_TIMEOUT = 10.0
+DIAL_TIMEOUT = 4.0
+"""A dial, handshake included, must finish in this time. A peer with another swarm key (or none) never
+completes the handshake, and py-libp2p alone gives up only after 20-40 s; on loopback or a LAN a real
+handshake takes milliseconds (a slower one is retried with the bootstrap backoff)."""
 BOOTSTRAP_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_EXCHANGED = 200
 PEER_TARGET = 2
@@ -71,6 +74,8 @@ class Peering:
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](DIAL_QUEUE)
         self._dialing: set[ID] = set()
         self._host: Host | None = None
+        self._told: set[ID] = set()
+        """Peers whose failed handshake was logged: one line per peer until it connects."""
 
     def watch(self, host: Host, on_connect: Callable[[ID], None]) -> None:
         host.host.get_network().register_notifee(ConnectionWatch(on_connect))
@@ -165,11 +170,30 @@ class Peering:
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self._host.host.connect(info)
+            self._told.discard(info.peer_id)
             return True
-        except (trio.TooSlowError, Exception) as exc:
+        except trio.TooSlowError:
             self.stats.dial_failures += 1
+            self._no_handshake(info)
+            return False
+        except Exception as exc:
+            self.stats.dial_failures += 1
+            if _handshake_failed(exc):  # the peer hung up on what we said: with a swarm key, another key
+                self._no_handshake(info)
             log.debug("dial %s failed: %s", info.peer_id, exc or type(exc).__name__)
             return False
+
+    def _no_handshake(self, info: PeerInfo) -> None:
+        """The one line an operator needs when a peer answers but never completes the handshake."""
+        addrs = " ".join(str(a) for a in info.addrs) or "?"
+        if info.peer_id in self._told or len(self._told) >= MAX_EXCHANGED:
+            log.debug("dial %s at %s: no handshake within %gs", info.peer_id, addrs, DIAL_TIMEOUT)
+            return
+        self._told.add(info.peer_id)
+        log.warning(
+            "peer %s at %s did not complete the handshake within %g s: it has a different swarm key (or none), "
+            "or is not a cmnode node; retrying quietly", info.peer_id, addrs, DIAL_TIMEOUT,
+        )  # fmt: skip
 
     async def _keep_connected(self, address: str) -> None:
         """A bootstrap peer: dial it, and dial again with backoff whenever the connection is gone."""
@@ -185,7 +209,21 @@ class Peering:
                 failures = 0
                 await trio.sleep(BOOTSTRAP_BACKOFF[0] * 5)
                 continue
-            if failures == 0:
+            if failures == 0 and info.peer_id not in self._told:
                 log.info("bootstrap peer %s not reachable yet; retrying", address)
             await trio.sleep(BOOTSTRAP_BACKOFF[min(failures, len(BOOTSTRAP_BACKOFF) - 1)])
             failures += 1
+
+
+def _handshake_failed(exc: BaseException) -> bool:
+    """Whether a dial reached the peer and then failed to agree on security (rather than not reaching it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in ("SecurityUpgradeFailure", "MultiselectClientError") or (
+            "upgrade security" in str(current)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

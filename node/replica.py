@@ -1,25 +1,37 @@
 """Merging what peers say into this node: the same for gossip and for catch-up.
 
 Merging is idempotent and order-tolerant: jobs are keyed by ID, executions keep the highest version, a cancel
-that arrives before its job is remembered until the job does. It knows the executor only as two callables
-(admit a job to run here, cancel a job here), so the node hands them in and nothing reaches back.
+that arrives before its job is remembered until the job does. Whether a peer may do what it asks is the trust
+rule's (``node/trust.py``): a job from an origin that may not originate jobs, or a cancel from a node that may
+not cancel that job, raises ``Refused`` and changes nothing. It knows the executor only as two callables (admit
+a job to run here, cancel a job here), so the node hands them in and nothing reaches back.
+
+A cancel this node obeyed is kept (in the store's ``meta`` table, under ``cancel_key``) so that catch-up can pass
+the signed cancel on: a peer believes a cancel only with its signature, never a bare flag.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from .model import Execution, Job
+from .model import Cancel, Execution, Job
 from .scheduler import runs_here
 from .store import Store
+from .trust import RefusalLog, Refused, Trust
 
-__all__ = ["MAX_EARLY_CANCELS", "Replica"]
+__all__ = ["MAX_EARLY_CANCELS", "Replica", "cancel_key"]
 
 log = logging.getLogger("cmnode.sync")  # the name benchmarks/mesh.py reads "job from peer" lines under
 
 MAX_EARLY_CANCELS = 10_000
+
+
+def cancel_key(job_id: str) -> str:
+    """Where the store's ``meta`` table keeps the signed cancel of a job."""
+    return f"cancel.{job_id}"
 
 
 class Replica:
@@ -32,26 +44,37 @@ class Replica:
         node_id: str,
         run: Callable[[Job], Awaitable[bool]],
         cancel: Callable[[str], Awaitable[None]],
+        trust: Trust | None = None,
     ) -> None:
-        """``run`` admits a job to run here (True if new); ``cancel`` stops and marks a known job here."""
+        """``run`` admits a job to run here (True if new); ``cancel`` stops and marks a known job here;
+        ``trust`` the rule (default: every member may originate jobs and cancels)."""
         self.store = store
         self.node_id = node_id
+        self.trust = trust or Trust(node_id=node_id)
         self._run = run
         self._cancel = cancel
-        self._early_cancels: OrderedDict[str, None] = OrderedDict()
+        self._early_cancels: OrderedDict[str, Cancel] = OrderedDict()
+        self._refusals = RefusalLog()
 
-    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
-        """Record a verified job; run it here if placement says so and it is still active. True if new."""
-        if job.job_id in self._early_cancels:
-            del self._early_cancels[job.job_id]
-            cancelled = True
-        run = not cancelled and runs_here(job, self.node_id) and await self._still_active(job.job_id)
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+        """Record a verified job; run it here if placement says so and it is still active. True if new.
+
+        Raises:
+            Refused: its origin may not originate jobs here (it is not stored).
+        """
+        if not self.trust.may_originate(job.origin):
+            raise self._refusals.refused(
+                job.origin, Refused("untrusted", f"job {job.job_id} dropped: origin {job.origin} is not trusted")
+            )
+        cancels = [c for c in (cancel, self._early_cancels.pop(job.job_id, None)) if c is not None]
+        obeyed = next((c for c in cancels if c.job_id == job.job_id and self.trust.may_cancel(c, job.origin)), None)
+        run = obeyed is None and runs_here(job, self.node_id) and await self._still_active(job.job_id)
         if run:
             new = await self._run(job)  # a known job is left as it is
         else:  # only recorded: a peer can tell us again, so no fsync of its own (see Store.add_job)
             new = await self.store.add_job(job, durable=False)
-        if cancelled:
-            await self._cancel(job.job_id)
+        if obeyed is not None:
+            await self._obey(obeyed)
         if new:
             log.info("job from peer job_id=%s origin=%s run_here=%s", job.job_id, job.origin, run)
         return new
@@ -62,16 +85,37 @@ class Replica:
         return not executions or any(not e.state.final for e in executions)
 
     async def on_executions(self, executions: list[Execution]) -> int:
-        """Keep the newer versions of other nodes' executions (only this node writes its own)."""
+        """Keep the newer versions of other nodes' executions (only this node writes its own; each was
+        verified as signed by its node on the wire)."""
         theirs = [e for e in executions if e.node_id != self.node_id]
         if not theirs:
             return 0
         return len(await self.store.put_executions(theirs, durable=False))
 
-    async def on_cancel(self, job_id: str) -> None:
-        if await self.store.get_job(job_id) is None:
-            self._early_cancels[job_id] = None
+    async def on_cancel(self, cancel: Cancel) -> None:
+        """A verified cancel: obeyed if its signer is the job's origin or may originate jobs.
+
+        Raises:
+            Refused: the signer may not cancel this job.
+        """
+        record = await self.store.get_job(cancel.job_id)
+        if record is None:
+            self._early_cancels[cancel.job_id] = cancel
             while len(self._early_cancels) > MAX_EARLY_CANCELS:
                 self._early_cancels.popitem(last=False)
             return
-        await self._cancel(job_id)
+        if not self.trust.may_cancel(cancel, record.job.origin):
+            raise self._refusals.refused(
+                cancel.by, Refused("unauthorized", f"cancel of job {cancel.job_id} by {cancel.by} refused: "
+                                   f"neither its origin nor trusted")
+            )  # fmt: skip
+        if not record.cancelled:
+            await self._obey(cancel)
+
+    async def keep(self, cancel: Cancel) -> None:
+        """Keep a signed cancel so that catch-up passes it on (this node's own, from Stop, or one obeyed)."""
+        await self.store.set_meta(cancel_key(cancel.job_id), json.dumps(cancel.to_json()))
+
+    async def _obey(self, cancel: Cancel) -> None:
+        await self.keep(cancel)
+        await self._cancel(cancel.job_id)

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import trio
 
-from .errors import NotFoundError, RuntimeFailureError
+from .errors import NotFoundError, RuntimeFailureError, StorageFullError
 from .runtime import Runtime
 from .store import Store
 
@@ -52,19 +52,26 @@ class Retention:
         self.seconds = seconds
         self._in_progress = in_progress
 
-    async def keep_logs(self, job_id: str, attempt: int, container_id: str) -> None:
-        """Store a bounded tail of the container's output (nothing if it is gone or the daemon is away)."""
+    async def keep_logs(self, job_id: str, attempt: int, container_id: str) -> bool:
+        """Store a bounded tail of the container's output (nothing if it is gone or the daemon is away).
+
+        Returns False when the store is full: the container, which still holds the output, must stay."""
         try:
             stdout, stderr = await self.runtime.logs(container_id, tail=LOG_TAIL_LINES)
         except (RuntimeFailureError, NotFoundError) as exc:
             log.debug("no logs for job_id=%s: %s", job_id, exc)
-            return
-        await self.store.put_logs(job_id, self.node_id, attempt, _last_lines(stdout), _last_lines(stderr))
+            return True
+        try:
+            await self.store.put_logs(job_id, self.node_id, attempt, _last_lines(stdout), _last_lines(stderr))
+        except StorageFullError as exc:
+            log.warning("cannot keep the output of job_id=%s: %s; its container stays", job_id, exc.message)
+            return False
+        return True
 
     async def after_exit(self, job_id: str, attempt: int, container_id: str) -> None:
         """Keep the output; with no retention, the container goes as soon as its output is safe."""
-        await self.keep_logs(job_id, attempt, container_id)
-        if self.seconds == 0 and not self._in_progress(job_id, attempt):
+        kept = await self.keep_logs(job_id, attempt, container_id)
+        if kept and self.seconds == 0 and not self._in_progress(job_id, attempt):
             await self.remove(container_id)
 
     async def run(self) -> NoReturn:
@@ -97,8 +104,9 @@ class Retention:
                 if finished is None or now - finished < seconds:
                     continue
                 stored = await self.store.get_logs(info.job_id, self.node_id)
-                if stored is None or stored[0] < info.attempt:  # the node was down when it ended
-                    await self.keep_logs(info.job_id, info.attempt, info.container_id)
+                behind = stored is None or stored[0] < info.attempt  # the node was down when it ended
+                if behind and not await self.keep_logs(info.job_id, info.attempt, info.container_id):
+                    continue  # a full disk: the container keeps the output until there is room
             elif info.status != "created":
                 continue
             await self.remove(info.container_id)

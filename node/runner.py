@@ -10,13 +10,14 @@ import trio
 
 from . import logsetup
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StoreDamagedError
 
 __all__ = ["main"]
 
 
 def main(config: Config) -> int:
-    """Run a node until SIGINT or SIGTERM; the exit code: 0, 1 cannot start (a port taken), 2 bad configuration."""
+    """Run a node until SIGINT or SIGTERM; the exit code: 0, 1 cannot start (a port taken, a damaged store),
+    2 bad configuration."""
     logsetup.configure(config.log_level, config.log_format)
     log = logging.getLogger("cmnode.node")
 
@@ -43,6 +44,9 @@ def main(config: Config) -> int:
         if isinstance(error, ConfigError):
             print(f"cmnode: {error}", file=sys.stderr)
             return 2
+        if isinstance(error, StoreDamagedError):
+            print(f"cmnode: cannot start: {error}", file=sys.stderr)
+            return 1
         if isinstance(error, OSError):
             print(f"cmnode: cannot start: {error.strerror or error}", file=sys.stderr)
             return 1
@@ -51,8 +55,8 @@ def main(config: Config) -> int:
 
 
 def _startup_error(exc: BaseException) -> BaseException | None:
-    """The ConfigError or OSError in ``exc``, however deeply nested in exception groups."""
-    if isinstance(exc, ConfigError | OSError):
+    """The ConfigError, StoreDamagedError or OSError in ``exc``, however deeply nested in exception groups."""
+    if isinstance(exc, ConfigError | StoreDamagedError | OSError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

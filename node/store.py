@@ -5,12 +5,17 @@ commit), so ``Create`` can wait for a durable write without paying one fsync per
 runs in worker threads (``trio.to_thread``), never on the trio thread; reads use their own connection,
 which WAL mode lets run beside the writer.
 
-Its size (~510 lines) is one job: every SQL statement of the node lives here, next to the schema it queries.
+A full disk fails the writes of that commit with ``StorageFullError`` and nothing else: the writer task and
+the reads carry on, and the next commit that fits clears it (``full`` says why writes fail meanwhile). A file
+that is not a sound database stops the open with ``StoreDamagedError`` (checked with ``PRAGMA quick_check``).
+
+Its size (~560 lines) is one job: every SQL statement of the node lives here, next to the schema it queries.
 Rows are built with ``from_valid``: they were checked by the model's schemas on their way in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -18,13 +23,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import trio
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageFullError, StoreDamagedError
 from .model import Execution, Job, derive_status
 
 T = TypeVar("T")
+
+_FULL = 13  # SQLITE_FULL: "database or disk is full" (the disk, or PRAGMA max_page_count)
+_IOERR = 10  # SQLITE_IOERR: what opening gives when WAL's -shm file cannot be made on a full disk
+_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,6 +83,10 @@ def _migrate(conn: sqlite3.Connection) -> int:
         if "chg" not in columns:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN chg INTEGER NOT NULL DEFAULT 0")
     conn.executescript(_CHANGE_COLUMNS)
+    return _head(conn)
+
+
+def _head(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)")
     return int(row.fetchone()[0] or 0)
 
@@ -149,6 +163,13 @@ class Store:
         self._chg = 0
         self._fsync = True  # whether commits that must be durable fsync (False only for benchmarks)
         self._synchronous = "FULL"
+        self.full: str | None = None
+        self._path: Path | str = ""
+        self._sync = "FULL"
+        self._readonly = False
+        """Opened on a full disk: one immutable read-only connection until ``_reopen`` finds room."""
+        self._reopen_lock = trio.Lock()
+        """Why writes fail while the disk is full (None once a commit fits again); ``/healthz`` shows it."""
 
     def _next_chg(self) -> int:
         self._chg += 1
@@ -167,36 +188,65 @@ class Store:
         ``path`` may be ``":memory:"``-like (``file:name?mode=memory&cache=shared``) for benchmarks;
         ``durable=False`` relaxes fsync (benchmarks only).
 
+        A disk already full does not stop it: the store opens for reads and ``full`` says why writes fail.
+
         Raises:
-            ConfigError: the file cannot be opened or is not a cmnode database.
+            StoreDamagedError: the file is not a sound SQLite database (the message says what to do).
+            ConfigError: the file cannot be opened (a path or permission problem).
         """
         sync = "FULL" if durable else "OFF"
-
-        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
-            writer = _connect(path, synchronous=sync)
-            writer.executescript(_SCHEMA)
-            head = _migrate(writer)
-            _migrate_labels(writer)
-            reader = _connect(path, synchronous=sync)
-            return writer, reader, head
-
+        readonly: str | None = None  # why the store is opened read-only
         try:
-            writer, reader, head = await trio.to_thread.run_sync(connect)
+            writer, reader, head = await trio.to_thread.run_sync(_open_connections, path, sync)
         except sqlite3.Error as exc:
-            raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
+            if isinstance(exc, _Damaged) or _code(exc) in _DAMAGED:
+                raise StoreDamagedError(
+                    f"the job store {path} is damaged ({exc}): move it aside to start with an empty store "
+                    "(peers send their jobs again), or put back a copy from a backup"
+                ) from exc
+            if _code(exc) not in (_IOERR, _FULL):
+                raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
+            # A full disk after a clean stop: WAL's index file (-shm) cannot be made. The file itself is whole
+            # (the stop checkpointed it), so it is read as it is until a write finds room again (``_reopen``).
+            try:
+                writer = reader = await trio.to_thread.run_sync(_open_immutable, path)
+                head = _head(reader)
+            except sqlite3.Error:
+                raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
+            readonly = str(exc)
         store = cls(writer, reader)
         store._chg = head
         store._fsync = durable
+        store._path, store._sync, store._readonly = path, sync, readonly is not None
+        if readonly is not None:
+            store.full = f"storage full: cannot open {path} for writing ({readonly}); reads only until there is room"
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._write_loop)
+                await store.probe()  # a disk full already: ``full`` says so from the start
                 try:
                     yield store
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
-            writer.close()
-            reader.close()
+            store._writer.close()
+            store._reader.close()
+
+    async def _reopen(self) -> bool:
+        """Leave the read-only mode of a store opened on a full disk, if the disk has room now."""
+        async with self._reopen_lock:
+            if not self._readonly:
+                return True
+            try:
+                writer, reader, head = await trio.to_thread.run_sync(_open_connections, self._path, self._sync)
+            except sqlite3.Error:
+                return False
+            async with self._read_lock:  # no read holds the old connection meanwhile
+                old = self._reader
+                self._writer, self._reader, self._chg, self._readonly = writer, reader, head, False
+                old.close()
+            self.full = None
+            return True
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -215,44 +265,63 @@ class Store:
                 item.done.set()
 
     def _apply(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch; an item's own error undoes only that item. A failure of the
+        transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
         conn = self._writer
-        # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them along with it.
-        wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
-        if wanted != self._synchronous:
-            conn.execute(f"PRAGMA synchronous={wanted}")
-            self._synchronous = wanted
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them with it.
+            wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
+            if wanted != self._synchronous:
+                conn.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
+            conn.execute("BEGIN IMMEDIATE")
             for item in batch:
                 conn.execute("SAVEPOINT item")
                 try:
                     item.result = item.fn(conn)
                     conn.execute("RELEASE item")
                 except Exception as exc:
+                    if _code(exc) == _FULL or not conn.in_transaction:  # the whole transaction cannot go on
+                        raise
                     conn.execute("ROLLBACK TO item")
                     conn.execute("RELEASE item")
                     item.error = exc
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                with contextlib.suppress(sqlite3.Error):  # nothing more to undo; the next BEGIN starts clean
+                    conn.execute("ROLLBACK")
             for item in batch:
                 item.error = exc
+            if _code(exc) == _FULL:
+                self.full = f"storage full: {exc} (writes fail until space is freed; reads work)"
             if not isinstance(exc, Exception):
                 raise
+        else:
+            self.full = None
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``fn`` inside the next group commit and return once it is on disk (``durable``) or committed
-        (visible to readers, surviving a crash of this process but not of the machine)."""
+        (visible to readers, surviving a crash of this process but not of the machine).
+
+        Raises:
+            StorageFullError: the disk is full; nothing of this write was kept.
+        """
+        if self._readonly and not await self._reopen():
+            raise _full_error()
         item = _Pending(fn, durable)
         await self._send.send(item)
         await item.done.wait()
         if item.error is not None:
+            if _code(item.error) == _FULL:
+                raise _full_error() from item.error
             raise item.error
         result: T = item.result
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await trio.to_thread.run_sync(fn, self._reader, limiter=self._read_lock)
+        # The connection is looked up under the limiter: ``_reopen`` may swap it.
+        return await trio.to_thread.run_sync(lambda: fn(self._reader), limiter=self._read_lock)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -491,9 +560,76 @@ class Store:
 
         return await self._read(read)
 
+    async def probe(self) -> bool:
+        """Write a little (no fsync) to learn whether the disk has room; updates ``full``. True if it had."""
+        if self._readonly:
+            return await self._reopen()
+        try:
+            await self._write(_touch, durable=False)
+        except StorageFullError:
+            return False
+        return True
+
     async def ping(self) -> None:
         """Raises sqlite3.Error when the database cannot be read."""
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+def _open_connections(path: Path | str, sync: str) -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
+    """The writer (schema made or migrated) and the reader of a sound store, and its change head."""
+    writer = _connect(path, synchronous=sync)
+    try:
+        _check_sound(writer)
+        writer.executescript(_SCHEMA)
+        head = _migrate(writer)
+        _migrate_labels(writer)
+        reader = _connect(path, synchronous=sync)
+    except BaseException:
+        writer.close()
+        raise
+    return writer, reader, head
+
+
+def _open_immutable(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection that needs no -shm file and takes no lock (the file must not change meanwhile:
+    this process is its only writer, and it writes nothing while on it)."""
+    conn = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True, check_same_thread=False,
+                           isolation_level=None)  # fmt: skip
+    try:
+        _check_sound(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _full_error() -> StorageFullError:
+    return StorageFullError(
+        "storage full: the disk holding the job store has no room; nothing was written "
+        "(reads still work; retry once space is freed)"
+    )
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found the file damaged."""
+
+
+def _check_sound(conn: sqlite3.Connection) -> None:
+    """Raise ``_Damaged`` unless SQLite's quick check (every page readable, no index contents compared) is ok;
+    a damaged page would otherwise fail a query later, after the node said it was ready."""
+    found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    if found != ["ok"]:
+        raise _Damaged("; ".join(" ".join(line.split()) for line in found)[:300])
+
+
+def _code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of ``exc``; None when it is not an SQLite error."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _touch(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', strftime('%Y-%m-%dT%H:%M:%f', 'now'))")
 
 
 def _record(row: tuple[str, str, int, int]) -> JobRecord:

@@ -9,11 +9,16 @@ when to run it and carries the requests.
 
 A peer's page is untrusted: a malformed page fails the round, a malformed entry (or one the node cannot
 store) is dropped and counted under a reason, and nothing a peer sends raises out of ``apply_page`` except
-``WireError``.
+``WireError``. Entries are checked exactly as gossip is: a job signed by its origin, an execution signed by the
+node it describes, and a cancelled job's signed cancel (a bare ``cancelled: true`` is not believed); then the
+trust rule (``node/trust.py``) decides, as for gossip.
+
+Served to every connected peer: with a swarm key, only members can connect (node/trust.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,10 +27,13 @@ from typing import Any, TypeGuard
 import trio
 
 from .errors import NodeError
+from .identity import Identity
 from .link import Inbound
-from .model import Execution, Job
+from .model import Cancel, Execution, Job
+from .replica import cancel_key
 from .store import Store
-from .wire import WireError, parse_execution, parse_job
+from .trust import Refused, sign_execution
+from .wire import WireError, parse_cancel, parse_execution, parse_job
 
 __all__ = ["PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
 
@@ -49,8 +57,9 @@ class SyncStats:
 class Sync:
     """Both ends of the catch-up protocol for one node."""
 
-    def __init__(self, *, store: Store, inbound: Inbound) -> None:
+    def __init__(self, *, store: Store, inbound: Inbound, identity: Identity) -> None:
         self.store = store
+        self.identity = identity
         self.inbound = inbound
         self.stats = SyncStats()
         self._warned: set[str] = set()
@@ -63,9 +72,17 @@ class Sync:
         if not _is_count(since) or not _is_count(limit):
             return {"error": "since and limit must be non-negative integers"}
         changes = await self.store.changes_since(since, limit=max(1, min(limit, PAGE_SIZE)))
+        jobs = []
+        for job, cancelled in changes.jobs:
+            cancel = await self.store.get_meta(cancel_key(job.job_id)) if cancelled else None
+            entry = {"job": job.to_json(), "cancelled": cancelled, "cancel": json.loads(cancel) if cancel else None}
+            jobs.append(entry)
+        me = self.identity.node_id
         return {
-            "jobs": [{"job": job.to_json(), "cancelled": cancelled} for job, cancelled in changes.jobs],
-            "executions": [e.to_json() for e in changes.executions],
+            "jobs": jobs,
+            "executions": [
+                (sign_execution(self.identity, e) if e.node_id == me else e).to_json() for e in changes.executions
+            ],
             "upto": changes.upto,
             "head": changes.head,
             "more": changes.more,
@@ -97,10 +114,10 @@ class Sync:
                 self._drop("error", exc)
         # Executions first: a job learned late runs here only if it is still active somewhere.
         self.stats.executions += await self._merge_executions(parsed)
-        verified: dict[str, tuple[Job, bool]] = {}
+        verified: dict[str, tuple[Job, Cancel | None]] = {}
         for entry in jobs:
             try:
-                if not isinstance(entry, dict) or not isinstance(entry.get("cancelled"), bool):
+                if not isinstance(entry, dict):
                     raise WireError("malformed", "sync job entry")
                 job = parse_job(entry.get("job"))
             except WireError as exc:
@@ -109,21 +126,39 @@ class Sync:
             except Exception as exc:
                 self._drop("error", exc)
                 continue
-            verified[job.job_id] = (job, entry["cancelled"])
+            verified[job.job_id] = (job, self._cancel_of(entry, job))
 
-        async def one(job: Job, cancelled: bool) -> None:
+        async def one(job: Job, cancel: Cancel | None) -> None:
             try:
-                if await self.inbound.on_job(job, cancelled=cancelled):
+                if await self.inbound.on_job(job, cancel=cancel):
                     self.stats.jobs += 1
+            except Refused as exc:  # the trust rule (logged there, once per peer)
+                self._drop(exc.reason, exc)
             except NodeError as exc:  # e.g. the local queue is full: the job is recorded, not run
                 log.warning("cannot apply job %s from catch-up: %s", job.job_id, exc.message)
             except Exception as exc:  # e.g. a value SQLite cannot store: drop this entry only
                 self._drop("error", exc)
 
         async with trio.open_nursery() as nursery:  # concurrently, so the store commits them in groups
-            for job, cancelled in verified.values():
-                nursery.start_soon(one, job, cancelled)
+            for job, cancel in verified.values():
+                nursery.start_soon(one, job, cancel)
         return max(upto, since), more
+
+    def _cancel_of(self, entry: dict[str, Any], job: Job) -> Cancel | None:
+        """The entry's signed cancel, if any and verified; a bad one is dropped and counted, the job kept."""
+        data = entry.get("cancel")
+        if data is None:
+            return None
+        try:
+            cancel = parse_cancel(data)
+            if cancel.job_id != job.job_id:
+                raise WireError("malformed", f"cancel of {cancel.job_id} with job {job.job_id}")
+            return cancel
+        except WireError as exc:
+            self._drop(exc.reason, exc)
+        except Exception as exc:
+            self._drop("error", exc)
+        return None
 
     async def _merge_executions(self, executions: list[Execution]) -> int:
         """All at once (one commit); if the batch fails, one by one, dropping only the entries that fail."""
@@ -174,4 +209,4 @@ def watermark_key(peer_id: str) -> str:
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63  # SQLite binds it

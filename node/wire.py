@@ -1,13 +1,15 @@
 """The gossip wire: one JSON envelope per message on the topic ``jobs``, with a ``type``.
 
     {"type": "job", "job": {...Job.to_json()...}}               a new job, signed by its origin
-    {"type": "execution", "execution": {...Execution...}}       a state change, sent by the executing node
-    {"type": "cancel", "job_id": "..."}                         stop the job everywhere
+    {"type": "execution", "execution": {...Execution...}}       a state change, signed and sent by the executing node
+    {"type": "cancel", "cancel": {job_id, by, at, signature}}   stop the job everywhere, signed by the node asking
 
 Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, checked against the
-model's schemas (``node/schema.py``, the same checker as RPC params) and, for jobs, signature-checked here,
-so the mesh only ever sees well-formed values. Every message is idempotent; the receiver merges by job ID
-and execution version, so duplicates and reordering change nothing.
+model's schemas (``node/schema.py``, the same checker as RPC params) and signature-checked here (a job by its
+origin, an execution by its node, a cancel by the node that asks), so the mesh only ever sees well-formed,
+authentic values. Whether the signer may do what it asks is ``node/trust.py``'s rule, applied when merging.
+Every message is idempotent; the receiver merges by job ID and execution version, so duplicates and
+reordering change nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import schema
 from .errors import ValidationError
 from .identity import verify
-from .model import ID_SCHEMA, Execution, Job
+from .model import Cancel, Execution, Job
 
 TOPIC = "jobs"
 MAX_MESSAGE_BYTES = 1_000_000
@@ -47,7 +48,11 @@ class ExecutionMsg:
 
 @dataclass(frozen=True)
 class CancelMsg:
-    job_id: str
+    cancel: Cancel
+
+    @property
+    def job_id(self) -> str:
+        return self.cancel.job_id
 
 
 Envelope = JobMsg | ExecutionMsg | CancelMsg
@@ -60,7 +65,7 @@ def encode(msg: Envelope) -> bytes:
     elif isinstance(msg, ExecutionMsg):
         body = {"type": "execution", "execution": msg.execution.to_json()}
     else:
-        body = {"type": "cancel", "job_id": msg.job_id}
+        body = {"type": "cancel", "cancel": msg.cancel.to_json()}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -80,7 +85,7 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
         raise WireError("oversized", f"{len(data)} bytes")
     try:
         body = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting under the size limit
         raise WireError("malformed", "not JSON") from exc
     if not isinstance(body, dict):
         raise WireError("malformed", "not an object")
@@ -88,15 +93,13 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     if kind == "job":
         return JobMsg(parse_job(body.get("job"), check_signature=check_signature))
     if kind == "execution":
-        execution = parse_execution(body.get("execution"))
-        if sender is not None and execution.node_id != sender:
+        execution = parse_execution(body.get("execution"), check_signature=False)
+        if sender is not None and execution.node_id != sender:  # cheaper than the signature, and more telling
             raise WireError("spoofed", f"execution of {execution.node_id} sent by {sender}")
+        _verify_execution(execution)
         return ExecutionMsg(execution)
     if kind == "cancel":
-        job_id = body.get("job_id")
-        if not isinstance(job_id, str) or schema.validate(ID_SCHEMA, job_id):
-            raise WireError("malformed", "cancel without a job_id")
-        return CancelMsg(job_id)
+        return CancelMsg(parse_cancel(body.get("cancel")))
     raise WireError("malformed", f"unknown type {kind!r}")
 
 
@@ -115,13 +118,39 @@ def parse_job(data: Any, *, check_signature: bool = True) -> Job:
     return job
 
 
-def parse_execution(data: Any) -> Execution:
-    """Raises WireError when ``data`` is not an execution."""
+def parse_execution(data: Any, *, check_signature: bool = True) -> Execution:
+    """An execution from its JSON form, verified against the key of the node it describes.
+
+    Raises:
+        WireError: malformed, or not signed by ``node_id`` (a forged execution).
+    """
     try:
         execution = Execution.from_json(data)
     except ValidationError as exc:
         raise WireError("malformed", _first(exc)) from exc
+    if check_signature:
+        _verify_execution(execution)
     return execution
+
+
+def _verify_execution(execution: Execution) -> None:
+    if not verify(execution.node_id, execution.canonical_bytes(), execution.signature):
+        raise WireError("unverified", f"execution of job {execution.job_id} is not signed by {execution.node_id}")
+
+
+def parse_cancel(data: Any) -> Cancel:
+    """A cancel from its JSON form, verified against the key of the node that asks (``by``).
+
+    Raises:
+        WireError: malformed, or not signed by ``by``.
+    """
+    try:
+        cancel = Cancel.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", _first(exc)) from exc
+    if not verify(cancel.by, cancel.canonical_bytes(), cancel.signature):
+        raise WireError("unverified", f"cancel of job {cancel.job_id} is not signed by {cancel.by}")
+    return cancel
 
 
 def _first(exc: ValidationError) -> str:

@@ -107,8 +107,18 @@ class Client:
         BadResponseError: an answer that is not JSON-RPC.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        cacert: str | None = None,
+    ) -> None:
+        """``cacert``: a PEM file of the certificates to trust for an https URL (a self-signed node's own
+        certificate, or its CA), instead of the system's."""
         self.url = url
+        self._cacert = cacert
         self._scheme, self._host, self._port, self._path = endpoint(url)
         self._timeout = timeout
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -168,9 +178,12 @@ class Client:
             if self._scheme == "https":
                 import ssl  # only when needed: it costs startup time
 
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
-                )
+                try:
+                    context = ssl.create_default_context(cafile=self._cacert)
+                except (OSError, ssl.SSLError) as exc:  # FileNotFoundError included
+                    message = f"cannot reach a node at {self.url}: bad CA file {self._cacert}: {_reason(exc)}"
+                    raise NodeUnreachableError(message) from None
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=context)
             else:
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         return self._conn

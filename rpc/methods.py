@@ -11,6 +11,7 @@ from typing import Any
 
 from node import __version__
 from node.core import Node
+from node.errors import UnauthorizedError
 from node.model import JOB_SPEC_SCHEMA, MAX_ID, JobSpec, State
 
 from .protocol import Method
@@ -167,6 +168,35 @@ def build_methods(node: Node) -> list[Method]:
         summary="This API as an OpenRPC document.",
     )
     return [*methods, discover_method]
+
+
+READ_METHODS = frozenset(
+    {
+        "ContainerService.Status",
+        "ContainerService.List",
+        "ContainerService.Logs",
+        "NodeService.Info",
+        "NodeService.Peers",
+        "rpc.discover",
+    }
+)
+"""What a read-only token (``--rpc-read-token``) may call: the methods that change nothing."""
+
+
+def read_only(methods: list[Method]) -> list[Method]:
+    """``methods`` as a read-only caller gets them: every method outside ``READ_METHODS`` refuses with -32004
+    before its params are even looked at (so a refusal says nothing about what the params would have done)."""
+
+    def refusal(name: str) -> Method:
+        async def refuse(params: dict[str, Any]) -> Any:
+            raise UnauthorizedError(
+                f"{name} changes the node: the read-only token (--rpc-read-token) may call only "
+                + ", ".join(sorted(READ_METHODS))
+            )
+
+        return Method(name=name, handler=refuse, params={})
+
+    return [m if m.name in READ_METHODS else refusal(m.name) for m in methods]
 
 
 def openrpc_document(methods: list[Method]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-FINAL = ("complete", "failed", "cancelled", "lost")
+FINAL = ("complete", "failed", "cancelled", "lost", "rejected")
 """The job statuses that do not change any more."""
 
 # -- the gate for what a test needs from the machine -----------------------------------------------------------
@@ -182,7 +182,7 @@ class Rpc:
 _SCRIPT = Path(sys.executable).with_name("cmnode")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "node"]
 """The real executable: the console script of this virtualenv, else the package run as a module."""
-READY = re.compile(r"node (\S+) ready, RPC at (http://\S+)/jrpc")
+READY = re.compile(r"node (\S+) ready, RPC at (https?://\S+)/jrpc")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -39,3 +39,23 @@ async def test_peer_jobs_beyond_the_queue_all_run(
             assert (await node.rpc.wait_status(job.job_id, "complete", "failed", timeout=60))["status"] == "complete"
     found = containers_of(docker_client, node.node_id)
     assert {job.job_id: len(found[job.job_id]) for job in jobs} == {job.job_id: 1 for job in jobs}
+
+
+async def test_a_trusted_origins_jobs_beyond_its_rate_wait_and_all_run(
+    nodes: Nodes, tmp_path: Path, test_image: str
+) -> None:
+    """Beyond its burst and rate, a trusted origin's jobs are never refused: stored pending, then run in turn."""
+    node = await nodes.start(base_config(tmp_path / "n", worker_count=1, peer_job_burst=2, peer_job_rate=0.001))
+    executor = node.running.node.executor
+    jobs = [
+        Job(job_id=str(uuid.uuid4()), spec=JobSpec.from_json({"image": test_image, "arguments": arguments}),
+            origin="a-friend", created_at=time.time())
+        for arguments in [["sleep", "5"]] + [["true"]] * 4
+    ]  # fmt: skip
+    for job in jobs:
+        assert await executor.accept(job, run_here=True)
+    waiting = await node.rpc.status(jobs[-1].job_id)  # the first holds the only worker for 5 s
+    assert (waiting["status"], waiting["executions"][0]["error"]) == ("pending", WAITING_FOR_SLOT)
+    for job in jobs:
+        assert (await node.rpc.wait_status(job.job_id, "complete", "failed", timeout=60))["status"] == "complete"
+    assert (await node.rpc.call("NodeService.Info"))["peer_jobs_refused"] == {"rate": 0, "queue": 0}

@@ -10,7 +10,8 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from node.gossip import Gossip
 from node.identity import Identity
-from node.model import Execution, Job, JobSpec, Placement
+from node.model import Cancel, Execution, Job, JobSpec, Placement
+from node.trust import sign_cancel, sign_execution
 from node.wire import Envelope, encode
 
 
@@ -18,6 +19,15 @@ def signed_job(origin: Identity, job_id: str = "j1", placement: Placement | None
     spec = JobSpec(image="busybox", arguments=("true",), placement=placement or Placement())
     job = Job(job_id=job_id, spec=spec, origin=origin.node_id, created_at=time.time())
     return replace(job, signature=origin.sign(job.canonical_bytes()))
+
+
+def signed_execution(node: Identity, job_id: str = "j1", **fields: Any) -> Execution:
+    """An execution of ``node``'s, signed by it, as its node sends it."""
+    return sign_execution(node, Execution(job_id=job_id, node_id=node.node_id, **fields))
+
+
+def signed_cancel(by: Identity, job_id: str = "j1") -> Cancel:
+    return sign_cancel(by, job_id)
 
 
 def pubsub_message(sender: Identity, data: bytes, seqno: int = 1) -> rpc_pb2.Message:
@@ -46,7 +56,7 @@ class FakeInbound:
         if job_id in self.fail:
             raise self.fail[job_id]
 
-    async def on_job(self, job: Job, *, cancelled: bool = False) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
         self._maybe_fail(job.job_id)
         self.calls.append(("job", job.job_id))
         return True
@@ -57,9 +67,9 @@ class FakeInbound:
         self.calls.extend(("execution", e.job_id) for e in executions)
         return len(executions)
 
-    async def on_cancel(self, job_id: str) -> None:
-        self._maybe_fail(job_id)
-        self.calls.append(("cancel", job_id))
+    async def on_cancel(self, cancel: Cancel) -> None:
+        self._maybe_fail(cancel.job_id)
+        self.calls.append(("cancel", cancel.job_id))
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
         self._maybe_fail(job_id)

@@ -4,32 +4,49 @@ under ``error``. Fast: the gossip and catch-up functions are fed directly, with 
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
+import node.gossip
 from node.gossip import Gossip
 from node.identity import Identity
 from node.link import MeshLink
-from node.model import Execution, State
+from node.model import State
 from node.store import Store
 from node.sync import Sync
 from node.wire import CancelMsg, ExecutionMsg, JobMsg, encode
 
-from .fakes import FakeInbound, pubsub_message, receive, signed_job
+from .fakes import FakeInbound, pubsub_message, receive, signed_cancel, signed_execution, signed_job
 
 
 def _gossip(me: Identity, inbound: FakeInbound) -> Gossip:
-    return Gossip(node_id=me.node_id, inbound=inbound, outbox=MeshLink(me.node_id).outbox)
+    return Gossip(identity=me, inbound=inbound, outbox=MeshLink(me.node_id).outbox)
 
 
-def test_a_message_that_breaks_the_parser_is_rejected_and_counted(me: Identity, peer: Identity) -> None:
+def test_a_message_that_breaks_the_parser_is_malformed(me: Identity, peer: Identity) -> None:
     """Deeply nested JSON under the size limit makes ``json.loads`` raise RecursionError, not ValueError."""
     gossip = _gossip(me, FakeInbound())
     assert not gossip.validate(peer.peer_id, pubsub_message(peer, b"[" * 200_000))
     assert not gossip.validate(peer.peer_id, pubsub_message(peer, b"[" * 200_000, seqno=2))
+    assert gossip.stats.dropped == {"malformed": 2}
+
+
+def test_any_exception_in_the_validator_is_dropped_and_counted(
+    me: Identity, peer: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the decoder did not foresee rejects that message only, counted as ``error``."""
+    gossip = _gossip(me, FakeInbound())
+
+    def explode(data: bytes, **_: object) -> object:
+        raise RuntimeError("a case nobody foresaw")
+
+    monkeypatch.setattr(node.gossip, "decode", explode)
+    assert not gossip.validate(peer.peer_id, pubsub_message(peer, b"{}"))
+    assert not gossip.validate(peer.peer_id, pubsub_message(peer, b"{}", seqno=2))
     assert gossip.stats.dropped == {"error": 2}
-    # and the next good message still passes
-    assert gossip.validate(peer.peer_id, pubsub_message(peer, encode(CancelMsg("j1")), seqno=3))
+    monkeypatch.undo()  # and the next good message still passes
+    assert gossip.validate(peer.peer_id, pubsub_message(peer, encode(CancelMsg(signed_cancel(peer, "j1"))), seqno=3))
 
 
 async def test_an_exception_while_applying_costs_that_message_only(me: Identity, peer: Identity) -> None:
@@ -40,7 +57,7 @@ async def test_an_exception_while_applying_costs_that_message_only(me: Identity,
         await gossip.apply(
             [
                 (peer.node_id, JobMsg(signed_job(peer, "bad"))),
-                (peer.node_id, CancelMsg("bad")),
+                (peer.node_id, CancelMsg(signed_cancel(peer, "bad"))),
             ]
         )
         await gossip.apply([(peer.node_id, JobMsg(signed_job(peer, "good")))])
@@ -53,7 +70,7 @@ async def test_the_consumer_survives_a_failing_batch(me: Identity, peer: Identit
     gossip = _gossip(me, inbound)
     messages = [
         JobMsg(signed_job(peer, "bad")),
-        ExecutionMsg(Execution(job_id="good", node_id=peer.node_id, state=State.RUNNING)),
+        ExecutionMsg(signed_execution(peer, "good", state=State.RUNNING)),
     ]
     receive(gossip, peer, messages)
     with trio.fail_after(5):
@@ -65,9 +82,11 @@ async def test_the_consumer_survives_a_failing_batch(me: Identity, peer: Identit
     assert gossip.stats.messages_in == 2 and gossip.stats.dropped == {"error": 1}
 
 
-async def test_a_catch_up_entry_that_cannot_be_merged_is_dropped_and_counted(peer: Identity, store: Store) -> None:
+async def test_a_catch_up_entry_that_cannot_be_merged_is_dropped_and_counted(
+    me: Identity, peer: Identity, store: Store
+) -> None:
     inbound = FakeInbound(fail={"bad": OverflowError("Python int too large to convert to SQLite INTEGER")})
-    sync = Sync(store=store, inbound=inbound)
+    sync = Sync(store=store, inbound=inbound, identity=me)
     page = {
         "jobs": [
             {"job": signed_job(peer, "bad").to_json(), "cancelled": False},
@@ -75,8 +94,8 @@ async def test_a_catch_up_entry_that_cannot_be_merged_is_dropped_and_counted(pee
             {"job": "not a job", "cancelled": False},
         ],
         "executions": [
-            Execution(job_id="bad", node_id=peer.node_id, state=State.RUNNING).to_json(),
-            Execution(job_id="good", node_id=peer.node_id, state=State.RUNNING).to_json(),
+            signed_execution(peer, "bad", state=State.RUNNING).to_json(),
+            signed_execution(peer, "good", state=State.RUNNING).to_json(),
         ],
         "upto": 7,
         "head": 7,

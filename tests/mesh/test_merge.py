@@ -12,6 +12,7 @@ import pytest
 
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, State
+from node.trust import sign_cancel
 from tests.node.conftest import NodeFactory, start_node
 
 pytestmark = pytest.mark.docker
@@ -32,7 +33,7 @@ async def test_merge_is_idempotent_and_order_tolerant(start_node: NodeFactory, t
 
     # A cancel heard before its job: the job is recorded cancelled and never runs here.
     early = _job(peer, test_image, "cancel-first")
-    await replica.on_cancel(early.job_id)
+    await replica.on_cancel(sign_cancel(peer, early.job_id))
     assert await replica.on_job(early)
     record = await node.store.get_job(early.job_id)
     assert record is not None and record.cancelled

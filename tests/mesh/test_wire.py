@@ -11,6 +11,7 @@ import pytest
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, State
 from node.store import Store
+from node.trust import sign_cancel, sign_execution
 from node.wire import MAX_MESSAGE_BYTES, CancelMsg, ExecutionMsg, JobMsg, WireError, decode, encode
 
 
@@ -27,10 +28,12 @@ def _job(identity: Identity, job_id: str = "j1") -> Job:
 
 def test_round_trips(identity: Identity) -> None:
     job = _job(identity)
-    execution = Execution(job_id="j1", node_id=identity.node_id, state=State.RUNNING, version=3)
+    execution = sign_execution(identity, Execution(job_id="j1", node_id=identity.node_id, state=State.RUNNING,
+                                                   version=3))  # fmt: skip
+    cancel = sign_cancel(identity, "j1")
     assert decode(encode(JobMsg(job)), sender=identity.node_id) == JobMsg(job)
     assert decode(encode(ExecutionMsg(execution)), sender=identity.node_id) == ExecutionMsg(execution)
-    assert decode(encode(CancelMsg("j1")), sender="anyone") == CancelMsg("j1")
+    assert decode(encode(CancelMsg(cancel)), sender="anyone") == CancelMsg(cancel)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,8 @@ def test_round_trips(identity: Identity) -> None:
         (b'{"type": "job", "job": {"job_id": 1}}', "malformed"),
         (b'{"type": "execution", "execution": {"job_id": "x", "version": "1"}}', "malformed"),
         (b'{"type": "cancel", "job_id": 7}', "malformed"),
-        (b'{"type": "cancel", "job_id": ""}', "malformed"),
+        (b'{"type": "cancel", "job_id": "j1"}', "malformed"),  # the unsigned form before signed cancels
+        (b'{"type": "cancel", "cancel": {"job_id": "", "by": "x", "at": 1, "signature": ""}}', "malformed"),
         (b'{"type": "job", "job": "' + b"a" * MAX_MESSAGE_BYTES + b'"}', "oversized"),
     ],
 )
@@ -64,11 +68,30 @@ def test_forged_origin_and_tampered_jobs_do_not_verify(identity: Identity, tmp_p
 
 
 def test_an_execution_must_come_from_its_node(identity: Identity) -> None:
-    data = encode(ExecutionMsg(Execution(job_id="j1", node_id=identity.node_id)))
+    execution = sign_execution(identity, Execution(job_id="j1", node_id=identity.node_id))
+    data = encode(ExecutionMsg(execution))
     with pytest.raises(WireError) as caught:
         decode(data, sender="12D3KooWSomebodyElse")
     assert caught.value.reason == "spoofed"
-    assert decode(data, sender=None) == ExecutionMsg(Execution(job_id="j1", node_id=identity.node_id))
+    assert decode(data, sender=None) == ExecutionMsg(execution)
+
+
+def test_executions_and_cancels_must_be_signed_by_their_node(identity: Identity, tmp_path: Path) -> None:
+    """Catch-up relays (sender None) once accepted any execution: now only the node it describes can sign it,
+    and a cancel only verifies with the key of the node it names as ``by``."""
+    other = load_or_create(tmp_path / "b")
+    mine = Execution(job_id="j1", node_id=identity.node_id, state=State.RUNNING, version=9)
+    forged = [
+        ExecutionMsg(mine),  # unsigned
+        ExecutionMsg(replace(sign_execution(other, replace(mine, node_id=other.node_id)), node_id=identity.node_id)),
+        ExecutionMsg(replace(sign_execution(identity, mine), version=10)),  # tampered after signing
+        CancelMsg(replace(sign_cancel(other, "j1"), by=identity.node_id)),  # claims another signer
+        CancelMsg(replace(sign_cancel(identity, "j1"), job_id="j2")),
+    ]
+    for msg in forged:
+        with pytest.raises(WireError) as caught:
+            decode(encode(msg), sender=None)
+        assert caught.value.reason == "unverified", msg
 
 
 async def test_changes_since_pages_in_change_order(identity: Identity, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import pytest
 import trio
 import trio.testing
 
@@ -17,11 +18,13 @@ from node.gossip import Gossip
 from node.identity import Identity
 from node.link import InboundGate, MeshLink, NoMesh
 from node.model import Execution, Job, Placement, State
+from node.policy import Policy
 from node.replica import Replica
 from node.store import Store
+from node.trust import Refused, Trust
 from node.wire import CancelMsg, ExecutionMsg, JobMsg
 
-from .fakes import FakeInbound, receive, signed_job
+from .fakes import FakeInbound, receive, signed_cancel, signed_execution, signed_job
 
 # -- the gate -------------------------------------------------------------------------------------
 
@@ -40,7 +43,7 @@ async def test_gate_holds_every_call_until_open(peer: Identity) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call, lambda: gate.on_job(job))
             nursery.start_soon(call, lambda: gate.on_executions([execution]))
-            nursery.start_soon(call, lambda: gate.on_cancel("j1"))
+            nursery.start_soon(call, lambda: gate.on_cancel(signed_cancel(peer, "j1")))
             nursery.start_soon(call, lambda: gate.local_logs("j1", None))
             await trio.testing.wait_all_tasks_blocked()
             assert inner.calls == [] and results == [] and not gate.is_open
@@ -54,12 +57,12 @@ async def test_gossip_waits_at_the_gate_and_then_applies_in_order(me: Identity, 
     inner = FakeInbound()
     gate = InboundGate(inner)
     link = MeshLink(me.node_id)
-    gossip = Gossip(node_id=me.node_id, inbound=gate, outbox=link.outbox)
+    gossip = Gossip(identity=me, inbound=gate, outbox=link.outbox)
     job = signed_job(peer, "j1")
     messages = [
         JobMsg(job),
-        ExecutionMsg(Execution(job_id="j1", node_id=peer.node_id, state=State.RUNNING)),
-        CancelMsg("j1"),
+        ExecutionMsg(signed_execution(peer, "j1", state=State.RUNNING)),
+        CancelMsg(signed_cancel(peer, "j1")),
     ]
     receive(gossip, peer, messages)
     with trio.fail_after(5):
@@ -83,10 +86,10 @@ async def test_link_buffers_publishes_until_the_mesh_drains_them(me: Identity, p
     await link.publish_job(job)
     await link.publish_execution(Execution(job_id=job.job_id, node_id=me.node_id, state=State.PENDING))
     await link.publish_execution(Execution(job_id=job.job_id, node_id=peer.node_id, state=State.PENDING))
-    await link.publish_cancel(job.job_id)
+    await link.publish_cancel(signed_cancel(me, job.job_id))
     assert link.queued == 3  # another node's execution is never announced by this one
-    kinds = [json.loads(link.outbox.receive_nowait())["type"] for _ in range(3)]
-    assert kinds == ["job", "execution", "cancel"]
+    kinds = [type(link.outbox.receive_nowait()) for _ in range(3)]
+    assert kinds == [JobMsg, ExecutionMsg, CancelMsg]
 
 
 async def test_link_answers_as_no_mesh_until_the_mesh_serves(me: Identity) -> None:
@@ -122,6 +125,7 @@ class FakeExecutor:
         self.submitted: list[str] = []
         self.accepted: list[tuple[str, bool]] = []
         self.cancelled: list[str] = []
+        self.policy = Policy()
 
     async def submit(self, job: Job) -> None:
         self.submitted.append(job.job_id)
@@ -146,7 +150,7 @@ async def test_create_places_through_the_scheduler_and_publishes_through_the_lin
     mine = await node.create(signed_job(me, placement=Placement(mode="replicas", replicas=2)).spec)
     assert executor.submitted == [here.job_id, mine.job_id]
     assert executor.accepted == [(elsewhere.job_id, False)]
-    published = [json.loads(link.outbox.receive_nowait())["job"]["job_id"] for _ in range(3)]
+    published = [cast(JobMsg, link.outbox.receive_nowait()).job.job_id for _ in range(3)]
     assert published == [here.job_id, elsewhere.job_id, mine.job_id]
 
 
@@ -184,7 +188,69 @@ async def test_a_cancel_before_its_job_is_kept_until_the_job_arrives(
         cancelled.append(job_id)
 
     replica = Replica(store=store, node_id=me.node_id, run=run, cancel=cancel)
-    await replica.on_cancel("early")
+    await replica.on_cancel(signed_cancel(peer, "early"))
     assert cancelled == []
     assert await replica.on_job(signed_job(peer, "early"))
     assert ran == [] and cancelled == ["early"]
+
+
+# -- trust (node/trust.py, applied by node/replica.py for gossip and catch-up alike) ------------------------
+
+
+class _Recorder:
+    """The executor's side of a replica: a job it runs is stored, as the executor does."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ran: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def run(self, job: Job) -> bool:
+        self.ran.append(job.job_id)
+        return await self.store.add_job(job)
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+
+async def test_an_untrusted_origin_s_job_is_dropped_and_a_trusted_one_runs(
+    me: Identity, peer: Identity, store: Store, tmp_path: Any
+) -> None:
+    from node.identity import load_or_create
+
+    stranger = load_or_create(tmp_path / "stranger")
+    seen = _Recorder(store)
+    replica = Replica(store=store, node_id=me.node_id, run=seen.run, cancel=seen.cancel,
+                      trust=Trust.of(me.node_id, [peer.node_id]))  # fmt: skip
+    with pytest.raises(Refused) as caught:
+        await replica.on_job(signed_job(stranger, "theirs"))
+    assert caught.value.reason == "untrusted"
+    assert await store.get_job("theirs") is None and seen.ran == []
+    assert await replica.on_job(signed_job(peer, "trusted"))
+    assert await replica.on_job(signed_job(me, "mine"))  # this node is always trusted
+    assert seen.ran == ["trusted", "mine"]
+
+
+async def test_a_cancel_is_obeyed_only_from_the_origin_or_a_trusted_peer(
+    me: Identity, peer: Identity, store: Store, tmp_path: Any
+) -> None:
+    """Any peer could once cancel any job. Now: by the job's origin, or by a peer that may originate jobs."""
+    from node.identity import load_or_create
+
+    stranger = load_or_create(tmp_path / "stranger")
+    seen = _Recorder(store)
+    replica = Replica(store=store, node_id=me.node_id, run=seen.run, cancel=seen.cancel,
+                      trust=Trust.of(me.node_id, [peer.node_id]))  # fmt: skip
+    await replica.on_job(signed_job(peer, "j1"))
+    with pytest.raises(Refused) as caught:
+        await replica.on_cancel(signed_cancel(stranger, "j1"))
+    assert caught.value.reason == "unauthorized" and seen.cancelled == []
+    # arriving before the job, or with it through catch-up, the same rule applies
+    await replica.on_cancel(signed_cancel(stranger, "j2"))
+    await replica.on_job(signed_job(peer, "j2"), cancel=signed_cancel(stranger, "j2"))
+    assert seen.cancelled == [] and seen.ran == ["j1", "j2"]
+    await replica.on_cancel(signed_cancel(peer, "j1"))
+    await replica.on_job(signed_job(peer, "j3"), cancel=signed_cancel(peer, "j3"))
+    assert seen.cancelled == ["j1", "j3"] and seen.ran == ["j1", "j2"]
+    kept = await store.get_meta("cancel.j1")
+    assert kept is not None and json.loads(kept)["by"] == peer.node_id  # passed on by catch-up

@@ -20,11 +20,14 @@ import trio
 import trio.testing
 
 import node.executor as executor_module
+from node.admission import Admission
 from node.backlog import WAITING_FOR_SLOT
+from node.errors import StorageFullError
 from node.executor import Executor
 from node.fake_runtime import FakeRuntime
 from node.jobqueue import JobQueue
 from node.model import Execution, Job, JobSpec, State
+from node.policy import Policy
 from node.store import Store
 
 NODE = "fake-node"
@@ -41,11 +44,11 @@ def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
 
 
-def make_job(image: str = "img:1", **spec: Any) -> Job:
+def make_job(image: str = "img:1", *, origin: str = "origin", **spec: Any) -> Job:
     return Job(
         job_id=str(uuid.uuid4()),
         spec=JobSpec.from_json({"image": image, "arguments": ["x"], **spec}),
-        origin="origin",
+        origin=origin,
         created_at=time.time(),
     )
 
@@ -53,7 +56,7 @@ def make_job(image: str = "img:1", **spec: Any) -> Job:
 class Harness:
     """An executor on FakeRuntime; ``until`` waits for what it publishes, never by sleeping."""
 
-    def __init__(self, store: Store, runtime: FakeRuntime, queue_size: int, workers: int) -> None:
+    def __init__(self, store: Store, runtime: FakeRuntime, queue_size: int, workers: int, **options: Any) -> None:
         self.store = store
         self.runtime = runtime
         self.latest: dict[str, Execution] = {}
@@ -61,7 +64,7 @@ class Harness:
         self._changed = trio.Event()
         self.executor = Executor(
             node_id=NODE, store=store, runtime=runtime, queue=JobQueue(queue_size), worker_count=workers,
-            publish=self._publish,
+            publish=self._publish, **options,
         )  # fmt: skip
         self.nursery: trio.Nursery | None = None
 
@@ -97,11 +100,13 @@ async def running(
     queue_size: int = 10,
     workers: int = 2,
     before: Callable[[Store], Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Harness]:
+    """``options``: more of ``Executor``'s arguments (``policy``, ``admission``)."""
     async with Store.open(tmp_path / "db.sqlite", durable=False) as store:
         if before is not None:
             await before(store)
-        h = Harness(store, runtime or FakeRuntime(node_id=NODE), queue_size, workers)
+        h = Harness(store, runtime or FakeRuntime(node_id=NODE), queue_size, workers, **options)
         async with trio.open_nursery() as nursery:
             h.nursery = nursery
             await nursery.start(h.executor.run)
@@ -412,3 +417,140 @@ async def test_a_cancelled_job_with_an_unfinished_execution_is_cancelled_at_star
         with trio.fail_after(60):  # the removal publishes nothing: look on the fake clock
             while rt.of_job(job.job_id):
                 await trio.sleep(1)
+
+
+# -- peers' jobs are bounded (issue 9, finding 11), and the container policy ------------------------------------
+
+
+async def test_an_untrusted_origins_flood_is_bounded_refused_and_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """300 jobs from one peer at queue size 100 were all stored pending and all run. Now an untrusted origin
+    gets its burst (bounded by the queue); the rest is refused, recorded ``rejected`` saying why, and counted."""
+    rt = FakeRuntime(node_id=NODE, images={"slow:1": "hangs"})
+    admission = Admission(rate=1.0, burst=100, trusted=lambda origin: origin != "stranger")
+    async with running(tmp_path, rt, queue_size=100, workers=1, admission=admission) as h:
+        blocker = make_job("slow:1")  # holds the only worker: nothing leaves the queue
+        await h.executor.submit(blocker)
+        await h.until_state(blocker.job_id, State.PULLING)
+        jobs = [make_job(origin="stranger") for _ in range(300)]
+        for job in jobs:
+            assert await h.executor.accept(job, run_here=True)
+        assert h.executor.queue.depth == 100
+        stored = [await h.stored(job.job_id) for job in jobs]
+        assert not h.executor.backlog.holding and all(e.error != WAITING_FOR_SLOT for e in stored)  # none held
+        states = [e.state for e in stored]
+        assert states == [State.PENDING] * 100 + [State.REJECTED] * 200
+        refused = await h.stored(jobs[-1].job_id)
+        assert refused.error is not None and refused.error.startswith("refused: ")
+        assert h.latest[jobs[-1].job_id].state == State.REJECTED  # announced: every node's Status says so
+        assert sum(h.executor.load().peer_jobs_refused.values()) == 200
+        assert not await h.executor.accept(jobs[-1], run_here=True)  # heard again: not retried, not recounted
+        assert sum(h.executor.load().peer_jobs_refused.values()) == 200
+        await trio.sleep(3600)  # its bucket refills: later jobs are taken again, at its rate
+        await h.executor.cancel(blocker.job_id)
+        late = make_job(origin="stranger")
+        assert await h.executor.accept(late, run_here=True)
+        assert (await h.stored(late.job_id)).state != State.REJECTED
+        assert h.state(jobs[-1].job_id) == State.REJECTED and rt.of_job(jobs[-1].job_id) == []
+
+
+async def test_a_trusted_origins_excess_waits_and_all_of_it_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rt = FakeRuntime(node_id=NODE, plan=lambda job, attempt: (0, 1.0))
+    admission = Admission(rate=1.0, burst=5)  # every origin trusted
+    async with running(tmp_path, rt, queue_size=10, workers=2, admission=admission) as h:
+        jobs = [make_job(origin="friend") for _ in range(60)]
+        for job in jobs:
+            assert await h.executor.accept(job, run_here=True)
+        assert h.executor.queue.depth <= 10
+        waited = {e.job_id for e in h.published if e.error == WAITING_FOR_SLOT}
+        assert len(waited) >= 40  # beyond its burst and rate: held in the store, not refused
+        await h.until(lambda: all(h.state(j.job_id) == State.COMPLETE for j in jobs))
+        assert h.executor.load().peer_jobs_refused == {"rate": 0, "queue": 0}
+
+
+async def test_a_job_this_nodes_policy_refuses_is_rejected_not_run_not_failed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rt = FakeRuntime(node_id=NODE, plan=lambda job, attempt: (0, 1.0))
+    policy = Policy(allow_images=("img:*",))
+    async with running(tmp_path, rt, policy=policy) as h:
+        ok, other, mount = make_job("img:1"), make_job("other:1", retries=3), make_job("img:1", volumes=["/etc:/e"])
+        for job in (ok, other, mount):
+            assert await h.executor.accept(job, run_here=True)
+        assert (await h.until_state(ok.job_id, State.COMPLETE)).exit_code == 0
+        rejected = await h.stored(other.job_id)
+        assert (rejected.state, rejected.attempt) == (State.REJECTED, 1)
+        assert rejected.error == "image: refused by this node's policy: 'other:1' is not matched by --allow-image img:*"
+        assert (await h.stored(mount.job_id)).error == (
+            "volumes[0]: refused by this node's policy: host path '/etc' refused: no --allow-host-path is set"
+        )
+        assert h.state(other.job_id) == State.REJECTED
+        assert not await h.executor.accept(other, run_here=True)
+        await trio.sleep(600)
+        assert rt.of_job(other.job_id) == [] and rt.of_job(mount.job_id) == []
+        record = await h.store.get_job(other.job_id)
+        assert record is not None and record.status == "rejected"
+        assert h.executor.load().peer_jobs_refused == {"rate": 0, "queue": 0}  # a policy refusal is no flood
+
+
+async def test_a_queued_job_a_stricter_policy_now_refuses_is_rejected_at_start(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The node restarted with a stricter policy: what it had queued is rejected, not run."""
+    job = make_job("other:1")
+
+    async def before(store: Store) -> None:
+        await _recorded(store, job)
+
+    async with running(tmp_path, before=before, policy=Policy(allow_images=("img:*",))) as h:
+        rejected = await h.until_state(job.job_id, State.REJECTED)
+        assert rejected.error is not None and "--allow-image" in rejected.error
+        assert h.runtime.of_job(job.job_id) == []
+
+
+async def test_every_container_gets_the_policys_limits(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    rt = FakeRuntime(node_id=NODE, policy=Policy(pids_limit=64, memory=2**28))
+    async with running(tmp_path, rt) as h:
+        plain, own = make_job(), make_job(resources={"memory": "64m"}, volumes=["cache:/c:ro"])
+        for job in (plain, own):
+            await h.executor.submit(job)
+            await h.until_state(job.job_id, State.RUNNING)
+        [(cid, options), (_, options2)] = rt.options.items()
+        assert rt.containers[cid].job_id == plain.job_id
+        assert (options.no_new_privileges, options.pids_limit, options.memory, options.mounts) == (True, 64, 2**28, ())
+        assert (options2.no_new_privileges, options2.memory, len(options2.mounts)) == (True, 64 * 2**20, 1)
+
+
+async def test_a_full_disk_while_jobs_run_kills_nothing_and_the_states_are_stored_when_room_returns(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a state change that could not be stored made the worker fail the job, which wrote again: the
+    exception reached the executor's nursery and the node died."""
+    rt = FakeRuntime(node_id=NODE, plan=lambda job, attempt: (0, 5.0))
+    async with running(tmp_path, rt) as h:
+        full = True
+        put_execution, put_executions = h.store.put_execution, h.store.put_executions
+
+        async def refuse_one(execution: Execution, **kw: Any) -> Any:
+            if full:
+                raise StorageFullError("storage full: database or disk is full")
+            return await put_execution(execution, **kw)
+
+        async def refuse_many(executions: Any, **kw: Any) -> Any:
+            if full:
+                raise StorageFullError("storage full: database or disk is full")
+            return await put_executions(executions, **kw)
+
+        job = make_job()
+        await h.executor.submit(job)
+        monkeypatch.setattr(h.store, "put_execution", refuse_one)
+        monkeypatch.setattr(h.store, "put_executions", refuse_many)
+        await trio.sleep(60)  # the container starts and exits meanwhile; nothing can be stored
+        assert h.state(job.job_id) is None or not h.state(job.job_id).final  # type: ignore[union-attr]
+        assert h.executor.active(job.job_id) is None  # in memory, the attempt is over
+        full = False
+        done = await h.until_state(job.job_id, State.COMPLETE)
+        assert done.exit_code == 0 and (await h.stored(job.job_id)).state == State.COMPLETE

@@ -3,6 +3,7 @@ registry traffic is to a closed loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from docker.client import DockerClient
 from node.docker_runtime import DockerRuntime
 from node.errors import NotFoundError, RuntimeFailureError
 from node.model import Job, JobSpec, Resources
+from node.policy import Policy
 from node.runtime import (
     LABEL_ATTEMPT,
     LABEL_JOB,
@@ -185,6 +187,72 @@ async def test_labels_and_resources_are_applied(
         False,
     )
     assert attrs["Name"] != "/display-only"
+
+
+@pytest.mark.docker
+async def test_every_container_has_no_new_privileges_and_default_limits(
+    runtime: DockerRuntime, test_image: str, docker_available: DockerClient
+) -> None:
+    """Issue 9: job containers ran with no pids or memory limit, and could gain privileges through setuid."""
+    with trio.fail_after(WAIT):
+        plain = await runtime.start(job(test_image, "true", job_id="j-plain"), 1)
+        own = await runtime.start(job(test_image, "true", job_id="j-own", resources=Resources(memory=64 * 2**20)), 1)
+    host = docker_available.api.inspect_container(plain)["HostConfig"]
+    assert (host["SecurityOpt"], host["PidsLimit"], host["Memory"]) == (["no-new-privileges"], 1024, 2**30)
+    host = docker_available.api.inspect_container(own)["HostConfig"]
+    assert (host["SecurityOpt"], host["PidsLimit"], host["Memory"]) == (["no-new-privileges"], 1024, 64 * 2**20)
+
+
+@pytest.mark.docker
+async def test_the_pids_limit_holds_and_privileges_cannot_be_gained(
+    node_id: str, test_image: str, nursery: trio.Nursery
+) -> None:
+    rt = DockerRuntime(node_id=node_id, docker_timeout=WAIT, pull_timeout=WAIT, policy=Policy(pids_limit=8))
+    try:
+        events = await watch(rt, nursery)
+        # Ten sleeping children cannot all start under a limit of 8 (docker-init and sh count too).
+        script = "grep NoNewPrivs /proc/self/status; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 30 & done; echo all"
+        cid = await rt.start(job(test_image, "sh", "-c", script, job_id="j-pids"), 1)
+        assert (await exit_of(events, cid)).exit_code != 0
+        stdout, stderr = await rt.logs(cid)
+        assert (stdout, stderr) == ("NoNewPrivs:\t1\n", "sh: can't fork: Resource temporarily unavailable\n")
+    finally:
+        rt.close()
+
+
+@pytest.mark.docker
+async def test_volumes_mount_resolved_host_paths_and_named_volumes(
+    node_id: str, test_image: str, nursery: trio.Nursery, tmp_path: Any, docker_available: DockerClient
+) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "data").mkdir(parents=True)
+    (allowed / "link").symlink_to(allowed / "data")
+    (allowed / "data" / "in.txt").write_text("hello")
+    volume = f"cmnode-test-{node_id}"
+    rt = DockerRuntime(node_id=node_id, docker_timeout=WAIT, pull_timeout=WAIT,
+                       policy=Policy(allow_host_paths=(str(allowed),)))  # fmt: skip
+    try:
+        events = await watch(rt, nursery)
+        spec_job = job(
+            test_image, "sh", "-c", "cat /in/in.txt; echo out > /out/out.txt; echo v > /v/v.txt; touch /in/x",
+            job_id="j-vol", volumes=(f"{allowed}/link:/in:ro", f"{allowed}/data:/out", f"{volume}:/v"),
+        )  # fmt: skip
+        cid = await rt.start(spec_job, 1)
+        got = await exit_of(events, cid)
+        stdout, stderr = await rt.logs(cid)
+        assert got.exit_code == 1 and stdout == "hello" and "Read-only file system" in stderr, (stdout, stderr)
+        assert (allowed / "data" / "out.txt").read_text() == "out\n"
+        mounts = {m["Destination"]: m for m in docker_available.api.inspect_container(cid)["Mounts"]}
+        assert mounts["/in"]["Source"] == str((allowed / "data").resolve()) and not mounts["/in"]["RW"]
+        assert mounts["/v"]["Type"] == "volume" and mounts["/v"]["Name"] == volume
+        with pytest.raises(RuntimeFailureError, match="not under --allow-host-path"):
+            await rt.start(job(test_image, "true", job_id="j-esc", volumes=(f"{tmp_path}:/x",)), 1)
+    finally:
+        rt.close()
+        with contextlib.suppress(Exception):
+            for c in docker_available.api.containers(all=True, filters={"volume": volume}):
+                docker_available.api.remove_container(c["Id"], force=True)
+            docker_available.api.remove_volume(volume)
 
 
 @pytest.mark.docker

@@ -29,18 +29,29 @@ _SIZES = st.builds(
 # Generated specs are large (strings up to 64 KiB, lists of 1024): about 0.1 s each. The fast path tries a
 # few; the full run (scripts/test sets CMNODE_REQUIRE_ALL) tries many.
 _EXAMPLES = 200 if os.environ.get("CMNODE_REQUIRE_ALL") == "1" else 12
+_SEGMENT = st.from_regex(r"\A[a-z0-9_][a-z0-9_.-]{0,8}\Z").filter(lambda part: part not in (".", ".."))
+_PATHS = st.lists(_SEGMENT, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+_VOLUMES = st.builds(
+    lambda source, target, mode: f"{source}:{target}{mode}",
+    _PATHS | st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{1,20}\Z"),
+    _PATHS,
+    st.sampled_from(["", ":ro", ":rw"]),
+)
+_FORMATS = {"byte-size": _SIZES, "volume": _VOLUMES}
+
 _SETTINGS = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _standard_errors(schema: dict[str, Any], value: Any) -> list[str]:
     checker = jsonschema.FormatChecker()
     checker.checks("byte-size")(lambda v: not isinstance(v, str) or v.isdigit() or v[-1].lower() in "bkmg")
+    checker.checks("volume")(lambda v: not isinstance(v, str) or v.count(":") in (1, 2))
     validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
     return [error.message for error in validator.iter_errors(value)]
 
 
 @_SETTINGS
-@given(from_schema(JOB_SPEC_SCHEMA, custom_formats={"byte-size": _SIZES}))
+@given(from_schema(JOB_SPEC_SCHEMA, custom_formats=_FORMATS))
 def test_every_spec_the_schema_admits_the_model_admits(data: dict[str, Any]) -> None:
     spec = JobSpec.from_json(data)
     assert JobSpec.from_json(spec.to_json()) == spec  # and its canonical form (what is signed) is stable
