@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import ifaddr
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -34,7 +36,7 @@ from .identity import Identity
 from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
-__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host"]
+__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host", "free_inbound_slots"]
 
 REQUEST_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -91,6 +93,7 @@ class Host:
             eclipse_protection_enabled=False,  # "Eclipse protection wants three addresses"
             score_params=SCORE_PARAMS,  # "Peer scoring only gates, never disconnects": invalid messages count
         )
+        free_inbound_slots(self.host.get_network())  # "Every inbound connection holds a slot until the node stops"
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)
@@ -149,6 +152,44 @@ class Host:
                 addrs = [str(a) for conn in network.get_connections(peer_id) for a in conn.get_transport_addresses()]
             out.append({"node_id": peer_id.to_base58(), "addresses": sorted(set(addrs))})
         return sorted(out, key=lambda p: p["node_id"])
+
+
+def free_inbound_slots(swarm: Any) -> None:
+    """End each inbound connection's handler when that connection closes, not when the swarm stops, so that its
+    slot of the swarm's inbound cap is given back (docs/py-libp2p.md, "Every inbound connection holds a slot until
+    the node stops"). The cap itself (250 live inbound connections) is kept."""
+    handle, add_conn = swarm._do_handle_inbound_connection, swarm.add_conn
+    added: dict[trio.lowlevel.Task, trio.MemorySendChannel[Any]] = {}  # a handler's task: where its connection goes
+
+    async def handle_until_closed(self: Any, read_write_closer: Any, maddr: Any, failure_event: Any) -> None:
+        send, receive = trio.open_memory_channel[Any](1)
+        task = trio.lowlevel.current_task()
+        added[task] = send
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_closed, receive, nursery.cancel_scope)
+                await handle(read_write_closer, maddr, failure_event)  # returns only on failure or swarm stop
+                nursery.cancel_scope.cancel()
+        finally:
+            added.pop(task, None)
+
+    async def add_conn_noted(self: Any, muxed_conn: Any, direction: str = "unknown") -> Any:
+        conn = await add_conn(muxed_conn, direction)
+        send = added.pop(trio.lowlevel.current_task(), None)  # only a listener's handler task is in ``added``
+        if send is not None:
+            send.send_nowait(conn)
+        return conn
+
+    swarm._do_handle_inbound_connection = types.MethodType(handle_until_closed, swarm)
+    swarm.add_conn = types.MethodType(add_conn_noted, swarm)
+
+
+async def _cancel_when_closed(receive: trio.MemoryReceiveChannel[Any], scope: trio.CancelScope) -> None:
+    """The handler then sits in the library's ``await self.manager.wait_finished()``: cancelling it there ends it
+    (``Cancelled`` passes its ``except Exception``), and its caller releases the slot."""
+    conn = await receive.receive()
+    await conn.event_closed.wait()
+    scope.cancel()
 
 
 def _listen_ip(address: str) -> str:
