@@ -90,6 +90,9 @@ class Catchup:
             log.warning("catch-up with %s failed: %r", peer_id, exc, exc_info=exc)
         finally:
             self._syncing.discard(peer_id)
+        # Jobs heard on gossip before the first round (node/replica.py) wait for a round to end, done or failed:
+        # the store is then as whole as this peer could make it (one that cannot answer sync gives no more).
+        await self.sync.inbound.caught_up()
 
     async def serve(self, request: Any, context: Any) -> dict[str, Any]:
         """A peer's sync request, answered with our changes and the peers we know (peer exchange)."""

@@ -145,9 +145,12 @@ class Node:
 
     # -- what peers tell this node (the mesh's Inbound) --------------------------------------------
 
-    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         """A verified job from a peer: recorded, and run here if placement says so. True if new."""
-        return await self._replica.on_job(job, cancel=cancel)
+        return await self._replica.on_job(job, cancel=cancel, gossip=gossip)
+
+    async def caught_up(self) -> None:
+        await self._replica.caught_up()
 
     async def on_executions(self, executions: list[Execution]) -> int:
         """Other nodes' executions from a peer; returns how many were newer than ours."""

@@ -174,7 +174,7 @@ class Gossip:
         for sender, msg in messages:
             try:
                 if isinstance(msg, JobMsg):
-                    await self.inbound.on_job(msg.job)
+                    await self.inbound.on_job(msg.job, gossip=True)
                 elif isinstance(msg, ExecutionMsg):
                     await self.inbound.on_executions([msg.execution])
                 else:

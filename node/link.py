@@ -37,9 +37,10 @@ when this many are queued."""
 class Inbound(Protocol):
     """What the mesh may tell this node: verified values from peers, and requests for its own logs."""
 
-    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         """Record a job from a peer (and run it here if placement says so); True if it was new. ``cancel``: a
-        verified cancel that came with it (catch-up).
+        verified cancel that came with it (catch-up). ``gossip``: heard on the topic, where a newcomer may be
+        handed messages older than what it knows (gossipsub's IHAVE/IWANT replays its recent cache).
 
         Raises:
             Refused: the trust rule refuses it (node/trust.py).
@@ -52,6 +53,10 @@ class Inbound(Protocol):
 
     async def on_cancel(self, cancel: Cancel) -> None:
         """A verified cancel; raises Refused when its signer may not cancel that job."""
+        ...
+
+    async def caught_up(self) -> None:
+        """A catch-up round with a peer ended (done, or failed as far as that peer could answer)."""
         ...
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]: ...
@@ -171,9 +176,13 @@ class InboundGate:
     def is_open(self) -> bool:
         return self._open.is_set()
 
-    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         await self._open.wait()
-        return await self._inbound.on_job(job, cancel=cancel)
+        return await self._inbound.on_job(job, cancel=cancel, gossip=gossip)
+
+    async def caught_up(self) -> None:
+        await self._open.wait()
+        await self._inbound.caught_up()
 
     async def on_executions(self, executions: list[Execution]) -> int:
         await self._open.wait()

@@ -27,6 +27,9 @@ __all__ = ["MAX_EARLY_CANCELS", "Replica", "cancel_key"]
 log = logging.getLogger("cmnode.sync")  # the name benchmarks/mesh.py reads "job from peer" lines under
 
 MAX_EARLY_CANCELS = 10_000
+MAX_HELD = 10_000
+"""Jobs heard on gossip before this node's first catch-up, held in memory until it completes (beyond this, the
+oldest are let go: that catch-up brings them again)."""
 
 
 def cancel_key(job_id: str) -> str:
@@ -55,9 +58,16 @@ class Replica:
         self._cancel = cancel
         self._early_cancels: OrderedDict[str, Cancel] = OrderedDict()
         self._refusals = RefusalLog()
+        self._caught_up = False
+        self._held: OrderedDict[str, Job] = OrderedDict()
 
-    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         """Record a verified job; run it here if placement says so and it is still active. True if new.
+
+        "Still active" is judged from this node's store, which is only whole once it has caught up with a peer:
+        a job heard on gossip before that (a newcomer is handed gossipsub's recent cache, the executions of a
+        finished job possibly after the job itself) is held until the first catch-up round completes, so that a
+        late joiner never runs a job that had finished everywhere.
 
         Raises:
             Refused: its origin may not originate jobs here (it is not stored).
@@ -66,6 +76,11 @@ class Replica:
             raise self._refusals.refused(
                 job.origin, Refused("untrusted", f"job {job.job_id} dropped: origin {job.origin} is not trusted")
             )
+        if gossip and not self._caught_up:
+            self._held[job.job_id] = job
+            while len(self._held) > MAX_HELD:
+                self._held.popitem(last=False)
+            return True
         cancels = [c for c in (cancel, self._early_cancels.pop(job.job_id, None)) if c is not None]
         obeyed = next((c for c in cancels if c.job_id == job.job_id and self.trust.may_cancel(c, job.origin)), None)
         run = obeyed is None and runs_here(job, self.node_id) and await self._still_active(job.job_id)
@@ -78,6 +93,18 @@ class Replica:
         if new:
             log.info("job from peer job_id=%s origin=%s run_here=%s", job.job_id, job.origin, run)
         return new
+
+    async def caught_up(self) -> None:
+        """The first completed catch-up round makes the store whole: decide the jobs held until then."""
+        if self._caught_up:
+            return
+        self._caught_up = True
+        held, self._held = self._held, OrderedDict()
+        for job in held.values():
+            try:
+                await self.on_job(job)
+            except Exception as exc:  # one job's failure must not cost the others their turn
+                log.warning("cannot apply held job %s: %r", job.job_id, exc)
 
     async def _still_active(self, job_id: str) -> bool:
         """Not final everywhere: no execution known yet, or some execution still in progress."""

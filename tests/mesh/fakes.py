@@ -56,10 +56,13 @@ class FakeInbound:
         if job_id in self.fail:
             raise self.fail[job_id]
 
-    async def on_job(self, job: Job, *, cancel: Cancel | None = None) -> bool:
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         self._maybe_fail(job.job_id)
         self.calls.append(("job", job.job_id))
         return True
+
+    async def caught_up(self) -> None:
+        self.calls.append(("caught_up", ""))
 
     async def on_executions(self, executions: list[Execution]) -> int:
         for e in executions:

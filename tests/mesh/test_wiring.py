@@ -254,3 +254,29 @@ async def test_a_cancel_is_obeyed_only_from_the_origin_or_a_trusted_peer(
     assert seen.cancelled == ["j1", "j3"] and seen.ran == ["j1", "j2"]
     kept = await store.get_meta("cancel.j1")
     assert kept is not None and json.loads(kept)["by"] == peer.node_id  # passed on by catch-up
+
+
+async def test_a_job_heard_on_gossip_before_the_first_catch_up_waits_for_it(peer: Identity, store: Store) -> None:
+    """A newcomer is handed gossipsub's recent cache: the job of a run that finished everywhere may come before
+    its executions. Once that job ran again on the late joiner; now it is decided after the first catch-up."""
+    ran: list[str] = []
+
+    async def run(job: Job) -> bool:
+        ran.append(job.job_id)
+        return await store.add_job(job)
+
+    async def cancel(job_id: str) -> None:
+        pass
+
+    replica = Replica(store=store, node_id="me", run=run, cancel=cancel)
+    finished, fresh = signed_job(peer, "finished"), signed_job(peer, "fresh")
+    assert await replica.on_job(finished, gossip=True)
+    assert await replica.on_job(fresh, gossip=True)
+    assert ran == [] and await store.get_job("finished") is None  # held, not decided
+    done = Execution(job_id="finished", node_id=peer.node_id, state=State.COMPLETE, created_at=1.0, updated_at=1.0)
+    await replica.on_executions([done])  # what the catch-up page brings
+    await replica.caught_up()
+    assert ran == ["fresh"]  # the finished job is recorded, not run
+    assert await store.get_job("finished") is not None
+    assert await replica.on_job(signed_job(peer, "later"), gossip=True)  # after the first round: as usual
+    assert ran == ["fresh", "later"]
