@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +38,42 @@ def node_process(*flags: str) -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
+
+
+class LoggedNode:
+    """A ``cmnode run`` process on loopback (mDNS off, port 0) that logs to ``data/node.log``, for benchmarks
+    that read its log or outlive one ``with`` block; ``stop`` it."""
+
+    def __init__(self, data: Path, *flags: str, queue_size: int = 10_000) -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        self.log = data / "node.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
+                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data / "data"), "--queue-size", str(queue_size),
+                 *flags],
+                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        match = READY.search(self.proc.stdout.readline())
+        if match is None:
+            self.proc.kill()
+            raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
+        self.node_id, self.url = match.group(1), match.group(2)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def call(client: httpx.Client, url: str, method: str, params: Any = None) -> Any:

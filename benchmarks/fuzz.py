@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,51 +28,19 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import call
+from benchmarks.common import LoggedNode, call
+from tests.hostile.hostile import VALID_PARAMS
 from tests.mesh.rogue_peer import INFINITY, NOWHERE, mutate
 
-READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
 SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"nodes": [NOWHERE]}}
-VALID: dict[str, Any] = {
-    "ContainerService.Create": SPEC,
-    "ContainerService.Status": {"job_id": "j1"},
-    "ContainerService.List": {"limit": 10, "status": "running", "labels": {"a": "b"}, "cursor": "1.5:3"},
-    "ContainerService.Logs": {"job_id": "j1", "tail": 10},
-    "ContainerService.Stop": {"job_id": "j1"},
-    "NodeService.Info": {},
-    "NodeService.Peers": {},
-    "rpc.discover": {},
-}
+VALID: dict[str, Any] = {**VALID_PARAMS, "ContainerService.Create": SPEC}  # a job no node can run
 
 
-class Node:
+class Node(LoggedNode):
     """One ``cmnode run`` process on loopback, mDNS off, logging to a file."""
 
     def __init__(self, data: Path) -> None:
-        self.log = data / "node.log"
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
-                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data / "data"), "--queue-size", "100000"],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        match = READY.search(self.proc.stdout.readline())
-        if match is None:
-            self.proc.kill()
-            raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
-        self.url = match.group(2)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        super().__init__(data, queue_size=100_000)
 
 
 def _body(rng: random.Random) -> bytes:

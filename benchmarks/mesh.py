@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -39,9 +38,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import call, pct
+from benchmarks.common import LoggedNode, call, pct
 
-READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
 RECORDED = re.compile(r"^(\S+)Z level=info logger=cmnode.sync msg=job from peer job_id=(\S+)")
 NOWHERE = "12D3KooWNowhereNowhereNowhereNowhereNowhereNowhere1"
 SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"nodes": [NOWHERE]}}
@@ -50,23 +48,9 @@ SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"no
 # -- cmnode -------------------------------------------------------------------------------------------
 
 
-class Node:
+class Node(LoggedNode):
     def __init__(self, data: Path, bootstrap: str | None, extra: tuple[str, ...] = ()) -> None:
-        data.mkdir(parents=True, exist_ok=True)
-        self.log = data / "node.log"
-        flags = [*(["--bootstrap", bootstrap] if bootstrap else []), *extra]
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
-                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data / "data"), "--queue-size", "10000", *flags],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        match = READY.search(self.proc.stdout.readline())
-        if match is None:
-            self.proc.kill()
-            raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
-        self.node_id, self.url = match.group(1), match.group(2)
+        super().__init__(data, *(["--bootstrap", bootstrap] if bootstrap else []), *extra)
 
     def recorded(self) -> dict[str, float]:
         """job_id -> when this node stored it (wall clock, from its log)."""
@@ -76,13 +60,6 @@ class Node:
                 out[m.group(2)] = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
                 out[m.group(2)] += float("0" + m.group(1)[19:])
         return out
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @contextmanager

@@ -265,3 +265,16 @@ async def assert_store_valid(h: Harness) -> int:
     changes = await h.store.changes_since(0, limit=10_000)
     STRICT.encode([j.to_json() for j, _ in changes.jobs] + [e.to_json() for e in changes.executions])
     return len(jobs)
+
+
+VALID_PARAMS: dict[str, Any] = {
+    "ContainerService.Create": {"image": "busybox:1.36", "arguments": ["echo", "hi"], "env": {"A": "1"}},
+    "ContainerService.Status": {"job_id": "j1"},
+    "ContainerService.List": {"limit": 10, "status": "running", "labels": {"a": "b"}, "cursor": "1.5:3"},
+    "ContainerService.Logs": {"job_id": "j1", "tail": 10},
+    "ContainerService.Stop": {"job_id": "j1"},
+    "NodeService.Info": {},
+    "NodeService.Peers": {},
+    "rpc.discover": {},
+}
+"""A valid params object per method, the starting point of the bent ones."""

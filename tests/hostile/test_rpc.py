@@ -20,18 +20,7 @@ from rpc.methods import build_methods
 from rpc.protocol import INTERNAL_ERROR, Dispatcher
 
 from .hostile import SETTINGS, Harness, Raw, assert_store_valid, bent, dumps, node_on_store, values
-
-VALID: dict[str, Any] = {
-    "ContainerService.Create": {"image": "busybox:1.36", "arguments": ["echo", "hi"], "env": {"A": "1"}},
-    "ContainerService.Status": {"job_id": "j1"},
-    "ContainerService.List": {"limit": 10, "status": "running", "labels": {"a": "b"}, "cursor": "1.5:3"},
-    "ContainerService.Logs": {"job_id": "j1", "tail": 10},
-    "ContainerService.Stop": {"job_id": "j1"},
-    "NodeService.Info": {},
-    "NodeService.Peers": {},
-    "rpc.discover": {},
-}
-"""A valid params object per method, the starting point of the bent ones."""
+from .hostile import VALID_PARAMS as VALID
 
 
 def _strict(text: str) -> Any:

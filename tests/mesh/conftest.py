@@ -63,6 +63,12 @@ def peer(tmp_path: Path) -> Identity:
 
 
 @pytest.fixture
+def stranger(tmp_path: Path) -> Identity:
+    """A peer no trust rule lists."""
+    return load_or_create(tmp_path / "stranger")
+
+
+@pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     async with Store.open(tmp_path / "db.sqlite") as store:
         yield store

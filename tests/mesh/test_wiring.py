@@ -138,6 +138,13 @@ class FakeExecutor:
         self.cancelled.append(job_id)
 
 
+def _trusting(me: Identity, trusted: list[Identity], store: Store) -> tuple[Replica, _Recorder]:
+    """A replica whose trust rule lists ``trusted`` (none: every member), and what it asked to run or cancel."""
+    seen = _Recorder(store)
+    trust = Trust.of(me.node_id, [t.node_id for t in trusted])
+    return Replica(store=store, node_id=me.node_id, run=seen.run, cancel=seen.cancel, trust=trust), seen
+
+
 def _node(me: Identity, store: Store, executor: FakeExecutor, mesh: Any = None) -> Node:
     return Node(config=Config(), identity=me, store=store, executor=cast(Executor, executor), mesh=mesh)
 
@@ -214,14 +221,9 @@ class _Recorder:
 
 
 async def test_an_untrusted_origin_s_job_is_dropped_and_a_trusted_one_runs(
-    me: Identity, peer: Identity, store: Store, tmp_path: Any
+    me: Identity, peer: Identity, stranger: Identity, store: Store
 ) -> None:
-    from node.identity import load_or_create
-
-    stranger = load_or_create(tmp_path / "stranger")
-    seen = _Recorder(store)
-    replica = Replica(store=store, node_id=me.node_id, run=seen.run, cancel=seen.cancel,
-                      trust=Trust.of(me.node_id, [peer.node_id]))  # fmt: skip
+    replica, seen = _trusting(me, [peer], store)
     with pytest.raises(Refused) as caught:
         await replica.on_job(signed_job(stranger, "theirs"))
     assert caught.value.reason == "untrusted"
@@ -232,15 +234,10 @@ async def test_an_untrusted_origin_s_job_is_dropped_and_a_trusted_one_runs(
 
 
 async def test_a_cancel_is_obeyed_only_from_the_origin_or_a_trusted_peer(
-    me: Identity, peer: Identity, store: Store, tmp_path: Any
+    me: Identity, peer: Identity, stranger: Identity, store: Store
 ) -> None:
     """Any peer could once cancel any job. Now: by the job's origin, or by a peer that may originate jobs."""
-    from node.identity import load_or_create
-
-    stranger = load_or_create(tmp_path / "stranger")
-    seen = _Recorder(store)
-    replica = Replica(store=store, node_id=me.node_id, run=seen.run, cancel=seen.cancel,
-                      trust=Trust.of(me.node_id, [peer.node_id]))  # fmt: skip
+    replica, seen = _trusting(me, [peer], store)
     await replica.on_job(signed_job(peer, "j1"))
     with pytest.raises(Refused) as caught:
         await replica.on_cancel(signed_cancel(stranger, "j1"))
@@ -256,19 +253,13 @@ async def test_a_cancel_is_obeyed_only_from_the_origin_or_a_trusted_peer(
     assert kept is not None and json.loads(kept)["by"] == peer.node_id  # passed on by catch-up
 
 
-async def test_a_job_heard_on_gossip_before_the_first_catch_up_waits_for_it(peer: Identity, store: Store) -> None:
+async def test_a_job_heard_on_gossip_before_the_first_catch_up_waits_for_it(
+    me: Identity, peer: Identity, store: Store
+) -> None:
     """A newcomer is handed gossipsub's recent cache: the job of a run that finished everywhere may come before
     its executions. Once that job ran again on the late joiner; now it is decided after the first catch-up."""
-    ran: list[str] = []
-
-    async def run(job: Job) -> bool:
-        ran.append(job.job_id)
-        return await store.add_job(job)
-
-    async def cancel(job_id: str) -> None:
-        pass
-
-    replica = Replica(store=store, node_id="me", run=run, cancel=cancel)
+    replica, seen = _trusting(me, [], store)
+    ran = seen.ran
     finished, fresh = signed_job(peer, "finished"), signed_job(peer, "fresh")
     assert await replica.on_job(finished, gossip=True)
     assert await replica.on_job(fresh, gossip=True)
