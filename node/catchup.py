@@ -46,6 +46,9 @@ class Catchup:
         self._meet = meet
         self._send, self._recv = trio.open_memory_channel[ID](SYNC_QUEUE)
         self._syncing: set[ID] = set()
+        self._again: set[ID] = set()
+        """Peers that reconnected (or were due) while a round with them ran: that round may have been on the
+        old, dead connection, so another follows at once (a subset of ``_syncing``)."""
 
     def on_connect(self, peer_id: ID) -> None:
         """Catch up with ``peer_id`` soon; if the queue is full, the periodic round catches up with it."""
@@ -64,7 +67,9 @@ class Catchup:
     async def _worker(self, host: Host, nursery: trio.Nursery) -> None:
         async for peer_id in self._recv:
             # only while connected: a request would dial a peer that is gone (or was disconnected for a reason)
-            if peer_id not in self._syncing and host.connected(peer_id):
+            if peer_id in self._syncing:
+                self._again.add(peer_id)
+            elif host.connected(peer_id):
                 self._syncing.add(peer_id)
                 nursery.start_soon(self._catch_up, host, peer_id)
 
@@ -90,6 +95,9 @@ class Catchup:
             log.warning("catch-up with %s failed: %r", peer_id, exc, exc_info=exc)
         finally:
             self._syncing.discard(peer_id)
+            if peer_id in self._again:
+                self._again.discard(peer_id)
+                self.on_connect(peer_id)
         # Jobs heard on gossip before the first round (node/replica.py) wait for a round to end, done or failed:
         # the store is then as whole as this peer could make it (one that cannot answer sync gives no more).
         await self.sync.inbound.caught_up()

@@ -21,6 +21,7 @@ from .gossip import Gossip
 from .host import Host
 from .identity import Identity
 from .link import Inbound, MeshLink
+from .liveness import Liveness, ping
 from .peering import Peering
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
@@ -47,6 +48,7 @@ class Mesh:
         self.sync = Sync(store=store, inbound=inbound, identity=identity)
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
+        self.liveness: Liveness | None = None
 
     @property
     def node_id(self) -> str:
@@ -71,6 +73,13 @@ class Mesh:
             nursery.start_soon(self.catchup.run, host)
             nursery.start_soon(self.gossip.police, host)
             await nursery.start(self.peering.run, host)
+            self.liveness = Liveness(
+                peers=host.host.get_connected_peers,
+                ping=lambda peer_id: ping(host, peer_id),
+                disconnect=host.host.disconnect,
+                redial=self.peering.redial,
+            )  # "A silent partition leaves connections open"
+            nursery.start_soon(self.liveness.run)
             log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))
             if host.psk is None:
                 log.warning(
@@ -110,6 +119,7 @@ class Mesh:
             "dials": self.counters.dials,
             "dial_failures": self.counters.dial_failures,
             "penalised": self.counters.penalised,
+            "dead_connections": self.liveness.stats.dead if self.liveness is not None else 0,
             "sync_rounds": sync.rounds,
             "sync_failures": sync.failures,
             "sync_jobs": sync.jobs,

@@ -34,6 +34,11 @@ DIAL_TIMEOUT = 4.0
 completes the handshake, and py-libp2p alone gives up only after 20-40 s; on loopback or a LAN a real
 handshake takes milliseconds (a slower one is retried with the bootstrap backoff)."""
 BOOTSTRAP_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+REDIAL_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+"""Between dials of a peer whose connection died (``redial``): seconds, as a healed partition wants."""
+REDIAL_ATTEMPTS = 60
+"""A dead peer is dialled this many times (about 5 minutes) before only bootstrap and discovery remain."""
+MAX_REDIALS = 200
 MAX_EXCHANGED = 200
 PEER_TARGET = 2
 """Connections a node seeks through peer exchange (bootstrap and mDNS peers are always dialled)."""
@@ -74,6 +79,8 @@ class Peering:
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](DIAL_QUEUE)
         self._dialing: set[ID] = set()
         self._host: Host | None = None
+        self._nursery: trio.Nursery | None = None
+        self._redialing: set[ID] = set()
         self._told: set[ID] = set()
         """Peers whose failed handshake was logged: one line per peer until it connects."""
 
@@ -84,6 +91,7 @@ class Peering:
         """Dial what is found, keep bootstrap peers connected and discover over mDNS until cancelled."""
         self._host = host
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._dialer, nursery)
             for address in self.config.bootstrap:
                 nursery.start_soon(self._keep_connected, address)
@@ -118,6 +126,41 @@ class Peering:
         for info in chosen[: max(room, 0)]:
             with contextlib.suppress(trio.WouldBlock):
                 self._dial_send.send_nowait(info)
+
+    def redial(self, peer_id: ID) -> None:
+        """Dial a peer whose connection died (``node/liveness.py``) at the addresses it announced, with a short
+        backoff, until connected or REDIAL_ATTEMPTS; at most MAX_REDIALS peers at once."""
+        host, nursery = self._host, self._nursery
+        if host is None or nursery is None or peer_id in self._redialing or len(self._redialing) >= MAX_REDIALS:
+            return
+        self._redialing.add(peer_id)
+        nursery.start_soon(self._redial, peer_id)
+
+    async def _redial(self, peer_id: ID) -> None:
+        assert self._host is not None
+        host = self._host
+        try:
+            for attempt in range(REDIAL_ATTEMPTS):
+                await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
+                if host.connected(peer_id):
+                    return
+                try:
+                    addrs = list(host.host.get_peerstore().addrs(peer_id))
+                except Exception:  # the peerstore forgot it: nothing to dial
+                    addrs = []
+                if not addrs:
+                    return
+                if peer_id in self._dialing:
+                    continue
+                self._dialing.add(peer_id)
+                try:
+                    if await self._dial(PeerInfo(peer_id, addrs)):
+                        log.info("peer %s reconnected", peer_id)
+                        return
+                finally:
+                    self._dialing.discard(peer_id)
+        finally:
+            self._redialing.discard(peer_id)
 
     async def _discover(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """mDNS: announce our concrete addresses and dial every peer found at once, not after the library's

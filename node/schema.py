@@ -61,6 +61,9 @@ def _is_unicode(value: str) -> bool:
 
 
 _ANYTHING: Mapping[str, Any] = {}
+"""The schema of what a schema leaves unconstrained: only the rules every value obeys, checked by ``_walk``."""
+MAX_DEPTH = 64
+"""Deepest nesting of an unconstrained value: a schema's own depth is finite, a peer's value need not be."""
 
 FORMATS: dict[str, tuple[str, Callable[[str], bool]]] = {}
 """``format`` name -> (what it means, check). The model registers the formats its schemas use."""
@@ -119,6 +122,9 @@ def check(schema: Mapping[str, Any], value: Any, *, path: str = "") -> None:
 
 
 def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dict[str, str]]) -> None:
+    if schema is _ANYTHING:
+        _walk(value, path, errors)
+        return
     field = path or ROOT
     wanted = schema.get("type")
     if wanted is not None and not _type_ok(schema, value):
@@ -155,6 +161,32 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dic
     negated = schema.get("not")
     if negated is not None and not validate(negated, value, path=path):
         errors.append({"field": field, "message": negated.get("description", "is not allowed")})
+
+
+def _walk(value: Any, path: str, errors: list[dict[str, str]]) -> None:
+    """The rules every value obeys, over an unconstrained value, without recursion (a peer's JSON may nest
+    as deep as the parser allows, which is deeper than this validator could recurse)."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        field = where or ROOT
+        if _is_number(item) and (why := _out_of_range(item)) is not None:
+            errors.append({"field": field, "message": why})
+        elif isinstance(item, str) and not _is_unicode(item):
+            errors.append({"field": field, "message": "must be valid Unicode (it holds a lone surrogate)"})
+        elif isinstance(item, list | dict):
+            if depth >= MAX_DEPTH:
+                errors.append({"field": field, "message": f"nested more than {MAX_DEPTH} levels deep"})
+                continue
+            if isinstance(item, list):
+                stack.extend((sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item))
+                continue
+            prefix = f"{where}." if where else ""
+            for key, sub in item.items():
+                if not _is_unicode(key):
+                    errors.append({"field": prefix + key.encode(errors="replace").decode(), "message": "invalid key"})
+                else:
+                    stack.append((sub, prefix + key, depth + 1))
 
 
 def _number(schema: Mapping[str, Any], value: float, field: str, errors: list[dict[str, str]]) -> None:

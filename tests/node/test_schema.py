@@ -231,3 +231,16 @@ def test_check_raises_validation_error_with_all_errors() -> None:
     assert caught.value.errors == [err("image", "is required"), err("name", "is required")]
     assert caught.value.data == {"errors": caught.value.errors}
     assert caught.value.message == "invalid params: image: is required; name: is required"
+
+
+def test_an_unconstrained_value_nested_as_deep_as_json_allows_is_refused_not_a_crash() -> None:
+    """A peer's JSON may nest ~1000 levels (the parser's limit): deeper than a recursive check can follow."""
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    errors = validate({"type": "object"}, {"a": deep})
+    assert [e["message"] for e in errors] == ["nested more than 64 levels deep"]
+    assert validate({"type": "object"}, {"a": [[["fine", 1.5]]], "b": {"c": None}}) == []
+    assert validate({"type": "object"}, {"a": [{"b": float("inf")}]}) == [
+        {"field": "a[0].b", "message": "must be a finite number"}
+    ]

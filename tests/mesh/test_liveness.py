@@ -1,0 +1,89 @@
+"""Dead connections are noticed in seconds (issue 12): the decision logic of ``Liveness`` against fakes.
+
+A peer whose pings stop being answered is disconnected after ``MISSES`` misses in a row, counted once, and
+handed to ``redial``; one that answers again in between is not. Virtual time (``autojump_clock``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from libp2p.peer.id import ID
+
+from node.liveness import INTERVAL, MISSES, TIMEOUT, Liveness
+
+ALIVE = ID(b"alive-peer")
+SILENT = ID(b"silent-peer")
+
+
+class FakeNetwork:
+    def __init__(self) -> None:
+        self.connected = {ALIVE, SILENT}
+        self.silent: set[ID] = set()
+        self.broken: set[ID] = set()
+        self.disconnected: list[ID] = []
+        self.redialled: list[ID] = []
+        self.gone = trio.Event()
+
+    def peers(self) -> list[ID]:
+        return sorted(self.connected, key=str)
+
+    async def ping(self, peer_id: ID) -> None:
+        if peer_id in self.broken:
+            raise ConnectionError("stream reset")
+        if peer_id in self.silent:
+            await trio.sleep_forever()
+        await trio.sleep(0.01)
+
+    async def disconnect(self, peer_id: ID) -> None:
+        self.connected.discard(peer_id)
+        self.disconnected.append(peer_id)
+
+    def redial(self, peer_id: ID) -> None:
+        self.redialled.append(peer_id)
+        self.gone.set()
+
+
+@pytest.mark.parametrize("failure", ["silent", "broken"])
+async def test_a_peer_that_stops_answering_is_disconnected_counted_and_redialled(
+    autojump_clock: trio.testing.MockClock, failure: str
+) -> None:
+    net = FakeNetwork()
+    liveness = Liveness(peers=net.peers, ping=net.ping, disconnect=net.disconnect, redial=net.redial)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(liveness.run)
+        await trio.sleep(3 * INTERVAL)
+        assert net.disconnected == [] and liveness.stats.misses == 0
+        (net.silent if failure == "silent" else net.broken).add(SILENT)
+        stopped = trio.current_time()
+        with trio.fail_after(MISSES * (INTERVAL + TIMEOUT) + INTERVAL):
+            await net.gone.wait()
+        noticed = trio.current_time() - stopped
+        await trio.sleep(5 * INTERVAL)  # and never again while it stays disconnected
+        nursery.cancel_scope.cancel()
+    assert noticed <= 10
+    assert net.disconnected == [SILENT] and net.redialled == [SILENT]
+    assert liveness.stats.dead == 1 and liveness.stats.misses == MISSES
+    assert ALIVE in net.connected
+
+
+async def test_one_lost_ping_is_not_an_outage(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNetwork()
+    liveness = Liveness(peers=net.peers, ping=net.ping, disconnect=net.disconnect, redial=net.redial)
+    answered = 0
+    real_ping = net.ping
+
+    async def flaky(peer_id: ID) -> None:  # every other ping of SILENT is lost
+        nonlocal answered
+        if peer_id == SILENT:
+            answered += 1
+            if answered % 2:
+                await trio.sleep_forever()
+        await real_ping(peer_id)
+
+    liveness._ping = flaky
+    with trio.move_on_after(20 * INTERVAL):
+        await liveness.run()
+    assert liveness.stats.misses >= 5
+    assert net.disconnected == [] and liveness.stats.dead == 0
