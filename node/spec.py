@@ -1,0 +1,334 @@
+"""What a user asks for: the JobSpec, and its field table, which is the schema that ``rpc.discover`` publishes
+and that ``node/schema.py`` checks on every path a spec comes in by (RPC params, gossip, catch-up).
+
+Sizes (``'256m'``) and volumes (``SOURCE:TARGET[:ro]``) are parsed here, registered as schema formats, so the
+published schema and the model cannot disagree (``tests/node/test_spec_schema.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema
+
+# The Docker reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest], in ASCII.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+IMAGE_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    rf"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+)
+_MEMORY = re.compile(r"^([0-9]{1,15})([bkmg]?)$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+MAX_ARGUMENTS = 1024
+MAX_STRING = 64 * 1024
+MAX_RETRIES = 100
+MAX_TIMEOUT = 365 * 86400
+MAX_CPUS = 1024
+MIN_MEMORY = 6 * 1024 * 1024
+"""Docker refuses a smaller memory limit at run time; refusing it here fails the Create instead."""
+MAX_ID = 128
+PULL_POLICIES = ("missing", "always", "never")
+MAX_VOLUMES = 64
+MAX_PATH = 4096
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}\Z")
+
+
+def memory_bytes(value: int | str) -> int:
+    """A memory size in bytes from an integer or a size such as ``'256m'`` (binary units)."""
+    if isinstance(value, int):
+        return value
+    m = _MEMORY.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a size")
+    return int(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()]
+
+
+def _is_size(value: str) -> bool:
+    try:
+        return MIN_MEMORY <= memory_bytes(value) <= schema.INT64_MAX
+    except ValueError:
+        return False
+
+
+schema.FORMATS["byte-size"] = ("a size of at least 6 MiB such as '256m' (units b, k, m, g)", _is_size)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One entry of ``JobSpec.volumes``: a host path (``source`` starts with ``/``) or a named volume."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @property
+    def host_path(self) -> bool:
+        return self.source.startswith("/")
+
+
+def parse_volume(text: str) -> Volume:
+    """``SOURCE:TARGET[:ro|:rw]`` as a ``Volume``. Whether a host path may be mounted is the node's policy
+    (``node/policy.py``); what is refused here is refused by every node alike.
+
+    Raises:
+        ValueError: not of that form, a relative or ``..``-holding path, or a NUL.
+    """
+    parts = text.split(":")
+    read_only = False
+    if len(parts) == 3:
+        mode = parts.pop()
+        if mode not in ("ro", "rw"):
+            raise ValueError(f"mode {mode!r} is not ro or rw")
+        read_only = mode == "ro"
+    if len(parts) != 2 or "\x00" in text:
+        raise ValueError("not SOURCE:TARGET[:ro|:rw]")
+    source, target = parts
+    if not source.startswith("/") and _VOLUME_NAME.match(source) is None:
+        raise ValueError(f"{source!r} is neither an absolute path nor a volume name")
+    if not target.startswith("/") or target.strip("/") == "":
+        raise ValueError(f"{target!r} is not an absolute path below /")
+    for path in (source, target):
+        if ".." in path.split("/"):
+            raise ValueError(f"{path!r} holds '..'")
+    return Volume(source, target, read_only)
+
+
+def _is_volume(value: str) -> bool:
+    try:
+        parse_volume(value)
+    except ValueError:
+        return False
+    return True
+
+
+schema.FORMATS["volume"] = (
+    "'SOURCE:TARGET' or 'SOURCE:TARGET:ro', SOURCE an absolute host path or a volume name, TARGET an absolute "
+    "path in the container, neither holding '..'",
+    _is_volume,
+)
+
+
+# -- the field table: every rule a JobSpec obeys, as the schema that rpc.discover publishes -------------
+
+_TEXT: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING, "pattern": "^[^\\x00]*$"}
+_TEXT_LIST: dict[str, Any] = {"type": ["array", "null"], "items": _TEXT, "maxItems": MAX_ARGUMENTS}
+
+
+def _text_map(key_pattern: str, description: str, **extra: Any) -> dict[str, Any]:
+    names: dict[str, Any] = {"type": "string", "maxLength": 256, "pattern": key_pattern, **extra}
+    return {
+        "type": ["object", "null"],
+        "propertyNames": names,
+        "additionalProperties": _TEXT,
+        "maxProperties": 1024,
+        "description": description,
+    }
+
+
+SPEC_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 512,
+        "pattern": IMAGE_PATTERN,
+        "patternMessage": "is not a valid image reference (lowercase name, optional host, :tag and @digest)",
+        "description": "a Docker image reference",
+    },
+    "arguments": {**_TEXT_LIST, "description": "the command and its arguments (null: none)"},
+    "env": _text_map(r"^[A-Za-z_][A-Za-z0-9_.-]*$", "environment variables (null: none)"),
+    "name": {
+        "type": "string",
+        "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$",
+        "description": "a display name",
+    },
+    "labels": _text_map(
+        r"^[A-Za-z0-9_./-]{1,128}$",
+        "labels to filter by; keys starting with 'cmnode.' are reserved",
+        **{"not": {"pattern": r"^cmnode\.", "description": "keys starting with 'cmnode.' are reserved"}},
+    ),
+    "entrypoint": {**_TEXT_LIST, "description": "overrides the image's entrypoint"},
+    "resources": {
+        "type": ["object", "null"],
+        "properties": {
+            "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CPUS, "description": "CPUs"},
+            "memory": {
+                "oneOf": [
+                    {"type": "integer", "minimum": MIN_MEMORY, "description": "bytes"},
+                    {"type": "string", "format": "byte-size", "description": "a size such as '256m'"},
+                ],
+                "description": "bytes (>= 6 MiB), or a size such as '256m'",
+            },
+        },
+        "additionalProperties": False,
+        "description": "limits applied to the container",
+    },
+    "volumes": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "minLength": 3, "maxLength": MAX_PATH, "format": "volume"},
+        "maxItems": MAX_VOLUMES,
+        "description": "mounts, each 'SOURCE:TARGET[:ro]': a named volume, or a host path where the node's "
+        "--allow-host-path allows it (null: none)",
+    },
+    "timeout": {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "maximum": MAX_TIMEOUT,
+        "description": "seconds before the container is stopped",
+    },
+    "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "description": "attempts after the first"},
+    "pull": {"type": "string", "enum": list(PULL_POLICIES), "description": "when to pull the image"},
+    "placement": {
+        "description": "which nodes run the job",
+        "oneOf": [
+            {"type": ["string", "null"], "enum": ["all", None]},
+            {
+                "type": "object",
+                "properties": {"replicas": {"type": "integer", "minimum": 1, "maximum": 10_000}},
+                "required": ["replicas"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "nodes": {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
+                        "minItems": 1,
+                        "maxItems": MAX_ARGUMENTS,
+                    }
+                },
+                "required": ["nodes"],
+                "additionalProperties": False,
+            },
+        ],
+    },
+}
+
+JOB_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What to run. Unknown fields are refused.",
+    "properties": SPEC_FIELDS,
+    "required": ["image"],
+    "additionalProperties": False,
+}
+"""The one definition of a valid spec: ``JobSpec.from_json`` checks it, ``rpc.discover`` publishes it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Limits applied to the container; ``memory`` is in bytes."""
+
+    cpus: float | None = None
+    memory: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in (("cpus", self.cpus), ("memory", self.memory)) if v is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Which nodes run a job: every node (``all``), ``replicas`` of them, or the listed ``nodes``."""
+
+    mode: str = "all"
+    replicas: int | None = None
+    nodes: tuple[str, ...] = ()
+
+    def to_json(self) -> Any:
+        if self.mode == "all":
+            return "all"
+        if self.mode == "replicas":
+            return {"replicas": self.replicas}
+        return {"nodes": list(self.nodes)}
+
+    @classmethod
+    def from_valid(cls, value: Any) -> Placement:
+        if isinstance(value, dict) and "replicas" in value:
+            return cls(mode="replicas", replicas=value["replicas"])
+        if isinstance(value, dict):
+            return cls(mode="nodes", nodes=tuple(value["nodes"]))
+        return cls()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What a user asks for: the original service's ``image``, ``arguments`` and ``env``, plus options."""
+
+    image: str
+    arguments: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None
+    resources: Resources = field(default_factory=Resources)
+    volumes: tuple[str, ...] = ()
+    timeout: float | None = None
+    retries: int = 0
+    pull: str = "missing"
+    placement: Placement = field(default_factory=Placement)
+
+    @classmethod
+    def from_json(cls, data: Any, *, path: str = "") -> JobSpec:
+        """Check ``data`` against ``JOB_SPEC_SCHEMA`` and build the spec.
+
+        Raises:
+            ValidationError: with one entry per bad field (unknown fields included), named under ``path``.
+        """
+        schema.check(JOB_SPEC_SCHEMA, data, path=path)
+        return cls.from_valid(data)
+
+    @classmethod
+    def from_valid(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Build a spec from a value that ``JOB_SPEC_SCHEMA`` accepted (the RPC layer checked it already).
+
+        Go's encoder sends null for an empty slice or map, so null means "none" wherever it is allowed.
+        """
+        resources = data.get("resources") or {}
+        memory = resources.get("memory")
+        cpus = resources.get("cpus")
+        timeout = data.get("timeout")
+        entrypoint = data.get("entrypoint")
+        return cls(
+            image=data["image"],
+            arguments=tuple(data.get("arguments") or ()),
+            env=dict(data.get("env") or {}),
+            name=data.get("name"),
+            labels=dict(data.get("labels") or {}),
+            entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+            resources=Resources(
+                cpus=float(cpus) if cpus is not None else None,
+                memory=memory_bytes(memory) if memory is not None else None,
+            ),
+            volumes=tuple(data.get("volumes") or ()),
+            timeout=float(timeout) if timeout is not None else None,
+            retries=data.get("retries", 0),
+            pull=data.get("pull", "missing"),
+            placement=Placement.from_valid(data.get("placement")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image, "arguments": list(self.arguments), "env": dict(self.env)}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        if self.entrypoint is not None:
+            out["entrypoint"] = list(self.entrypoint)
+        if self.resources.to_json():
+            out["resources"] = self.resources.to_json()
+        if self.volumes:
+            out["volumes"] = list(self.volumes)
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.retries:
+            out["retries"] = self.retries
+        if self.pull != "missing":
+            out["pull"] = self.pull
+        if self.placement.mode != "all":
+            out["placement"] = self.placement.to_json()
+        return out
