@@ -52,6 +52,15 @@ def _out_of_range(value: Any) -> str | None:
     return None
 
 
+def _broken(value: Any) -> str | None:
+    """Why a scalar breaks the rules every value obeys (a number out of range, a lone surrogate), or None."""
+    if _is_number(value):
+        return _out_of_range(value)
+    if isinstance(value, str) and not _is_unicode(value):
+        return "must be valid Unicode (it holds a lone surrogate)"
+    return None
+
+
 def _is_unicode(value: str) -> bool:
     try:
         value.encode()
@@ -133,11 +142,8 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[dic
         errors.append({"field": field, "message": f"must be {expected}, got {type(value).__name__}"})
         return  # the other keywords would only add noise about a value of the wrong kind
 
-    if _is_number(value) and (why := _out_of_range(value)) is not None:
+    if (why := _broken(value)) is not None:
         errors.append({"field": field, "message": why})
-        return
-    if isinstance(value, str) and not _is_unicode(value):
-        errors.append({"field": field, "message": "must be valid Unicode (it holds a lone surrogate)"})
         return
 
     enum = schema.get("enum")
@@ -170,10 +176,8 @@ def _walk(value: Any, path: str, errors: list[dict[str, str]]) -> None:
     while stack:
         item, where, depth = stack.pop()
         field = where or ROOT
-        if _is_number(item) and (why := _out_of_range(item)) is not None:
+        if (why := _broken(item)) is not None:
             errors.append({"field": field, "message": why})
-        elif isinstance(item, str) and not _is_unicode(item):
-            errors.append({"field": field, "message": "must be valid Unicode (it holds a lone surrogate)"})
         elif isinstance(item, list | dict):
             if depth >= MAX_DEPTH:
                 errors.append({"field": field, "message": f"nested more than {MAX_DEPTH} levels deep"})
