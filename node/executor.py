@@ -10,7 +10,7 @@ peer's job placed here) spawns nothing: ``Admission`` (``node/admission.py``) ru
 beyond its rate or the queue). A job this node's ``Policy`` (``node/policy.py``) refuses, and a refused one, is
 recorded as a ``rejected`` execution: final, not run, not failed, never retried.
 
-Its size (~480 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
+Its size (~490 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
 and cancel, kept in one place because each step must see the others' in-memory state without an await between.
 """
 
