@@ -21,6 +21,7 @@ from .executor import Executor
 from .identity import Identity
 from .link import NoMesh, Outbound
 from .model import Cancel, Execution, Job, JobSpec, State, derive_status
+from .registry import LoneNode, NodesView
 from .replica import Replica
 from .scheduler import runs_here
 from .store import JobRecord, Store
@@ -39,14 +40,17 @@ class Node:
         executor: Executor,
         rpc_url: str = "",
         mesh: Outbound | None = None,
+        nodes: NodesView | None = None,
     ) -> None:
-        """``mesh`` is how this node publishes and reaches other nodes (``MeshLink``); none: a node alone."""
+        """``mesh`` is how this node publishes and reaches other nodes (``MeshLink``); none: a node alone.
+        ``nodes`` is what this node knows of every node (``node/registry.py``); none: only itself."""
         self.config = config
         self.identity = identity
         self.store = store
         self.executor = executor
         self.rpc_url = rpc_url
         self.mesh: Outbound = mesh or NoMesh()
+        self.nodes: NodesView = nodes or LoneNode(identity.node_id)
         self._replica = Replica(
             store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer,
             trust=Trust.of(identity.node_id, config.trusted_peer),
