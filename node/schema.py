@@ -43,8 +43,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _out_of_range(value: Any) -> str | None:
-    """Why a number cannot be stored or encoded, or None."""
+def out_of_range(value: Any) -> str | None:
+    """Why a number cannot be stored or encoded, or None (also the RPC layer's rule for request ids)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     if _is_int(value) and not INT64_MIN <= value <= INT64_MAX:
@@ -55,7 +55,7 @@ def _out_of_range(value: Any) -> str | None:
 def _broken(value: Any) -> str | None:
     """Why a scalar breaks the rules every value obeys (a number out of range, a lone surrogate), or None."""
     if _is_number(value):
-        return _out_of_range(value)
+        return out_of_range(value)
     if isinstance(value, str) and not _is_unicode(value):
         return "must be valid Unicode (it holds a lone surrogate)"
     return None

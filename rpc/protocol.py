@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -189,7 +188,7 @@ class Dispatcher:
 def _is_finite_number(value: Any) -> bool:
     """An id we can echo: ``1e400`` parses as infinity, which JSON cannot carry back (an answer the client
     never gets would make it retry, and run a Create twice)."""
-    return (type(value) is float and math.isfinite(value)) or (type(value) is int and abs(value) < 2**63)
+    return type(value) in (int, float) and schema.out_of_range(value) is None
 
 
 def _params_object(params: Any) -> dict[str, Any]:

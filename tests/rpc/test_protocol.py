@@ -269,6 +269,13 @@ async def test_an_id_that_cannot_be_echoed_is_refused_before_the_call(
     assert rec.seen == []
 
 
+@pytest.mark.parametrize("rid", [-(2**63), 2**63 - 1, 1.5])
+async def test_the_int64_edges_are_echoed(rpc: Dispatcher, rid: Any) -> None:
+    """An id obeys the rule every value obeys (node/schema.py): -2^63 fits, as it does in a spec."""
+    reply = await send(rpc, req("Test.Echo", {}, id=rid))
+    assert "error" not in reply and reply["id"] == rid
+
+
 async def test_lone_surrogates_in_params_are_invalid_params(rpc: Dispatcher, rec: Recorder) -> None:
     body = b'{"jsonrpc":"2.0","method":"Test.Echo","params":{"a":"\\ud800"},"id":1}'
     reply = await send(rpc, body)
