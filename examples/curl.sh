@@ -6,7 +6,8 @@
 #   CMNODE_URL=http://localhost:8081 examples/curl.sh   # another node
 #   CMNODE_URL2=http://localhost:8081 examples/curl.sh  # also ask a second node for the status, as the seed did
 #
-# Needs only curl. The job's container is stopped at the end (nginx would otherwise keep running).
+# Needs only curl. The job's container is stopped at the end (nginx would otherwise keep running); Stop is
+# asynchronous, so the script waits for the job's status to become final before it shows it.
 set -euo pipefail
 
 URL=${CMNODE_URL:-http://localhost:8080}
@@ -69,6 +70,16 @@ call() { # call METHOD PARAMS_JSON
 call ContainerService.List '{"limit": 3}'
 call ContainerService.Logs '{"job_id": "'"$job_id"'", "tail": 5}'
 call ContainerService.Stop '{"job_id": "'"$job_id"'"}'
+# Stop is asynchronous: it answers once the cancel is recorded and sent to every node; each node then stops its
+# container and reports "cancelled". A Status read at once can still say "running" (a node not done yet), so wait
+# (at most 30 s) until the job's status is final.
+printf '\n# Stop is asynchronous: waiting (at most 30 s) until the job is no longer pending, pulling or running\n'
+for _ in $(seq 60); do
+    curl -sS --max-time 10 -X POST "$URL/jrpc" -H "Content-Type: application/json" \
+        -d '{"jsonrpc": "2.0", "method": "ContainerService.Status", "params": {"job_id": "'"$job_id"'"}, "id": 1}' \
+        | grep -q '"status":"pending"\|"status":"pulling"\|"status":"running"' || break
+    sleep 0.5
+done
 status "$URL"
 call NodeService.Info '{}'
 call NodeService.Peers '{}'

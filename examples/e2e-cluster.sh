@@ -90,12 +90,13 @@ elif docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)  # v2
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing docker-compose (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose >/dev/null
+    DEBIAN_FRONTEND=noninteractive docker/apt-get-wait install -y --no-install-recommends docker-compose >/dev/null
     COMPOSE=(docker-compose)
 else
     fail "neither docker-compose nor 'docker compose' is available"
 fi
 COMPOSE_VERSION=$("${COMPOSE[@]}" version --short 2>/dev/null || true)
+COMPOSE_COMMAND="${COMPOSE[*]}" # for docker/teardown
 COMPOSE+=(-f docker/compose.yaml -p "$PROJECT")
 
 dump_logs() {
@@ -126,17 +127,13 @@ teardown() {
         dump_logs
     fi
     if [ "${E2E_KEEP:-0}" = 1 ]; then
-        log "E2E_KEEP=1: cluster left up; remove with: ${COMPOSE[*]} down -v, then docker rm -f the job containers"
+        log "E2E_KEEP=1: cluster left up; remove with: COMPOSE=\"$COMPOSE_COMMAND\" docker/teardown -p $PROJECT"
         exit "$status"
     fi
-    log "teardown: compose down (nodes, network, volumes), then the nodes' job containers"
+    log "teardown: docker/teardown (nodes, network, volumes, then the nodes' job containers)"
     [ -z "${KEY_DIR:-}" ] || rm -rf "$KEY_DIR"
-    # Nodes first, so that none starts a container while the job containers are being removed.
-    timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1 \
-        || log "compose down failed (status $?)"
-    local leftovers
-    leftovers=$(job_containers)
-    [ -z "$leftovers" ] || xargs docker rm -f <<<"$leftovers" >/dev/null
+    # The script a user runs: it finds the nodes' IDs in their volumes, not from this run's NODE_IDS.
+    COMPOSE="$COMPOSE_COMMAND" timeout 240 docker/teardown -p "$PROJECT" 2>&1 | sed 's/^/    /' >&3
     local project="label=com.docker.compose.project=$PROJECT" left=""
     left+=$(docker ps -aq --filter "$project")
     left+=$(docker network ls -q --filter "$project")
@@ -145,6 +142,8 @@ teardown() {
     if [ -n "$left" ]; then
         log "FAIL teardown left resources behind: $left"
         [ "$status" -ne 0 ] || status=1
+        timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+        job_containers | xargs -r docker rm -f >/dev/null
     else
         log "ok   teardown: no container, network or volume of project $PROJECT left"
     fi

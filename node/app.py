@@ -26,12 +26,15 @@ from .core import Node
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError
 from .executor import Executor
+from .heartbeat import Heartbeat, vitals_of
 from .identity import load_or_create
 from .jobqueue import JobQueue
 from .link import InboundGate, MeshLink
 from .mesh import Mesh
 from .metrics import NodeMetrics
 from .policy import Policy
+from .registry import Registry
+from .spec import memory_bytes
 from .store import Store
 from .trust import Trust
 
@@ -87,12 +90,23 @@ async def run_node(
                     trusted=Trust.of(identity.node_id, config.trusted_peer).may_originate,
                 ),
             )
-            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link)
+            registry = Registry.of(config, identity.node_id)
+            await registry.load(store)  # every node seen before, down until heard
+            services.start_soon(registry.keep, store)
+            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link, registry=registry)
             gate = InboundGate(node)
-            mesh = Mesh(config=config, identity=identity, store=store, inbound=gate, link=link)
+            mesh = Mesh(config=config, identity=identity, store=store, inbound=gate, link=link, directory=registry)
             await services.start(mesh.run)
             await services.start(executor.run)
             gate.open()
+            services.start_soon(node.rescheduler.run)  # replicas moved off dead or draining nodes
+            heartbeat = Heartbeat(
+                identity=identity, registry=registry, publish=link.publish_node,
+                vitals=partial(vitals_of, node, node.rescheduler.allocated), capacity=runtime.capacity,
+                interval=config.heartbeat, name=registry.name, labels=registry.labels, cpus=config.node_cpus or None,
+                memory=memory_bytes(config.node_memory) if config.node_memory else None,
+            )  # fmt: skip
+            await services.start(heartbeat.run)
 
             async def health() -> tuple[bool, dict[str, object]]:
                 problems: dict[str, object] = {}
@@ -136,7 +150,6 @@ async def run_node(
                     )
                 )
                 node.rpc_url = url
-                log.info("node ready node_id=%s rpc=%s/jrpc", identity.node_id, url)
                 task_status.started(RunningNode(node_id=identity.node_id, rpc_url=url, node=node))
                 if shutdown_trigger is None:
                     await trio.sleep_forever()

@@ -1,4 +1,4 @@
-"""The client commands of ``cmnode`` (create, status, jobs, logs, stop, peers, info): JSON-RPC to one node.
+"""The client commands of ``cmnode`` (create, status, jobs, logs, stop, peers, info, nodes, drain...): JSON-RPC.
 
 They must start fast, so this module imports only the standard library, cyclopts and ``rpc.client``
 (itself on ``http.client``); rich is imported only where a table is printed. Every failure ends as one
@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cyclopts import Group, Parameter
 
@@ -187,6 +187,30 @@ def create(
     label: Annotated[list[str] | None, Parameter(negative=(), help="KEY=VALUE to filter by, repeatable.")] = None,
     retries: Annotated[int | None, Parameter(help="Attempts after the first, with backoff.")] = None,
     timeout: Annotated[float | None, Parameter(help="Seconds before the container is stopped.")] = None,
+    replicas: Annotated[int | None, Parameter(help="Run N copies on N distinct nodes (not on every node).")] = None,
+    selector: Annotated[
+        list[str] | None, Parameter(negative=(), help="KEY=VALUE a node's labels must hold, repeatable.")
+    ] = None,
+    node: Annotated[list[str] | None, Parameter(negative=(), help="Run on this node ID only, repeatable.")] = None,
+    publish: Annotated[
+        list[str] | None,
+        Parameter(name=["--publish", "-p"], negative=(), help="[IP:]HOST:CONTAINER[/udp] port to publish, repeatable."),
+    ] = None,
+    volume: Annotated[
+        list[str] | None,
+        Parameter(name=["--volume", "-v"], negative=(), help="SOURCE:TARGET[:ro] volume or host path, repeatable."),
+    ] = None,
+    restart: Annotated[
+        Literal["never", "on-failure", "always"] | None, Parameter(help="When to start it again (default never).")
+    ] = None,
+    health_cmd: Annotated[str | None, Parameter(help="Healthcheck shell command; exit 0 is healthy.")] = None,
+    health_interval: Annotated[float | None, Parameter(help="Seconds between healthchecks.")] = None,
+    health_timeout: Annotated[float | None, Parameter(help="Seconds before a healthcheck fails.")] = None,
+    health_retries: Annotated[int | None, Parameter(help="Failed healthchecks before unhealthy.")] = None,
+    cpus: Annotated[float | None, Parameter(help="CPUs the container may use (and placement reserves).")] = None,
+    memory: Annotated[str | None, Parameter(help="Memory limit, e.g. 256m (and placement reserves it).")] = None,
+    entrypoint: Annotated[str | None, Parameter(help="Overrides the image's entrypoint ('' clears it).")] = None,
+    pull: Annotated[Literal["missing", "always", "never"] | None, Parameter(help="When to pull the image.")] = None,
     wait: Annotated[bool, Parameter(negative=(), help="Follow the job until it ends; non-zero if it fails.")] = False,
     conn: Conn | None = None,
 ) -> int:
@@ -209,6 +233,19 @@ def create(
         spec["retries"] = retries
     if timeout is not None:
         spec["timeout"] = timeout
+    placement = _placement(replicas, selector, node)
+    if placement is not None:
+        spec["placement"] = placement
+    spec.update(_service_fields(publish, volume, restart, entrypoint, pull))
+    resources = {k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None}
+    if resources:
+        spec["resources"] = resources
+    if health_cmd is not None:
+        check = {"command": health_cmd, "interval": health_interval, "timeout": health_timeout}
+        check["retries"] = health_retries
+        spec["healthcheck"] = {k: v for k, v in check.items() if v is not None}
+    elif any(v is not None for v in (health_interval, health_timeout, health_retries)):
+        raise UsageError("--health-interval, --health-timeout and --health-retries need --health-cmd")
     with conn.client() as client:
         result = client.call("ContainerService.Create", spec)
         if not wait:
@@ -220,6 +257,37 @@ def create(
         if not conn.json:
             print(result["job_id"])
         return _follow(client, result["job_id"], as_json=conn.json)
+
+
+def _service_fields(
+    publish: list[str] | None, volume: list[str] | None, restart: str | None, entrypoint: str | None, pull: str | None
+) -> dict[str, Any]:
+    """The spec fields the flags of the same names set; the node checks them (one checker for every client)."""
+    out: dict[str, Any] = {}
+    if publish:
+        out["ports"] = list(publish)
+    if volume:
+        out["volumes"] = list(volume)
+    if restart is not None:
+        out["restart"] = restart
+    if entrypoint is not None:
+        out["entrypoint"] = [entrypoint] if entrypoint else []
+    if pull is not None:
+        out["pull"] = pull
+    return out
+
+
+def _placement(replicas: int | None, selector: list[str] | None, nodes: list[str] | None) -> dict[str, Any] | None:
+    if replicas is not None and nodes:
+        raise UsageError("--replicas and --node cannot be combined")
+    placement: dict[str, Any] = {}
+    if replicas is not None:
+        placement["replicas"] = replicas
+    if nodes:
+        placement["nodes"] = list(nodes)
+    if selector:
+        placement["selector"] = _pairs(selector, "--selector")
+    return placement or None
 
 
 @_guarded
@@ -325,6 +393,26 @@ def stop(job_id: str, *, conn: Conn | None = None) -> int:
 
 
 @_guarded
+def scale(job_id: str, replicas: int, *, conn: Conn | None = None) -> int:
+    """Run REPLICAS copies of a replicas job (a new allocation; any node takes it).
+
+    Parameters
+    ----------
+    job_id
+        The ID printed by create.
+    replicas
+        How many copies, on as many distinct nodes.
+    """
+    conn = conn or Conn()
+    result = _fetch(conn, "ContainerService.Scale", {"job_id": job_id, "replicas": replicas})
+    if conn.json:
+        return _print_json(result)
+    allocation = result.get("allocation") or {}
+    print(f"{job_id}: {allocation.get('note', '')} on {', '.join(allocation.get('nodes') or []) or 'no node'}")
+    return Exit.OK
+
+
+@_guarded
 def peers(*, conn: Conn | None = None) -> int:
     """List the peers the node is connected to."""
     conn = conn or Conn()
@@ -366,6 +454,91 @@ def info(*, conn: Conn | None = None) -> int:
         table.add_row(key, value)
     _console().print(table)
     return Exit.OK
+
+
+# -- nodes --------------------------------------------------------------------------------------------
+
+SHORT_ID = 16
+"""Characters of a node ID shown in the nodes table: a prefix, so what is shown can be typed back."""
+
+
+@_guarded
+def nodes(*, conn: Conn | None = None) -> int:
+    """List every node the node has heard of: state (ready, down, draining), name, labels, capacity, load."""
+    conn = conn or Conn()
+    result = _fetch(conn, "NodeService.List")
+    if conn.json:
+        return _print_json(result)
+    row = "{:<17} {:<12} {:<8} {:<12} {:>5} {:>7} {:>4} {}"  # 80 columns: cut names and labels, not IDs
+    print(row.format("NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "RUN", "SEEN"))
+    now = time.time()
+    for n in result["nodes"]:
+        capacity = n.get("capacity") or {}
+        labels = ",".join(f"{k}={v}" for k, v in (n.get("labels") or {}).items())
+        cpus = capacity.get("cpus")
+        print(row.format(
+            n["node_id"][:SHORT_ID] + ("*" if n.get("self") else ""), _cut(_text(n.get("name")), 12), n["state"],
+            _cut(labels, 12), f"{cpus:g}" if isinstance(cpus, int | float) else "-", _size(capacity.get("memory")),
+            _text(n.get("running")), _ago(now, n.get("last_seen")),
+        ).rstrip())  # fmt: skip
+    print("(* this node; NODE is an ID prefix that drain and undrain take)")
+    return Exit.OK
+
+
+@_guarded
+def drain(node: str, *, conn: Conn | None = None) -> int:
+    """Drain a node: it takes no new allocations and its replicas move elsewhere. Exit 1: no such node.
+
+    Parameters
+    ----------
+    node
+        The node's ID, its name, or a unique prefix of its ID.
+    """
+    return _drain(conn or Conn(), "NodeService.Drain", node)
+
+
+@_guarded
+def undrain(node: str, *, conn: Conn | None = None) -> int:
+    """Let a drained node take allocations again. Exit 1: no such node.
+
+    Parameters
+    ----------
+    node
+        The node's ID, its name, or a unique prefix of its ID.
+    """
+    return _drain(conn or Conn(), "NodeService.Undrain", node)
+
+
+def _drain(conn: Conn, method: str, node: str) -> int:
+    try:
+        result = _fetch(conn, method, {"node_id": node})
+    except ValidationError as exc:  # unknown or ambiguous: the node said which
+        print(f"cmnode: {_one_line(exc)}", file=sys.stderr)
+        return Exit.JOB_FAILED
+    if conn.json:
+        return _print_json(result)
+    print(result.get("message", ""))
+    return Exit.OK
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
+def _ago(now: float, stamp: Any) -> str:
+    if not isinstance(stamp, int | float):
+        return ""
+    seconds = max(0, int(now - stamp))
+    return "now" if seconds < 1 else f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
 
 
 # -- following a job --------------------------------------------------------------------------------
@@ -427,6 +600,10 @@ def _status_view(result: dict[str, Any]) -> Any:
     for e in result.get("executions", []):
         executions.add_row(e["node_id"], e.get("state", ""), _text(e.get("attempt")), _text(e.get("exit_code")),
                            _text(e.get("container_id"))[:12], _text(e.get("error")))  # fmt: skip
+    allocation = result.get("allocation")
+    if allocation:
+        placed = f"allocation v{allocation.get('version')}: {allocation.get('note')}"
+        return RichGroup(head, placed, "", executions)
     return RichGroup(head, "", executions)
 
 
@@ -434,7 +611,7 @@ def _print_status(result: dict[str, Any]) -> None:
     _console().print(_status_view(result))
 
 
-COMMANDS = (create, status, jobs, logs, stop, peers, info)
+COMMANDS = (create, status, jobs, logs, stop, scale, peers, info, nodes, drain, undrain)
 
 
 def register(app: cyclopts.App) -> None:

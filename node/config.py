@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from .errors import ConfigError
+from .noderecord import check_node_labels, check_node_memory, check_node_name
 from .policy import DEFAULT_MEMORY, DEFAULT_PIDS_LIMIT, check_default_memory, check_host_prefixes, check_image_globs
 
 __all__ = [
@@ -68,6 +69,10 @@ def above(low: float, unit: str) -> Check:
 
 def at_least(low: float, unit: str) -> Check:
     return lambda value: None if value >= low else f"{value} (must be >= {low:g} {unit})"
+
+
+def between_seconds(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"{value} (must be {low:g} to {high:g} seconds)"
 
 
 def one_of(choices: Collection[str], *, fold_case: bool = False) -> Check:
@@ -175,6 +180,27 @@ class Config:
     max_body: Annotated[int, Setting("Largest JSON-RPC request body, in bytes", check=at_least(1024, "bytes"))] = (
         1024 * 1024
     )
+    heartbeat: Annotated[
+        float, Setting("Seconds between this node's records on the mesh; unheard for 3, a node is down",
+                       check=between_seconds(0.05, 3600.0))
+    ] = 2.0  # fmt: skip
+    node_name: Annotated[
+        str | None, Setting("This node's name in listings and commands", check=check_node_name, shown="the hostname")
+    ] = None
+    node_label: Annotated[
+        tuple[str, ...], Setting("KEY=VALUE label placement selects on (repeatable)", check=check_node_labels)
+    ] = ()
+    node_cpus: Annotated[
+        float, Setting("CPUs this node offers (0: what the Docker engine reports)", check=at_least(0, "CPUs"))
+    ] = 0.0
+    node_memory: Annotated[
+        str, Setting("Memory this node offers, a size such as '8g' (empty: what the Docker engine reports)",
+                     check=check_node_memory)
+    ] = ""  # fmt: skip
+    reschedule_after: Annotated[
+        float, Setting("Seconds a node holding replicas may go unheard before they are placed elsewhere",
+                       check=at_least(0, "seconds"))
+    ] = 10.0  # fmt: skip
 
     def __post_init__(self) -> None:
         for spec in settings(type(self)).values():

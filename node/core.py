@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import trio
 
 from . import __version__
+from .allocation import Allocation, sign_allocation
 from .config import Config
 from .errors import NotFoundError, ValidationError
 from .executor import Executor
 from .identity import Identity
 from .link import NoMesh, Outbound
 from .model import Cancel, Execution, Job, JobSpec, State, derive_status
-from .registry import LoneNode, NodesView
+from .noderecord import sign_drain
+from .registry import NodeState, NodesView, Registry
 from .replica import Replica
-from .scheduler import runs_here
+from .rescheduler import Rescheduler
+from .scheduler import allocate, loads_of, revise, runs_here
 from .store import JobRecord, Store
 from .trust import Trust, sign_cancel
 
@@ -41,6 +45,7 @@ class Node:
         rpc_url: str = "",
         mesh: Outbound | None = None,
         nodes: NodesView | None = None,
+        registry: Registry | None = None,
     ) -> None:
         """``mesh`` is how this node publishes and reaches other nodes (``MeshLink``); none: a node alone.
         ``nodes`` is what this node knows of every node (``node/registry.py``); none: only itself."""
@@ -50,11 +55,21 @@ class Node:
         self.executor = executor
         self.rpc_url = rpc_url
         self.mesh: Outbound = mesh or NoMesh()
-        self.nodes: NodesView = nodes or LoneNode(identity.node_id)
+        self.registry = registry or Registry.of(config, identity.node_id)  # none given: this node alone
+        """Every node this node has heard of: listed, drained and named through it (``node/registry.py``)."""
+        self.nodes: NodesView = nodes or self.registry
         self._replica = Replica(
             store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer,
-            trust=Trust.of(identity.node_id, config.trusted_peer),
+            trust=Trust.of(identity.node_id, config.trusted_peer), place=self._place_here, release=self._release_here,
+            labels=self._labels,
         )  # fmt: skip
+        self.rescheduler = Rescheduler(
+            node_id=identity.node_id, store=store, nodes=self.nodes, write=self.write_allocation,
+            place=self._place_here, release=self._release_here, interval=config.heartbeat,
+            reschedule_after=config.reschedule_after,
+        )  # fmt: skip
+        """Run ``rescheduler.run`` in the node's nursery (app.py)."""
+        self._allocating = trio.Lock()
         self.started_at = time.time()
 
     @property
@@ -84,12 +99,77 @@ class Node:
         self.executor.policy.check(spec)
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
-        if runs_here(job, self.node_id):
+        if spec.placement.mode == "replicas":
+            return await self._create_replicas(job)
+        if runs_here(job, self.node_id, labels=self._labels()):
             await self.executor.submit(job)
         else:
             await self.executor.accept(job, run_here=False)  # recorded here; the nodes placement names run it
         await self.mesh.publish_job(job)
         return job
+
+    async def _create_replicas(self, job: Job) -> Job:
+        """Allocate, keep the allocation, then the job (run here if allocated here); the allocation goes out
+        first, so a peer hearing the job finds where it runs (heard the other way round, it runs on arrival
+        of the allocation)."""
+        async with self._allocating:  # two Creates at once each see the other's copies when counting load
+            loads = loads_of((j.spec, a.nodes) for j, a, _ in await self.store.active_allocations())
+            choice = allocate(job, self.nodes.nodes(), loads)
+            allocation = sign_allocation(self.identity, Allocation(
+                job_id=job.job_id, version=1, replicas=job.spec.placement.replicas or 0, nodes=choice.nodes,
+                by=self.node_id, at=time.time(), note=choice.note,
+            ))  # fmt: skip
+            await self.store.put_allocation(allocation)
+        if self.node_id in allocation.nodes:
+            await self.executor.submit(job)
+        else:
+            await self.executor.accept(job, run_here=False)
+        await self.mesh.publish_allocation(allocation)
+        await self.mesh.publish_job(job)
+        return job
+
+    async def scale(self, job_id: str, replicas: int) -> dict[str, Any]:
+        """A new allocation version with ``replicas`` copies: more are placed as for Create, fewer keep the
+        running ones. Any node may scale (its trust rule lets peers believe it as for a Stop).
+
+        Raises:
+            NotFoundError: no such job here. ValidationError: not a replicas job, or stopped.
+        """
+        record, executions = await self._record(job_id)
+        if record.job.spec.placement.mode != "replicas":
+            raise ValidationError([{"field": "job_id", "message": "is not a replicas job (placement has no replicas)"}])
+        if record.cancelled:
+            raise ValidationError([{"field": "job_id", "message": "was stopped"}])
+        with trio.CancelScope(shield=True):
+            async with self._allocating:
+                current = await self.store.get_allocation(job_id)
+                if current is None:
+                    current = Allocation(job_id=job_id, version=0, replicas=0, nodes=(), by="", at=0.0)
+                active = await self.store.active_allocations()
+                loads = loads_of((j.spec, a.nodes) for j, a, _ in active)
+                states = {e.node_id: e.state for e in executions}
+                choice = revise(
+                    record.job, current, self.nodes.nodes(), loads, states,
+                    reschedule_after=self.config.reschedule_after, replicas=replicas,
+                )  # fmt: skip
+                assert choice is not None  # a new count always gives a choice
+                allocation = Allocation(
+                    job_id=job_id, version=current.version + 1, replicas=replicas, nodes=choice.nodes,
+                    by=self.node_id, at=time.time(), note=choice.note,
+                )  # fmt: skip
+                signed = await self.write_allocation(allocation)
+        return {"job_id": job_id, "allocation": _allocation_view(signed)}
+
+    async def write_allocation(self, allocation: Allocation) -> Allocation:
+        """Sign a new allocation version, keep it, act on it here and tell the mesh."""
+        signed = sign_allocation(self.identity, allocation)
+        await self._replica.on_allocation(signed, local=True)
+        await self.mesh.publish_allocation(signed)
+        return signed
+
+    def _labels(self) -> Mapping[str, str]:
+        me = self.nodes.get(self.node_id)
+        return me.labels if me is not None else {}
 
     async def _record(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
         found = await self.store.get_job_with_executions(job_id)
@@ -99,14 +179,20 @@ class Node:
 
     async def status(self, job_id: str) -> dict[str, Any]:
         record, executions = await self._record(job_id)
-        return {
-            "status": derive_status(executions),
+        down = self._down(executions)
+        answer = {
+            "status": _status(executions, down),
             "job_id": job_id,
-            "executions": [_execution_view(e) for e in executions],
+            "executions": [_execution_view(e, down) for e in executions],
             "origin": record.job.origin,
             "created_at": record.job.created_at,
             "spec": record.job.spec.to_json(),
         }
+        if record.job.spec.placement.mode == "replicas":
+            allocation = await self.store.get_allocation(job_id)
+            if allocation is not None:
+                answer["allocation"] = _allocation_view(allocation)
+        return answer
 
     async def list_jobs(
         self, *, status: str | None, labels: dict[str, str], limit: int, cursor: str | None
@@ -163,8 +249,17 @@ class Node:
     async def on_cancel(self, cancel: Cancel) -> None:
         await self._replica.on_cancel(cancel)
 
+    async def on_allocation(self, allocation: Allocation) -> bool:
+        return await self._replica.on_allocation(allocation)
+
     async def _run_from_peer(self, job: Job) -> bool:
         return await self.executor.accept(job, run_here=True)
+
+    async def _place_here(self, job: Job) -> bool:
+        return await self.executor.place(job)
+
+    async def _release_here(self, job_id: str) -> None:
+        await self.executor.release(job_id)
 
     async def cancel_from_peer(self, job_id: str) -> None:
         if await self.store.get_job(job_id) is not None:
@@ -172,6 +267,8 @@ class Node:
 
     async def logs(self, job_id: str, node_id: str | None, tail: int | None) -> dict[str, Any]:
         _, executions = await self._record(job_id)
+        if node_id is not None and node_id not in {e.node_id for e in executions}:
+            node_id = self.registry.resolve(node_id, strict=False)  # a name or an ID prefix
         node_id = node_id or self.node_id
         execution = next((e for e in executions if e.node_id == node_id), None)
         if execution is None:
@@ -221,6 +318,8 @@ class Node:
         load = self.executor.load()
         return {
             "node_id": self.node_id,
+            "name": self.registry.name,
+            "labels": dict(self.registry.labels),
             "version": __version__,
             "addresses": self.mesh.addresses(),
             "rpc_url": self.rpc_url,
@@ -236,12 +335,64 @@ class Node:
     async def peers(self) -> dict[str, Any]:
         return {"peers": self.mesh.peers()}
 
+    # -- the nodes ----------------------------------------------------------------------------------
 
-def _execution_view(e: Execution) -> dict[str, Any]:
+    async def list_nodes(self) -> dict[str, Any]:
+        return {"nodes": self.registry.listing()}
+
+    async def drain(self, node: str, draining: bool) -> dict[str, Any]:
+        """Drain (or undrain) ``node`` (an ID, a name or a unique ID prefix) on every node: a signed order,
+        kept here and gossiped; the drained node says so in its own record.
+
+        Raises:
+            ValidationError: ``node`` names no known node, or more than one.
+        """
+        node_id = self.registry.resolve(node)
+        order = sign_drain(self.identity, node_id, draining, time.time())
+        self.registry.on_drain(order)  # this node gave it: its own trust rule lets it
+        await self.mesh.publish_drain(order)
+        verb = "draining" if draining else "undrained"
+        return {"node_id": node_id, "draining": draining, "message": f"node {node_id} {verb}"}
+
+    def _down(self, executions: list[Execution]) -> frozenset[str]:
+        """The nodes of ``executions`` that are down while their execution is not final: what they do now is
+        not known (shown ``unknown``, nothing stored)."""
+        down = set()
+        for e in executions:
+            if not e.state.final:
+                info = self.nodes.get(e.node_id)
+                if info is not None and info.state is NodeState.DOWN:
+                    down.add(e.node_id)
+        return frozenset(down)
+
+
+def _execution_view(e: Execution, down: frozenset[str] = frozenset()) -> dict[str, Any]:
     view = e.to_json()
     view.pop("job_id")
     view.pop("signature", None)  # the mesh's business, not the API's
+    if e.node_id in down:
+        view.update(state=UNKNOWN, node_state="down")
     return view
+
+
+UNKNOWN = "unknown"
+"""The state shown for an execution, and the status for a job, whose node is down: not stored, only a view."""
+
+
+def _status(executions: list[Execution], down: frozenset[str]) -> str:
+    """``derive_status`` over the executions of nodes not down; only down ones left: ``unknown``."""
+    if not down:
+        return derive_status(executions)
+    live = [e for e in executions if e.node_id not in down]
+    status = derive_status(live)
+    return UNKNOWN if not live or status == State.REJECTED.value else status
+
+
+def _allocation_view(a: Allocation) -> dict[str, Any]:
+    """What Status shows of an allocation: where the copies run and, when fewer than wanted, why."""
+    placed = f"{len(a.nodes)} of {a.replicas} replicas placed"
+    return {"version": a.version, "replicas": a.replicas, "nodes": list(a.nodes), "by": a.by, "at": a.at,
+            "note": a.note or placed}  # fmt: skip
 
 
 def _tail(text: str, tail: int | None) -> str:

@@ -1,5 +1,6 @@
-"""The exit watcher: every exit of this node's containers, learnt from ONE Docker events stream instead of a
-blocking ``wait()`` thread per container, with the daemon's health as a by-product."""
+"""The exit watcher: every exit of this node's containers, and every change of their healthchecks' verdicts,
+learnt from ONE Docker events stream instead of a blocking ``wait()`` thread per container, with the daemon's
+health as a by-product."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import trio
 
 from .docker_client import DockerConnection, in_thread, labels_of
 from .errors import RuntimeFailureError
-from .runtime import LABEL_MANAGED, LABEL_NODE, ContainerExit, DockerHealth, RuntimeEvent
+from .runtime import LABEL_MANAGED, LABEL_NODE, ContainerExit, ContainerHealth, DockerHealth, RuntimeEvent
 
 log = logging.getLogger("node.runtime")
 
@@ -23,6 +24,8 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 2.0
 # docker-init (tini, from init=True) reports a command it cannot exec as exit 127 plus this line on stderr.
 _TINI_FATAL = "[FATAL tini"
+_HEALTH_EVENT = "health_status"
+"""Docker's action for a health change is ``health_status: healthy``; the filter matches the part before ':'."""
 
 
 class _StreamSlot:
@@ -60,6 +63,15 @@ def _close_quietly(stream: Any) -> None:
         stream.close()
 
 
+def _health_of(attrs: dict[str, Any]) -> ContainerHealth | None:
+    """The healthcheck's verdict on a container from its inspect data, or None if it has no healthcheck."""
+    status = ((attrs.get("State") or {}).get("Health") or {}).get("Status")
+    if status not in ("starting", "healthy", "unhealthy"):
+        return None
+    job_id, attempt = labels_of((attrs.get("Config") or {}).get("Labels") or {})
+    return ContainerHealth(container_id=str(attrs["Id"]), job_id=job_id, attempt=attempt, status=status)
+
+
 class ExitWatcher:
     """Follows the die events of one node's containers on one connection (see ``watch``)."""
 
@@ -88,24 +100,44 @@ class ExitWatcher:
             error=error,
         )
 
-    def _connect(self, slot: _StreamSlot) -> list[ContainerExit]:
-        """Subscribe to our die events, THEN list exits that already happened, so none falls in between."""
+    def _connect(self, slot: _StreamSlot) -> list[ContainerExit | ContainerHealth]:
+        """Subscribe to our die and health events, THEN list exits that already happened and the health of
+        the containers still running, so no change falls in between."""
         stream = self._conn.api().events(
             decode=True,
-            filters={"type": "container", "event": "die", "label": f"{LABEL_NODE}={self._conn.node_id}"},
+            filters={
+                "type": "container",
+                "event": ["die", _HEALTH_EVENT],
+                "label": f"{LABEL_NODE}={self._conn.node_id}",
+            },
         )
         if not slot.put(stream):
             return []
-        return [self.exit_from(attrs) for attrs in self._conn.list_attrs(("exited", "dead"))]
+        known: list[ContainerExit | ContainerHealth] = []
+        for attrs in self._conn.list_attrs():
+            status = (attrs.get("State") or {}).get("Status")
+            if status in ("exited", "dead"):
+                known.append(self.exit_from(attrs))
+            elif status == "running" and (health := _health_of(attrs)) is not None:
+                known.append(health)
+        return known
 
-    def _follow(self, stream: Any, deliver: Callable[[ContainerExit], Any]) -> None:
-        """Thread body: turn each die event into a ContainerExit and hand it to Trio. Returns when the
-        stream ends (daemon gone, or closed by the cancelled watcher)."""
+    def _follow(self, stream: Any, deliver: Callable[[ContainerExit | ContainerHealth], Any]) -> None:
+        """Thread body: turn each die event into a ContainerExit, each health change into a ContainerHealth,
+        and hand it to Trio. Returns when the stream ends (daemon gone, or closed by the cancelled watcher)."""
         for event in stream:
             actor = event.get("Actor") or {}
             attrs = actor.get("Attributes") or {}
             container_id = str(actor.get("ID") or event.get("id") or "")
             if not container_id or attrs.get(LABEL_MANAGED) != "1":
+                continue
+            action = str(event.get("Action") or event.get("status") or "")
+            if action.startswith(_HEALTH_EVENT):
+                job_id, attempt = labels_of(attrs)
+                status = action.partition(":")[2].strip()
+                health = ContainerHealth(container_id=container_id, job_id=job_id, attempt=attempt, status=status)
+                if status in ("starting", "healthy", "unhealthy"):
+                    trio.from_thread.run(deliver, health)
                 continue
             try:
                 exit_code = int(attrs.get("exitCode", -1))
@@ -126,8 +158,9 @@ class ExitWatcher:
     ) -> NoReturn:
         """Report every exit of our containers on ``send``, forever, through one events stream.
 
-        On each (re)connect it sends DockerHealth(ok=True) and then a ContainerExit for every container of
-        ours already exited (the consumer is idempotent), covering exits missed while disconnected. While the
+        On each (re)connect it sends DockerHealth(ok=True), then a ContainerExit for every container of ours
+        already exited and a ContainerHealth for every running one with a healthcheck (the consumer is
+        idempotent), covering changes missed while disconnected. While the
         daemon is unreachable it sends DockerHealth(ok=False) when that first happens or the reason changes,
         and retries with backoff capped at 2 s. Cancellation returns promptly: the stream is closed, which
         ends the reader thread.
@@ -141,7 +174,7 @@ class ExitWatcher:
             try:
                 reason: str | None = None
                 try:
-                    exits: list[ContainerExit] = []
+                    exits: list[ContainerExit | ContainerHealth] = []
                     with trio.move_on_after(conn.timeout) as connect_scope:
                         exits = await conn.run(None, functools.partial(self._connect, slot))
                     if connect_scope.cancelled_caught:

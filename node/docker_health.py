@@ -19,6 +19,8 @@ class DaemonHealth:
     def __init__(self) -> None:
         self.error: str | None = "not connected yet"
         self._up = trio.Event()
+        self._told = False
+        """Whether the daemon's state since start was said: a node that never reaches it warns once too."""
 
     @property
     def ok(self) -> bool:
@@ -26,11 +28,13 @@ class DaemonHealth:
 
     def mark_up(self) -> None:
         self.error = None
+        self._told = True
         self._up.set()
 
     def mark_down(self, reason: str) -> None:
-        if self.error is None:
+        if self.error is None or not self._told:
             log.warning("docker daemon unavailable: %s", reason)
+            self._told = True
         self.error = reason
         if self._up.is_set():
             self._up = trio.Event()

@@ -21,7 +21,22 @@ from .docker_exits import ExitWatcher
 from .errors import NotFoundError, RuntimeFailureError
 from .model import PULL_POLICIES, Job
 from .policy import Policy
-from .runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ContainerInfo, OnPulling, RuntimeEvent
+from .runtime import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    ContainerInfo,
+    OnPulling,
+    PortTakenError,
+    RuntimeEvent,
+    port_taken_message,
+)
+from .spec import Healthcheck, PortMapping
+
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+"""How dockerd words a host port in use, when the proxy or the kernel refuses to bind it."""
+_NANOS = 1_000_000_000
 
 
 class DockerRuntime:
@@ -142,6 +157,9 @@ class DockerRuntime:
             host["mounts"] = [
                 docker.types.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in options.mounts
             ]
+        ports = spec.port_mappings
+        if ports:
+            host["port_bindings"] = _port_bindings(ports)
         # An empty entrypoint means "clear the image's", which Docker spells [""].
         entrypoint = None if spec.entrypoint is None else (list(spec.entrypoint) or [""])
         created = api.create_container(
@@ -151,14 +169,18 @@ class DockerRuntime:
             environment=dict(spec.env),
             labels=labels,
             detach=True,
+            ports=sorted({(m.container_port, m.protocol) for m in ports}) or None,
+            healthcheck=_healthcheck(spec.healthcheck) if spec.healthcheck is not None else None,
             host_config=api.create_host_config(**host),
         )
         container_id = str(created["Id"])
         try:
             api.start(container_id)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 api.remove_container(container_id, force=True)
+            if isinstance(exc, docker.errors.APIError) and any(w in explanation(exc) for w in _PORT_TAKEN):
+                raise _port_taken(job.job_id, ports, explanation(exc)) from exc
             raise
         return container_id
 
@@ -234,6 +256,48 @@ class DockerRuntime:
     def close(self) -> None:
         """Release the client's connections; later calls raise RuntimeFailureError."""
         self._conn.close()
+
+    async def capacity(self) -> tuple[float | None, int | None]:
+        """(CPUs, memory in bytes) as the engine reports them (``NCPU``, ``MemTotal``); None where it does not.
+
+        Raises:
+            RuntimeFailureError: the daemon did not answer.
+        """
+        info = await self._conn.run(None, lambda: self._conn.api().info())
+        cpus, memory = info.get("NCPU"), info.get("MemTotal")
+        return (float(cpus) if isinstance(cpus, int) and cpus > 0 else None,
+                memory if isinstance(memory, int) and memory > 0 else None)  # fmt: skip
+
+
+def _port_bindings(ports: tuple[PortMapping, ...]) -> dict[str, list[Any]]:
+    """The SDK's ``port_bindings``: ``{"80/tcp": [("127.0.0.1", 8080), 8081]}``."""
+    bindings: dict[str, list[Any]] = {}
+    for m in ports:
+        host = m.host_port if m.host_ip is None else (m.host_ip, m.host_port)
+        bindings.setdefault(f"{m.container_port}/{m.protocol}", []).append(host)
+    return bindings
+
+
+def _healthcheck(check: Healthcheck) -> dict[str, Any]:
+    """Docker's healthcheck (times in nanoseconds; an absent one is Docker's default)."""
+    test = ["CMD-SHELL", check.command] if isinstance(check.command, str) else ["CMD", *check.command]
+    out: dict[str, Any] = {"test": test}
+    for name, value in (("interval", check.interval), ("timeout", check.timeout), ("start_period", check.start_period)):
+        if value is not None:
+            out[name] = int(value * _NANOS)
+    if check.retries is not None:
+        out["retries"] = check.retries
+    return out
+
+
+def _port_taken(job_id: str, ports: tuple[PortMapping, ...], reason: str) -> PortTakenError:
+    """The port dockerd could not bind, found in its words (``Bind for 0.0.0.0:8080 failed``, ``listen tcp4
+    127.0.0.1:8080``); the first published one when they name none."""
+    named = [m for m in ports if f":{m.host_port} " in f"{reason} " or f":{m.host_port}:" in reason
+             or f":{m.host_port}/" in reason]  # fmt: skip
+    m = (named or list(ports))[0]
+    message = port_taken_message(job_id, m.host_port, m.protocol, reason)
+    return PortTakenError(message, host_port=m.host_port, protocol=m.protocol)
 
 
 __all__ = ["DockerRuntime"]

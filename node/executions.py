@@ -150,10 +150,12 @@ class Executions:
 
     async def announce(self, execution: Execution) -> None:
         """Log a stored version and tell the mesh."""
+        # exit_code and error only when there is one: a "running" line with exit_code=None error=None is noise.
+        known = (("exit_code", execution.exit_code), ("error", execution.error))
+        outcome = "".join(f" {key}={value}" for key, value in known if value is not None)
         log.info(
-            "execution job_id=%s node_id=%s state=%s attempt=%d exit_code=%s error=%s",
-            execution.job_id, self.node_id, execution.state.value, execution.attempt,
-            execution.exit_code, execution.error,
+            "execution job_id=%s node_id=%s state=%s attempt=%d%s",
+            execution.job_id, self.node_id, execution.state.value, execution.attempt, outcome,
         )  # fmt: skip
         if self.publish is not None:
             await self.publish(execution)

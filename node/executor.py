@@ -10,8 +10,9 @@ peer's job placed here) spawns nothing: ``Admission`` (``node/admission.py``) ru
 beyond its rate or the queue). A job this node's ``Policy`` (``node/policy.py``) refuses, and a refused one, is
 recorded as a ``rejected`` execution: final, not run, not failed, never retried.
 
-Its size (~490 lines) is one job: the life of an attempt, from the queue through start, exit, timeout, retry
-and cancel, kept in one place because each step must see the others' in-memory state without an await between.
+Its size (~620 lines) is one job: the life of an attempt, from the queue through start, health, exit, timeout,
+retry or restart (``node/restart.py`` decides which) and cancel, kept in one place because each step must see
+the others' in-memory state without an await between.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import trio
@@ -32,11 +33,12 @@ from .docker_health import DaemonHealth
 from .errors import QueueFullError, RuntimeFailureError, StorageFullError
 from .executions import Executions, Publish
 from .jobqueue import JobQueue, WorkItem
-from .model import Execution, Job, State
+from .model import MAX_HISTORY, Execution, Job, State
 from .policy import Policy
 from .recovery import Recovery
+from .restart import restarts, streak_after
 from .retention import Retention
-from .runtime import ContainerExit, DockerHealth, Runtime, RuntimeEvent
+from .runtime import ContainerExit, ContainerHealth, DockerHealth, Runtime, RuntimeEvent
 from .store import JobRecord, Store
 
 log = logging.getLogger("cmnode.executor")
@@ -49,7 +51,8 @@ LOOK_PAUSE = 1.0
 
 def retry_delay(attempt: int, base: float = BACKOFF_BASE) -> float:
     """The wait before the attempt after ``attempt``: base * 2^(attempt-1), +-20 % jitter, then at most 60 s."""
-    return float(min(BACKOFF_CAP, base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)))
+    step = min(attempt, 64)  # the cap holds long before; a service may restart for ever
+    return float(min(BACKOFF_CAP, base * 2 ** (step - 1) * random.uniform(0.8, 1.2)))
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,13 @@ class Executor:
         )
         self._timers: dict[tuple[str, int], trio.CancelScope] = {}
         self._timed_out: set[tuple[str, int]] = set()
+        self._unhealthy: set[tuple[str, int]] = set()
+        self._run_started: dict[tuple[str, int], float] = {}
+        """When each running attempt started, on trio's clock: how long it ran sets the next backoff."""
+        self._streak: dict[tuple[str, int], int] = {}
+        """Quick runs in a row before each waiting attempt (absent: none), for ``restart.streak_after``."""
         self._starts: dict[str, _Start] = {}
+        self._placing: set[str] = set()
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -247,38 +256,54 @@ class Executor:
         if timer is not None:
             timer.cancel()
         self._timed_out.discard((job_id, attempt))
+        self._unhealthy.discard((job_id, attempt))
+        self._run_started.pop((job_id, attempt), None)
+        self._streak.pop((job_id, attempt), None)
         self.recovery.forget(job_id, attempt)
 
     async def _fail(
         self,
         job_id: str,
         attempt: int,
-        error: str,
+        error: str | None,
         *,
         exit_code: int | None = None,
         final_state: State = State.FAILED,
         **extra: Any,
     ) -> None:
-        """Fail this attempt; start the next one after a backoff if the spec allows retries."""
+        """End this attempt in ``final_state``; start the next one after a backoff if the spec's ``restart``
+        and ``retries`` say so (``node/restart.py``): a failure, or for ``restart: always`` a clean exit too."""
         job = self.executions.job(job_id)
         current = self.executions.get(job_id)
         if job is None or current is None or current.attempt != attempt:
             return
-        if attempt <= job.spec.retries:
-            delay = retry_delay(attempt, self.backoff_base)
-            failed = current.advance(state=final_state, exit_code=exit_code, error=error, **extra)
-            history = (*current.history, failed.attempt_summary())
-            new = await self.executions.transition(
-                job_id, attempt, state=State.PENDING, attempt=attempt + 1, history=history, container_id=None,
-                exit_code=None, started_at=None, finished_at=None,
-                error=f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s",
-            )  # fmt: skip
-            if new is not None:
-                self._spawn(self._requeue_later, job, attempt + 1, delay)
-        else:
+        failed = final_state != State.COMPLETE
+        if not restarts(job.spec, attempt, failed=failed):
             await self.executions.transition(
                 job_id, attempt, state=final_state, exit_code=exit_code, error=error, **extra
             )
+            return
+        key = (job_id, attempt)
+        began = self._run_started.get(key)
+        ran_for = None if current.started_at is None else (
+            trio.current_time() - began if began is not None else time.time() - current.started_at
+        )  # fmt: skip
+        streak = streak_after(self._streak.get(key, 0), ran_for)
+        delay = retry_delay(streak, self.backoff_base)
+        ended = current.advance(state=final_state, exit_code=exit_code, error=error, **extra)
+        history = (*current.history, ended.attempt_summary())[-MAX_HISTORY:]
+        what = f"failed ({error})" if failed else "exited with code 0"
+        verb = "retrying" if job.spec.restart == "never" else "restarting"
+        self._streak[(job_id, attempt + 1)] = streak  # before the await: the next attempt may end during it
+        new = await self.executions.transition(
+            job_id, attempt, state=State.PENDING, attempt=attempt + 1, history=history, container_id=None,
+            exit_code=None, started_at=None, finished_at=None, health=None,
+            error=f"attempt {attempt} {what}; {verb} in {delay:.1f}s",
+        )  # fmt: skip
+        if new is None:
+            self._streak.pop((job_id, attempt + 1), None)
+        else:
+            self._spawn(self._requeue_later, job, attempt + 1, delay)
 
     async def _requeue_later(self, job: Job, attempt: int, delay: float) -> None:
         await trio.sleep(delay)
@@ -334,12 +359,19 @@ class Executor:
                     del self._starts[job_id]
             if container_id is None:
                 return  # adopted an earlier container, or cancelled while preparing
+            before = self.executions.get(job_id)  # a health report may have come first: keep it
+            health = before.health if before is not None and before.health is not None else None
+            if health is None and job.spec.healthcheck is not None:
+                health = "starting"
+            # Before the await: the attempt may end during it, and its end forgets this.
+            self._run_started[(job_id, attempt)] = trio.current_time()
             running = await self.executions.transition(
                 job_id, attempt, states=(State.PENDING, State.PULLING), state=State.RUNNING,
-                container_id=container_id, error=None,
+                container_id=container_id, error=None, health=health,
             )  # fmt: skip
             if running is None:
                 # Either the watcher recorded its exit first (keep it), or it was cancelled meanwhile.
+                self._run_started.pop((job_id, attempt), None)
                 if start.cancelled:
                     self._spawn(self._remove_quietly, job_id, attempt, container_id)
                 return
@@ -399,8 +431,31 @@ class Executor:
                     self._spawn(self._reconcile)
                 else:
                     self.docker.mark_down(event.reason or "unreachable")
+            elif isinstance(event, ContainerHealth):
+                await self._on_health(event)
             else:
                 await self._on_exit(event)
+
+    async def _on_health(self, ev: ContainerHealth) -> None:
+        """Record the healthcheck's verdict; an unhealthy container whose ``restart`` is not ``never`` is
+        stopped, and its exit ends the attempt as a failure (``never``: left running, shown unhealthy)."""
+        current = self.executions.get(ev.job_id)
+        if current is None or current.attempt != ev.attempt or current.health == ev.status:
+            return
+        await self.executions.transition(ev.job_id, ev.attempt, health=ev.status)
+        job = self.executions.job(ev.job_id)
+        key = (ev.job_id, ev.attempt)
+        if ev.status != "unhealthy" or job is None or job.spec.restart == "never" or key in self._unhealthy:
+            return
+        self._unhealthy.add(key)
+        log.info("unhealthy job_id=%s attempt=%d: stopping the container to restart it", ev.job_id, ev.attempt)
+        self._spawn(self._stop_quietly, ev.job_id, ev.container_id)
+
+    async def _stop_quietly(self, job_id: str, container_id: str) -> None:
+        try:
+            await self.runtime.stop(container_id, grace=2.0)
+        except RuntimeFailureError as exc:
+            log.warning("cannot stop container job_id=%s: %s", job_id, exc.message)
 
     async def _on_exit(self, ev: ContainerExit) -> None:
         if not self.executions.is_current(ev.job_id, ev.attempt):
@@ -412,10 +467,11 @@ class Executor:
             job = self.executions.job(ev.job_id)
             limit = job.spec.timeout if job else None
             await self._fail(ev.job_id, ev.attempt, f"timed out after {limit:g}s", exit_code=ev.exit_code, **extra)
+        elif key in self._unhealthy:
+            reason = "unhealthy: stopped by its healthcheck"
+            await self._fail(ev.job_id, ev.attempt, reason, exit_code=ev.exit_code, **extra)
         elif ev.exit_code == 0 and ev.error is None:
-            await self.executions.transition(
-                ev.job_id, ev.attempt, state=State.COMPLETE, exit_code=0, error=None, **extra
-            )
+            await self._fail(ev.job_id, ev.attempt, None, exit_code=0, final_state=State.COMPLETE, **extra)
         else:
             reason = ev.error or ("out of memory" if ev.oom_killed else f"exited with code {ev.exit_code}")
             await self._fail(ev.job_id, ev.attempt, reason, exit_code=ev.exit_code, **extra)
@@ -471,6 +527,88 @@ class Executor:
             cancelled = await self.executions.cancel(job_id, untracked=untracked)
         self._abandon_start(job_id)  # a worker may have taken the job up while this waited for the lock
         if current is not None and cancelled is not None and current.container_id is not None:
+            self._spawn(self._remove_quietly, job_id, current.attempt, current.container_id)
+
+    # -- allocations: a replicas job placed here or moved away -----------------------------------
+
+    async def place(self, job: Job) -> bool:
+        """Run here a job already recorded, which a newer allocation placed here (``node/allocation.py``).
+
+        Nothing happens while this node runs it already, or if its copy here ended otherwise than ``released``
+        (the reviser never places a job back where it failed). The queue is never waited for: a full one holds
+        the job until a slot frees up. True if an execution was started."""
+        if self.executions.get(job.job_id) is not None or job.job_id in self._placing:
+            return False
+        self._placing.add(job.job_id)  # the allocation's arrival and the rescheduler's round may both ask
+        try:
+            return await self._place(job)
+        finally:
+            self._placing.discard(job.job_id)
+
+    async def _place(self, job: Job) -> bool:
+        mine = next((e for e in await self.store.executions_of(job.job_id) if e.node_id == self.node_id), None)
+        if mine is None:
+            new = self._new_execution(job)
+        elif mine.state == State.RELEASED:  # placed back: a new run, a newer version of the same row
+            new = mine.advance(
+                state=State.PENDING, attempt=1, history=(), container_id=None, exit_code=None, error=None,
+                started_at=None, finished_at=None, created_at=time.time(),
+            )  # fmt: skip
+        else:
+            return False
+        refusal = self.policy.refusal(job.spec)
+        if refusal is not None:
+            new = new.advance(state=State.REJECTED, error=str(refusal))
+            await self.store.put_execution(new)
+            await self.executions.announce(new)
+            return False
+        try:
+            self.queue.reserve()
+        except QueueFullError:
+            new = replace(new, error=WAITING_FOR_SLOT)
+            await self.store.put_execution(new)
+            await self.executions.announce(new)
+            self._spawn(self._place_when_free, job, new)
+            return True
+        try:
+            await self.store.put_execution(new)
+        except BaseException:
+            self.queue.release()
+            raise
+        self.executions.track(job, new)
+        await self.executions.announce(new)
+        self.queue.put_reserved(WorkItem(job, new.attempt))
+        return True
+
+    async def _place_when_free(self, job: Job, waiting: Execution) -> None:
+        """Queue a placed job once a slot frees up, unless it was released or cancelled meanwhile."""
+        await self.queue.reserve_wait()
+        async with self.backlog.lock:
+            mine = next((e for e in await self.store.executions_of(job.job_id) if e.node_id == self.node_id), None)
+            if mine is None or mine.version != waiting.version or self.executions.get(job.job_id) is not None:
+                self.queue.release()
+                return
+            self.executions.track(job, waiting)
+            self.queue.put_reserved(WorkItem(job, waiting.attempt))
+
+    async def release(self, job_id: str) -> None:
+        """Stop this node's copy of a job that a newer allocation moved elsewhere: its execution becomes
+        ``released`` (final, counted nowhere) and its container is stopped and removed, its output kept."""
+        self._abandon_start(job_id)
+        async with self.backlog.lock:  # the backlog cannot queue the job meanwhile
+            current = self.executions.get(job_id)
+            reason = "released: a newer allocation placed this copy on another node"
+            if current is not None:
+                await self.executions.transition(job_id, current.attempt, state=State.RELEASED, error=reason)
+            else:
+                mine = next((e for e in await self.store.executions_of(job_id) if e.node_id == self.node_id), None)
+                if mine is None or mine.state.final:
+                    return
+                released = mine.advance(state=State.RELEASED, error=reason)
+                await self.store.put_execution(released)
+                await self.executions.announce(released)
+        self._abandon_start(job_id)
+        if current is not None and current.container_id is not None:
             self._spawn(self._remove_quietly, job_id, current.attempt, current.container_id)
 
     def _abandon_start(self, job_id: str) -> None:

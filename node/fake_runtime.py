@@ -2,9 +2,11 @@
 
 Scripted, not simulated: a test says which images are present or how their pull goes, when a container exits
 (``exit``, or ``plan`` for an exit after a set time on trio's clock), and when the daemon goes away (``down``)
-and comes back (``up``). Exits and health reach the executor through the same ``watch_exits`` channel as the
-real one's, with the same semantics (a reconnect reports every exited container again), and failures raise the
-same ``node.errors`` with the same wording as ``DockerRuntime``.
+and comes back (``up``), which host ports something else holds (``taken``), and when a container's health
+changes (``set_health``). Exits, health changes and the daemon's health reach the executor through the same
+``watch_exits`` channel as the real one's, with the same semantics (a reconnect reports every exited container
+again, and the health of every running one), and failures raise the same ``node.errors`` with the same wording
+as ``DockerRuntime``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import trio
 from .errors import NotFoundError, RuntimeFailureError
 from .model import Job
 from .policy import ContainerOptions, Policy
-from .runtime import ContainerExit, ContainerInfo, DockerHealth, OnPulling, RuntimeEvent
+from .runtime import (
+    ContainerExit,
+    ContainerHealth,
+    ContainerInfo,
+    DockerHealth,
+    OnPulling,
+    PortTakenError,
+    RuntimeEvent,
+    port_taken_message,
+)
+from .spec import PortMapping
 
 ImageScript = Literal["present", "pulls", "fails", "hangs"]
 Plan = Callable[[Job, int], "tuple[int, float] | None"]
@@ -40,12 +52,20 @@ class FakeContainer:
     stderr: str = ""
     oom_killed: bool = False
     error: str | None = None
+    ports: tuple[PortMapping, ...] = ()
+    health: str | None = None
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
             container_id=self.container_id, job_id=self.job_id, attempt=self.attempt, status=self.status,
             exit_code=self.exit_code, started_at=self.started_at, finished_at=self.finished_at,
         )  # fmt: skip
+
+    def health_event(self) -> ContainerHealth:
+        assert self.health is not None
+        return ContainerHealth(
+            container_id=self.container_id, job_id=self.job_id, attempt=self.attempt, status=self.health
+        )
 
     def exit_event(self) -> ContainerExit:
         return ContainerExit(
@@ -76,6 +96,8 @@ class FakeRuntime:
     policy: Policy = field(default_factory=Policy)
     options: dict[str, ContainerOptions] = field(default_factory=dict)
     """What each container was started with (``Policy.options``, as DockerRuntime applies them)."""
+    taken: set[tuple[int, str]] = field(default_factory=set)
+    """Host ports, as (port, protocol), held by something other than our containers."""
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -97,6 +119,15 @@ class FakeRuntime:
             return
         c.status, c.exit_code, c.finished_at, c.oom_killed, c.error = "exited", code, _now(), oom, error
         self._emit(c.exit_event())
+
+    def set_health(self, container_id: str, status: str) -> None:
+        """The container's healthcheck reaches ``status`` (healthy, unhealthy); reported unless it is not
+        running or the daemon is down."""
+        c = self.containers[container_id]
+        if c.status != "running" or c.health == status:
+            return
+        c.health = status
+        self._emit(c.health_event())
 
     def down(self, reason: str = "connection refused") -> None:
         """The daemon goes away: every call fails, the events stream ends, exits go unreported."""
@@ -132,7 +163,7 @@ class FakeRuntime:
         if reason is not None:
             raise RuntimeFailureError(f"{what}: {reason}" if what else reason)
 
-    def _emit(self, event: ContainerExit) -> None:
+    def _emit(self, event: ContainerExit | ContainerHealth) -> None:
         if self._down is None:
             self._wake_send.send_nowait((self._generation, event))
 
@@ -162,9 +193,11 @@ class FakeRuntime:
             self.images[image] = "present"
         self._call("start", f"cannot start container for job {job.job_id}")
         options = self.policy.options(job.spec)
+        self._check_ports(job)
         cid = f"fake{next(self._ids):060d}"
         self.options[cid] = options
-        c = FakeContainer(cid, job.job_id, attempt, status="running", started_at=_now())
+        c = FakeContainer(cid, job.job_id, attempt, status="running", started_at=_now(), ports=job.spec.port_mappings)
+        c.health = "starting" if job.spec.healthcheck is not None else None
         self.containers[cid] = c
         planned = self.plan(job, attempt)
         if planned is not None:
@@ -172,6 +205,16 @@ class FakeRuntime:
             assert self._nursery is not None, "a planned exit needs watch_exits running"
             self._nursery.start_soon(self._exit_later, cid, code, after)
         return cid
+
+    def _check_ports(self, job: Job) -> None:
+        held = set(self.taken)
+        for c in self.containers.values():
+            if c.status == "running":
+                held.update((m.host_port, m.protocol) for m in c.ports)
+        for m in job.spec.port_mappings:
+            if (m.host_port, m.protocol) in held:
+                message = port_taken_message(job.job_id, m.host_port, m.protocol, "port is already allocated")
+                raise PortTakenError(message, host_port=m.host_port, protocol=m.protocol)
 
     async def _exit_later(self, container_id: str, code: int, after: float) -> None:
         await trio.sleep(after)
@@ -229,10 +272,17 @@ class FakeRuntime:
                     for c in list(self.containers.values()):
                         if c.status in ("exited", "dead"):
                             await send.send(c.exit_event())
+                        elif c.status == "running" and c.health is not None:
+                            await send.send(c.health_event())
                 generation, event = await self._wake_recv.receive()
                 if event is not None and generation == self._generation and self._down is None:
                     await send.send(event)
         raise AssertionError("unreachable")
+
+    async def capacity(self) -> tuple[float | None, int | None]:
+        """(CPUs, memory) of an engine with 4 CPUs and 8 GiB, or the failure of a daemon that is down."""
+        self._call("info", None)
+        return 4.0, 8 * 1024**3
 
 
 __all__ = ["FakeContainer", "FakeRuntime", "ImageScript", "Plan"]

@@ -31,9 +31,9 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from .errors import NodeError
 from .identity import Identity
-from .link import Inbound
+from .link import Directory, Inbound
 from .trust import Refused, sign_execution
-from .wire import TOPIC, Envelope, ExecutionMsg, JobMsg, WireError, decode, encode
+from .wire import TOPIC, AllocationMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, NodeMsg, WireError, decode, encode
 
 __all__ = ["BAN_SECONDS", "DISCONNECT_SCORE", "SCORE_PARAMS", "Gossip", "MeshStats"]
 
@@ -85,10 +85,19 @@ class Gossip:
     """This node's gossip: ``validate`` and ``deliver`` are pubsub's callbacks; run ``publisher`` and
     ``consumer`` in the mesh's nursery."""
 
-    def __init__(self, *, identity: Identity, inbound: Inbound, outbox: trio.MemoryReceiveChannel[Envelope]) -> None:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        inbound: Inbound,
+        outbox: trio.MemoryReceiveChannel[Envelope],
+        directory: Directory | None = None,
+    ) -> None:
+        """``directory``: where node records and drain orders go (``node/registry.py``); none: dropped."""
         self.identity = identity
         self.node_id = identity.node_id
         self.inbound = inbound
+        self.directory = directory
         self.stats = MeshStats()
         self._outbox = outbox
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, Envelope]](INBOX_SIZE)
@@ -177,6 +186,14 @@ class Gossip:
                     await self.inbound.on_job(msg.job, gossip=True)
                 elif isinstance(msg, ExecutionMsg):
                     await self.inbound.on_executions([msg.execution])
+                elif isinstance(msg, AllocationMsg):
+                    await self.inbound.on_allocation(msg.allocation)
+                elif isinstance(msg, NodeMsg):
+                    if self.directory is not None:
+                        self.directory.on_record(msg.record)
+                elif isinstance(msg, DrainMsg):
+                    if self.directory is not None:
+                        self.directory.on_drain(msg.order)
                 else:
                     await self.inbound.on_cancel(msg.cancel)
             except Refused as exc:  # the trust rule (logged there, once per peer)
@@ -252,6 +269,12 @@ class Gossip:
 def _job_of(msg: Envelope) -> str:
     if isinstance(msg, JobMsg):
         return msg.job.job_id
+    if isinstance(msg, AllocationMsg):
+        return msg.allocation.job_id
+    if isinstance(msg, NodeMsg):
+        return "node:" + msg.record.node_id  # one node's records in order; no job ID looks like this
+    if isinstance(msg, DrainMsg):
+        return "drain:" + msg.order.node_id
     if isinstance(msg, ExecutionMsg):
         return msg.execution.job_id
     return msg.job_id

@@ -18,16 +18,18 @@ Two orderings at start-up matter, and the objects here keep them without a back-
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
 import trio
 
+from .allocation import Allocation
 from .errors import NotFoundError
 from .model import Cancel, Execution, Job
-from .wire import CancelMsg, Envelope, ExecutionMsg, JobMsg
+from .noderecord import DrainOrder, NodeRecord
+from .wire import AllocationMsg, CancelMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, NodeMsg
 
-__all__ = ["OUTBOX_SIZE", "Inbound", "InboundGate", "MeshLink", "MeshView", "NoMesh", "Outbound"]
+__all__ = ["OUTBOX_SIZE", "Directory", "Inbound", "InboundGate", "MeshLink", "MeshView", "NoMesh", "Outbound"]
 
 OUTBOX_SIZE = 10_000
 """Messages waiting for the publisher (which signs this node's executions and encodes); a publish waits only
@@ -55,11 +57,33 @@ class Inbound(Protocol):
         """A verified cancel; raises Refused when its signer may not cancel that job."""
         ...
 
+    async def on_allocation(self, allocation: Allocation) -> bool:
+        """A verified allocation: kept if it ranks above the one known, and acted on here (run or release a
+        copy). True if kept; raises Refused when its writer may not write allocations."""
+        ...
+
     async def caught_up(self) -> None:
         """A catch-up round with a peer ended (done, or failed as far as that peer could answer)."""
         ...
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]: ...
+
+
+class Directory(Protocol):
+    """What the mesh tells the node registry (``node/registry.py``) and serves from it: node records and drain
+    orders, verified. Apart from ``Inbound``: it is in memory, and needs not wait for the executor."""
+
+    def on_record(self, record: NodeRecord, *, age: float = 0.0) -> bool:
+        """Keep a newer record; ``age``: seconds since the peer that relayed it heard it. True if kept."""
+        ...
+
+    def on_drain(self, order: DrainOrder) -> bool:
+        """Keep a later drain order; True if kept. Raises Refused when its giver may not drain that node."""
+        ...
+
+    def known(self, limit: int) -> tuple[list[tuple[NodeRecord, float]], list[DrainOrder]]:
+        """The latest records (with their age) and drain orders, at most ``limit`` of each."""
+        ...
 
 
 class MeshView(Protocol):
@@ -83,6 +107,12 @@ class Outbound(MeshView, Protocol):
 
     async def publish_cancel(self, cancel: Cancel) -> None: ...
 
+    async def publish_node(self, record: NodeRecord) -> None: ...
+
+    async def publish_drain(self, order: DrainOrder) -> None: ...
+
+    async def publish_allocation(self, allocation: Allocation) -> None: ...
+
 
 class NoMesh:
     """The ``Outbound`` of a node without a mesh: publishes go nowhere, there are no peers."""
@@ -94,6 +124,15 @@ class NoMesh:
         pass
 
     async def publish_cancel(self, cancel: Cancel) -> None:
+        pass
+
+    async def publish_node(self, record: NodeRecord) -> None:
+        pass
+
+    async def publish_drain(self, order: DrainOrder) -> None:
+        pass
+
+    async def publish_allocation(self, allocation: Allocation) -> None:
         pass
 
     async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
@@ -134,6 +173,17 @@ class MeshLink(NoMesh):
 
     async def publish_cancel(self, cancel: Cancel) -> None:
         await self._put(CancelMsg(cancel))
+
+    async def publish_node(self, record: NodeRecord) -> None:
+        """A heartbeat never waits: with the outbox full it is dropped (the next one follows)."""
+        with suppress(trio.WouldBlock):
+            self._send.send_nowait(NodeMsg(record))
+
+    async def publish_drain(self, order: DrainOrder) -> None:
+        await self._put(DrainMsg(order))
+
+    async def publish_allocation(self, allocation: Allocation) -> None:
+        await self._put(AllocationMsg(allocation))
 
     async def _put(self, msg: Envelope) -> None:
         await self._send.send(msg)
@@ -191,6 +241,10 @@ class InboundGate:
     async def on_cancel(self, cancel: Cancel) -> None:
         await self._open.wait()
         await self._inbound.on_cancel(cancel)
+
+    async def on_allocation(self, allocation: Allocation) -> bool:
+        await self._open.wait()
+        return await self._inbound.on_allocation(allocation)
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
         await self._open.wait()

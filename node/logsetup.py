@@ -13,7 +13,7 @@ import re
 import sys
 import time
 
-__all__ = ["JsonFormatter", "KeyValueFormatter", "configure", "fields"]
+__all__ = ["JsonFormatter", "KeyValueFormatter", "adopt_libp2p", "configure", "fields"]
 
 _QUIET = (
     "hypercorn.error", "hypercorn.access", "libp2p", "multiaddr", "zeroconf", "docker", "urllib3", "async_service",
@@ -68,6 +68,25 @@ def fields(message: str) -> dict[str, object]:
                 value = json.loads(raw)
         out[match.group(1)] = value
     return out
+
+
+def adopt_libp2p() -> None:
+    """Route py-libp2p's warnings and errors through our handler, once libp2p is imported.
+
+    At import it clears its logger's handlers and stops propagation (``libp2p/utils/logging.py``, unless
+    ``LIBP2P_DEBUG`` gives it handlers of its own), so its records reached stderr through Python's last-resort
+    handler: unformatted, and one of them over seven lines. A handler of its own, at WARNING as before: some of
+    its modules set their loggers to INFO, which propagation to ours would let through."""
+    logger = logging.getLogger("libp2p")
+    if logger.handlers:
+        return
+    root = logging.getLogger()
+    for ours in root.handlers:
+        if isinstance(ours, logging.StreamHandler):
+            handler = logging.StreamHandler(ours.stream)
+            handler.setFormatter(ours.formatter)
+            handler.setLevel(max(logging.WARNING, root.level))
+            logger.addHandler(handler)
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:

@@ -20,7 +20,7 @@ from .errors import NodeError, NotFoundError, PeerUnreachableError
 from .gossip import Gossip
 from .host import Host
 from .identity import Identity
-from .link import Inbound, MeshLink
+from .link import Directory, Inbound, MeshLink
 from .liveness import Liveness, ping
 from .peering import Peering
 from .store import Store
@@ -37,15 +37,25 @@ LOGS_PROTOCOL = "/cmnode/logs/1"
 class Mesh:
     """``run`` it in the node's nursery; while it runs, ``link`` answers the node's queries through it."""
 
-    def __init__(self, *, config: Config, identity: Identity, store: Store, inbound: Inbound, link: MeshLink) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        identity: Identity,
+        store: Store,
+        inbound: Inbound,
+        link: MeshLink,
+        directory: Directory | None = None,
+    ) -> None:
+        """``directory``: the node registry, fed node records and drain orders by gossip and catch-up."""
         self.config = config
         self.identity = identity
         self.inbound = inbound
         self.link = link
-        self.gossip = Gossip(identity=identity, inbound=inbound, outbox=link.outbox)
+        self.gossip = Gossip(identity=identity, inbound=inbound, outbox=link.outbox, directory=directory)
         self.counters = self.gossip.stats
         self.peering = Peering(config=config, stats=self.counters)
-        self.sync = Sync(store=store, inbound=inbound, identity=identity)
+        self.sync = Sync(store=store, inbound=inbound, identity=identity, directory=directory)
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
         self.liveness: Liveness | None = None
@@ -124,6 +134,7 @@ class Mesh:
             "sync_failures": sync.failures,
             "sync_jobs": sync.jobs,
             "sync_executions": sync.executions,
+            "sync_nodes": sync.nodes,
             "sync_dropped": dict(sync.dropped),
         }
 

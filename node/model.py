@@ -40,8 +40,9 @@ from .spec import parse_volume as parse_volume
 
 
 class State(enum.StrEnum):
-    """The life of one execution; the last five are final. ``rejected``: this node's policy refused the job, so
-    it was never run here (neither failed nor to be retried)."""
+    """The life of one execution; the last six are final. ``rejected``: this node's policy refused the job, so
+    it was never run here (neither failed nor to be retried). ``released``: a newer allocation moved this node's
+    copy of a replicas job elsewhere (``node/allocation.py``), so it was stopped here; neither counts."""
 
     PENDING = "pending"
     PULLING = "pulling"
@@ -51,13 +52,14 @@ class State(enum.StrEnum):
     CANCELLED = "cancelled"
     LOST = "lost"
     REJECTED = "rejected"
+    RELEASED = "released"
 
     @property
     def final(self) -> bool:
         return self in _FINAL
 
 
-_FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST, State.REJECTED})
+_FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST, State.REJECTED, State.RELEASED})
 
 
 def canonical_json(value: Any) -> bytes:
@@ -124,6 +126,9 @@ class Execution:
     finished_at: float | None = None
     history: tuple[Mapping[str, Any], ...] = ()
     version: int = 1
+    health: str | None = None
+    """The healthcheck's verdict on the running attempt (``starting``, ``healthy``, ``unhealthy``); None without
+    one. Signed only when set, so executions of jobs without a healthcheck verify as they always did."""
     signature: str = ""
     """By ``node_id``'s key over ``canonical_bytes()``: peers accept an execution only from the node it describes."""
 
@@ -163,7 +168,7 @@ class Execution:
             "finished_at": self.finished_at,
             "history": [dict(h) for h in self.history],
             "version": self.version,
-        }
+        } | ({"health": self.health} if self.health is not None else {})
 
     def attempt_summary(self) -> dict[str, Any]:
         """This attempt as one entry of ``history``, kept when a retry starts the next one."""
@@ -200,6 +205,7 @@ class Execution:
             finished_at=_opt_float(data.get("finished_at")),
             history=tuple(data.get("history") or ()),
             version=data["version"],
+            health=data.get("health"),
             signature=data.get("signature") or "",
         )
 
@@ -209,6 +215,10 @@ def _opt_float(value: Any) -> float | None:
 
 
 # -- what peers send: jobs and executions, checked by the same checker ------------------------------------
+
+MAX_HISTORY = 100
+"""Attempts kept in an execution's ``history``: a service restarted for ever keeps its last ones."""
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
 
 ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
 _TIME: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "Unix time, seconds"}
@@ -251,7 +261,7 @@ EXECUTION_SCHEMA: dict[str, Any] = {
         "job_id": ID_SCHEMA,
         "node_id": ID_SCHEMA,
         "state": _STATE,
-        "attempt": {**_COUNT, "maximum": MAX_RETRIES + 1},
+        "attempt": _COUNT,
         "container_id": {**_OPT_TEXT, "maxLength": MAX_ID},
         "exit_code": _EXIT_CODE,
         "error": _OPT_TEXT,
@@ -259,8 +269,9 @@ EXECUTION_SCHEMA: dict[str, Any] = {
         "updated_at": _TIME,
         "started_at": _OPT_TIME,
         "finished_at": _OPT_TIME,
-        "history": {"type": ["array", "null"], "items": ATTEMPT_SCHEMA, "maxItems": MAX_RETRIES + 1},
+        "history": {"type": ["array", "null"], "items": ATTEMPT_SCHEMA, "maxItems": MAX_HISTORY},
         "version": _COUNT,
+        "health": {"type": ["string", "null"], "enum": [*HEALTH_STATES, None]},
         "signature": {"type": "string", "maxLength": 1024},
     },
     "required": ["job_id", "node_id", "state", "attempt", "created_at", "updated_at", "version"],
@@ -314,8 +325,9 @@ def derive_status(executions: Iterable[Execution]) -> str:
 
     A ``rejected`` execution (a node whose policy refused the job) does not count while any other node has
     one: the job is what the nodes that took it made of it. Rejected by every node that has an execution,
-    the job is ``rejected``: final, never ``pending`` for ever."""
-    everything = [e.state for e in executions]
+    the job is ``rejected``: final, never ``pending`` for ever. A ``released`` execution (a copy moved elsewhere)
+    does not count at all: the copies that replaced it say what the job is."""
+    everything = [e.state for e in executions if e.state != State.RELEASED]
     states = [s for s in everything if s != State.REJECTED]
     if not states:
         return State.REJECTED.value if everything else State.PENDING.value

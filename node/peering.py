@@ -46,10 +46,13 @@ DIAL_QUEUE = 1000
 
 
 class ConnectionWatch(INotifee):
-    """Tells ``on_connect`` about every new connection."""
+    """Tells ``on_connect`` about every new connection, and logs each peer's arrival and departure once: a peer
+    may hold two connections for a while (both sides dialled), which is neither a second arrival nor a drop."""
 
     def __init__(self, on_connect: Callable[[ID], None]) -> None:
         self.on_connect = on_connect
+        self._up: set[ID] = set()
+        """Peers said to be connected; one holds a connection now, so this is bounded by the connections."""
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -58,16 +61,32 @@ class ConnectionWatch(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self.on_connect(conn.muxed_conn.peer_id)
+        peer_id = conn.muxed_conn.peer_id
+        if peer_id not in self._up:
+            self._up.add(peer_id)
+            log.info("peer connected peer=%s address=%s", peer_id, _remote(conn))
+        self.on_connect(peer_id)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        pass
+        # The swarm forgets a connection before it says so: no connection left means the peer is gone.
+        peer_id = conn.muxed_conn.peer_id
+        if peer_id in self._up and not network.get_connections(peer_id):
+            self._up.discard(peer_id)
+            log.info("peer disconnected peer=%s", peer_id)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
+
+
+def _remote(conn: INetConn) -> str:
+    """The peer's end of a connection, for the log ("?" when the transport does not say)."""
+    with contextlib.suppress(Exception):
+        for addr in conn.get_transport_addresses():
+            return str(addr)
+    return "?"
 
 
 class Peering:
@@ -155,7 +174,7 @@ class Peering:
                 self._dialing.add(peer_id)
                 try:
                     if await self._dial(PeerInfo(peer_id, addrs)):
-                        log.info("peer %s reconnected", peer_id)
+                        log.debug("peer %s redialled", peer_id)  # "peer connected" says it, once
                         return
                 finally:
                     self._dialing.discard(peer_id)

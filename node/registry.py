@@ -1,17 +1,47 @@
 """The node registry: what this node knows of every node in the mesh (itself included), for placement.
 
-Skeleton: the types the scheduler reads are fixed here; the registry helper fills ``Registry`` (signed node
-records heard by gossip and catch-up, heartbeats, down detection, drain orders).
+Every node publishes a signed record of itself every heartbeat (``node/heartbeat.py``); the ``Registry`` keeps
+the highest ``seq`` of each, heard by gossip or catch-up, and when it last heard one, on trio's clock (so tests
+run on the autojump clock). A node unheard for 3 of its own heartbeats is ``down``; a node whose latest drain
+order (``DrainOrder``, latest ``at`` wins) says so is ``draining``; this node is always ready unless draining.
+
+Every node ever seen is kept (up to ``MAX_NODES``, the least recently heard going first) and survives a
+restart: the records are stored in the store's ``meta`` table when a node is first seen or its name, labels,
+capacity or draining change (never because of a heartbeat alone), under one key (the store reads meta by key
+only), written at most every ``PERSIST_EVERY`` seconds. A node loaded from there is down until heard.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-__all__ = ["LoneNode", "NodeInfo", "NodeState", "NodesView"]
+import trio
+
+from .errors import StorageFullError, ValidationError
+from .noderecord import DrainOrder, NodeRecord, default_name, parse_labels
+from .trust import Refused, Trust
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
+
+__all__ = ["DOWN_AFTER", "MAX_NODES", "LoneNode", "NodeInfo", "NodeState", "NodesView", "Registry"]
+
+log = logging.getLogger("cmnode.registry")
+
+MAX_NODES = 10_000
+DOWN_AFTER = 3
+"""Heartbeats a node may miss before it is down."""
+PERSIST_EVERY = 2.0
+"""Seconds between two writes of the registry to the store (a burst of first-seen nodes is one write)."""
+META_KEY = "registry"
 
 
 class NodeState(enum.StrEnum):
@@ -36,7 +66,8 @@ class NodeInfo:
     memory: int | None = None
     """Capacity in bytes; None: not known (yet)."""
     down_for: float = 0.0
-    """Seconds since this node was judged down (``trio.current_time()`` based); 0.0 unless ``state`` is DOWN."""
+    """Seconds this node has been unheard (``trio.current_time()`` based), counted from its last record, so
+    ``--reschedule-after`` is measured from when it fell silent; 0.0 unless ``state`` is DOWN."""
     last_seen: float = 0.0
     """Unix time of the last record heard from it (now, for this node)."""
 
@@ -60,3 +91,291 @@ class LoneNode:
 
     def get(self, node_id: str) -> NodeInfo | None:
         return self._me if node_id == self._me.node_id else None
+
+
+@dataclass
+class _Known:
+    """A node as this node knows it: its latest record, and when it was heard (trio time) and seen (wall)."""
+
+    record: NodeRecord
+    heard: float
+    seen_at: float
+    unheard_since: float | None = None
+    """Where ``down_for`` counts from: ``heard``, except for a node loaded from the store at start (shown down
+    at once, yet given the full ``--reschedule-after`` from the start before its jobs move)."""
+
+
+class Registry:
+    """The ``NodesView`` of a node in a mesh: fed by ``on_record`` and ``on_drain`` (gossip, catch-up, RPC)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        name: str = "",
+        labels: Mapping[str, str] | None = None,
+        heartbeat: float = 2.0,
+        may_order: Callable[[str], bool] = lambda by: True,
+        limit: int = MAX_NODES,
+    ) -> None:
+        """``may_order``: whether a node may drain other nodes (``Trust.may_originate``); a node may always
+        drain itself."""
+        self.node_id = node_id
+        self.name = name or node_id[-8:]
+        self.labels = dict(labels or {})
+        self.heartbeat = heartbeat
+        self._may_order = may_order
+        self._limit = max(1, limit)
+        self._known: dict[str, _Known] = {}
+        """This node included: its own record is "heard" when made."""
+        self._drains: OrderedDict[str, DrainOrder] = OrderedDict()
+        self._seq_floor = 0
+        """The highest seq of this node's records seen anywhere (a copy a peer kept from before a restart)."""
+        self._dirty = trio.Event()
+        self.changed = trio.Event()
+        """Set when this node's own draining changes, so the heartbeat says so at once (then replaced)."""
+        self.refused = 0
+
+    @classmethod
+    def of(cls, config: Config, node_id: str) -> Registry:
+        """The registry of a node run with ``config``: its name and labels, heartbeat and trust rule."""
+        return cls(
+            node_id=node_id, name=config.node_name or default_name(), labels=parse_labels(config.node_label),
+            heartbeat=config.heartbeat, may_order=Trust.of(node_id, config.trusted_peer).may_originate,
+        )  # fmt: skip
+
+    # -- what this node learns ---------------------------------------------------------------------
+
+    def on_record(self, record: NodeRecord, *, age: float = 0.0) -> bool:
+        """A verified record; kept if newer than what is known. ``age``: seconds since the peer that relayed it
+        (catch-up) heard it, so a record of a node long gone does not make it look alive. True if kept."""
+        if record.node_id == self.node_id:
+            self._seq_floor = max(self._seq_floor, record.seq)  # ours from before a restart: beat above it
+            return False
+        known = self._known.get(record.node_id)
+        if known is not None and record.seq <= known.record.seq:
+            return False
+        age = min(max(age, 0.0), 1e9)
+        entry = _Known(record=record, heard=trio.current_time() - age, seen_at=time.time() - age)
+        if known is None or known.record.identity() != record.identity():
+            self._dirty.set()
+        self._known[record.node_id] = entry
+        if known is None:
+            self._bound()
+        return True
+
+    def own(self, record: NodeRecord) -> None:
+        """This node's record as the heartbeat just made it."""
+        known = self._known.get(self.node_id)
+        if known is None or known.record.identity() != record.identity():
+            self._dirty.set()
+        self._seq_floor = max(self._seq_floor, record.seq)
+        self._known[self.node_id] = _Known(record=record, heard=trio.current_time(), seen_at=time.time())
+
+    def next_seq(self) -> int:
+        """The seq of this node's next record: above every earlier one, across restarts (time in ms)."""
+        return max(self._seq_floor + 1, int(time.time() * 1000))
+
+    def on_drain(self, order: DrainOrder) -> bool:
+        """A verified drain order; kept if later than the one known for its node. True if kept.
+
+        Raises:
+            Refused: its giver may not drain that node (only itself, or a node that may originate jobs).
+        """
+        if order.by != order.node_id and not self._may_order(order.by):
+            self.refused += 1
+            raise Refused("unauthorized", f"drain order of {order.node_id} by {order.by}: not a trusted peer")
+        known = self._drains.get(order.node_id)
+        if known is not None and order.order_key() <= known.order_key():
+            return False
+        before = self.draining(order.node_id)
+        self._drains[order.node_id] = order
+        self._drains.move_to_end(order.node_id)
+        while len(self._drains) > self._limit:
+            self._drains.popitem(last=False)
+        self._dirty.set()
+        if order.node_id == self.node_id and self.draining(self.node_id) != before:
+            self.changed.set()
+            self.changed = trio.Event()
+        return True
+
+    def _bound(self) -> None:
+        """Over the limit, forget the nodes heard least recently (never this node)."""
+        while len(self._known) > self._limit + (self.node_id in self._known):
+            del self._known[min((k for k in self._known if k != self.node_id), key=lambda k: self._known[k].heard)]
+
+    # -- what placement and the API read ---------------------------------------------------------------
+
+    def draining(self, node_id: str) -> bool:
+        """The latest order, if any, else what the node's own record says."""
+        order = self._drains.get(node_id)
+        if order is not None:
+            return order.draining
+        known = self._known.get(node_id)
+        return known is not None and known.record.draining
+
+    def _info(self, node_id: str, known: _Known | None, now: float) -> NodeInfo:
+        draining = self.draining(node_id)
+        if known is None:  # only this node, before its first heartbeat
+            return NodeInfo(node_id=node_id, name=self.name, labels=self.labels, last_seen=time.time(),
+                            state=NodeState.DRAINING if draining else NodeState.READY)  # fmt: skip
+        record = known.record
+        state, down_for = NodeState.READY, 0.0
+        if node_id == self.node_id:
+            last_seen = time.time()
+        else:
+            last_seen = known.seen_at
+            if now - known.heard >= DOWN_AFTER * record.heartbeat:
+                since = known.heard if known.unheard_since is None else known.unheard_since
+                state, down_for = NodeState.DOWN, now - since
+        if draining and state is NodeState.READY:
+            state = NodeState.DRAINING
+        return NodeInfo(
+            node_id=node_id, name=record.name, labels=record.labels, state=state, cpus=record.capacity.cpus,
+            memory=record.capacity.memory, down_for=down_for, last_seen=last_seen,
+        )  # fmt: skip
+
+    def nodes(self) -> list[NodeInfo]:
+        now = trio.current_time()
+        infos = [self._info(node_id, known, now) for node_id, known in self._known.items()]
+        if self.node_id not in self._known:
+            infos.append(self._info(self.node_id, None, now))
+        return sorted(infos, key=lambda info: info.node_id)
+
+    def get(self, node_id: str) -> NodeInfo | None:
+        known = self._known.get(node_id)
+        if known is None and node_id != self.node_id:
+            return None
+        return self._info(node_id, known, trio.current_time())
+
+    def record(self, node_id: str) -> NodeRecord | None:
+        known = self._known.get(node_id)
+        return known.record if known is not None else None
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every node known, as ``NodeService.List`` shows it."""
+        out = []
+        for info in self.nodes():
+            record = self.record(info.node_id)
+            entry: dict[str, Any] = {
+                "node_id": info.node_id,
+                "name": info.name,
+                "state": info.state.value,
+                "labels": dict(info.labels),
+                "capacity": {"cpus": info.cpus, "memory": info.memory},
+                "allocated": {"cpus": 0.0, "memory": 0, "jobs": 0},
+                "running": 0,
+                "queue_depth": 0,
+                "docker_ok": None,
+                "version": None,
+                "addresses": [],
+                "rpc_url": None,
+                "last_seen": round(info.last_seen, 3),
+                "down_for": round(info.down_for, 3),
+                "self": info.node_id == self.node_id,
+            }
+            if record is not None:
+                entry.update(
+                    allocated=record.signed_fields()["allocated"], running=record.running,
+                    queue_depth=record.queue_depth, docker_ok=record.docker_ok, version=record.version,
+                    addresses=list(record.addresses), rpc_url=record.rpc_url,
+                )  # fmt: skip
+            out.append(entry)
+        return out
+
+    def resolve(self, text: str, *, strict: bool = True) -> str:
+        """The node ID that ``text`` names: a full node ID, a name, or a unique prefix of an ID.
+
+        ``strict=False``: an unknown ``text`` comes back as it is (a caller that knows nodes the registry
+        does not, such as the executions of a job).
+
+        Raises:
+            ValidationError: ambiguous, or (strict) unknown; the message lists the candidates.
+        """
+        ids = [info.node_id for info in self.nodes()]
+        if text in ids:
+            return text
+        for what, found in (
+            ("named", [info.node_id for info in self.nodes() if info.name == text]),
+            ("with the prefix", [node_id for node_id in ids if node_id.startswith(text)]),
+        ):
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                some = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+                raise ValidationError(
+                    [{"field": "node_id", "message": f"{len(found)} nodes {what} {text!r}: {some}"}],
+                    f"node {text!r} is ambiguous: {len(found)} nodes {what} {text!r} ({some}); give (more of) an ID",
+                )
+        if not strict:
+            return text
+        raise ValidationError(
+            [{"field": "node_id", "message": f"no node known by the ID, name or ID prefix {text!r}"}],
+            f"unknown node {text!r}: no node known by that ID, name or ID prefix (see NodeService.List)",
+        )
+
+    def known(self, limit: int) -> tuple[list[tuple[NodeRecord, float]], list[DrainOrder]]:
+        """The latest records (each with seconds since heard), most recently heard first, and the latest drain
+        orders, at most ``limit`` of each: what catch-up serves, so a node that joins learns every node."""
+        now = trio.current_time()
+        latest = sorted(self._known.values(), key=lambda k: k.heard, reverse=True)[:limit]
+        records = [(k.record, max(0.0, now - k.heard)) for k in latest]
+        return records, list(reversed(self._drains.values()))[:limit]
+
+    # -- on disk -------------------------------------------------------------------------------------
+
+    async def load(self, store: Store) -> int:
+        """The nodes and drain orders stored by an earlier run; each node is down until heard. Returns how many
+        nodes were loaded (entries that do not parse are skipped: they were checked on the way in)."""
+        raw = await store.get_meta(META_KEY)
+        if not raw:
+            return 0
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            log.warning("stored node registry is not JSON: starting without it")
+            return 0
+        loaded = 0
+        for entry in data.get("drains") or ():
+            try:
+                order = DrainOrder.from_json(entry)
+            except ValidationError:
+                continue
+            self._drains[order.node_id] = order
+        now = trio.current_time()
+        for entry in data.get("nodes") or ():
+            try:
+                record = NodeRecord.from_json(entry)
+            except ValidationError:
+                continue
+            if record.node_id == self.node_id:
+                self._seq_floor = max(self._seq_floor, record.seq)
+                continue
+            heard = now - DOWN_AFTER * record.heartbeat  # down from now on: ``down_for`` counts from the load
+            self._known[record.node_id] = _Known(record=record, heard=heard, seen_at=record.at, unheard_since=now)
+            loaded += 1
+        self._bound()
+        return loaded
+
+    def _snapshot(self) -> str:
+        return json.dumps(
+            {
+                "nodes": [k.record.to_json() for k in self._known.values()],
+                "drains": [order.to_json() for order in self._drains.values()],
+            },
+            separators=(",", ":"),
+        )
+
+    async def keep(self, store: Store, *, every: float = PERSIST_EVERY) -> NoReturn:
+        """Store the registry whenever what is worth keeping changed, at most every ``every`` seconds."""
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                await store.set_meta(META_KEY, self._snapshot())
+            except StorageFullError:
+                self._dirty.set()  # tried again later; the registry itself lives on in memory
+            except Exception as exc:  # a failed write costs this write, not the node
+                log.warning("cannot store the node registry: %r", exc)
+                self._dirty.set()
+            await trio.sleep(every)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from .allocation import Allocation
 from .model import Cancel, Execution, Job
 from .scheduler import runs_here
 from .store import Store
@@ -48,14 +49,22 @@ class Replica:
         run: Callable[[Job], Awaitable[bool]],
         cancel: Callable[[str], Awaitable[None]],
         trust: Trust | None = None,
+        place: Callable[[Job], Awaitable[bool]] | None = None,
+        release: Callable[[str], Awaitable[None]] | None = None,
+        labels: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         """``run`` admits a job to run here (True if new); ``cancel`` stops and marks a known job here;
-        ``trust`` the rule (default: every member may originate jobs and cancels)."""
+        ``trust`` the rule (default: every member may originate jobs and cancels); ``place`` runs a recorded job
+        here that a newer allocation placed here, ``release`` stops the copy of one it moved away; ``labels``
+        are this node's labels now (a placement's selector is matched against them)."""
         self.store = store
         self.node_id = node_id
         self.trust = trust or Trust(node_id=node_id)
         self._run = run
         self._cancel = cancel
+        self._place = place
+        self._release = release
+        self._labels = labels
         self._early_cancels: OrderedDict[str, Cancel] = OrderedDict()
         self._refusals = RefusalLog()
         self._caught_up = False
@@ -83,7 +92,9 @@ class Replica:
             return True
         cancels = [c for c in (cancel, self._early_cancels.pop(job.job_id, None)) if c is not None]
         obeyed = next((c for c in cancels if c.job_id == job.job_id and self.trust.may_cancel(c, job.origin)), None)
-        run = obeyed is None and runs_here(job, self.node_id) and await self._still_active(job.job_id)
+        allocation = await self.store.get_allocation(job.job_id) if job.spec.placement.mode == "replicas" else None
+        placed = runs_here(job, self.node_id, labels=self._labels(), allocation=allocation)
+        run = obeyed is None and placed and await self._still_active(job.job_id)
         if run:
             new = await self._run(job)  # a known job is left as it is
         else:  # only recorded: a peer can tell us again, so no fsync of its own (see Store.add_job)
@@ -138,6 +149,36 @@ class Replica:
             )  # fmt: skip
         if not record.cancelled:
             await self._obey(cancel)
+
+    async def on_allocation(self, allocation: Allocation, *, local: bool = False) -> bool:
+        """A verified allocation: kept if it ranks above the one known (it may come before its job), then acted
+        on here: a copy started if it names this node, stopped (``released``) if it no longer does. True if kept.
+        ``local``: written by this node (acted on even before the first catch-up completes).
+
+        Raises:
+            Refused: its writer may not originate jobs (so may not place them either).
+        """
+        if not self.trust.may_originate(allocation.by):
+            raise self._refusals.refused(
+                allocation.by, Refused("untrusted", f"allocation of job {allocation.job_id} by {allocation.by} "
+                                       "refused: its writer is not trusted")
+            )  # fmt: skip
+        if not await self.store.put_allocation(allocation, durable=False):
+            return False
+        if self._caught_up or local:  # before that, the first catch-up round and the rescheduler decide
+            await self.act_on(allocation)
+        return True
+
+    async def act_on(self, allocation: Allocation) -> None:
+        """Run or release this node's copy as ``allocation`` (the one kept) says, if the job is known and live."""
+        record = await self.store.get_job(allocation.job_id)
+        if record is None or record.cancelled or record.job.spec.placement.mode != "replicas":
+            return
+        if self.node_id in allocation.nodes:
+            if self._place is not None and record.status != "complete":  # a copy ended failed is replaced
+                await self._place(record.job)
+        elif self._release is not None:
+            await self._release(allocation.job_id)
 
     async def keep(self, cancel: Cancel) -> None:
         """Keep a signed cancel so that catch-up passes it on (this node's own, from Stop, or one obeyed)."""

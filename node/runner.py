@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
+import urllib.parse
 
+import ifaddr
 import trio
 
 from . import logsetup
 from .config import Config
 from .errors import ConfigError, StoreDamagedError
 
-__all__ = ["main"]
+__all__ = ["main", "reachable"]
 
 
 def main(config: Config) -> int:
@@ -24,6 +27,8 @@ def main(config: Config) -> int:
     async def serve() -> None:
         from .app import run_node  # after logging is configured (libp2p logs on the root logger)
 
+        logsetup.adopt_libp2p()  # after libp2p is imported: its import unhooks its logger
+
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
             async def first_signal() -> None:
@@ -34,7 +39,11 @@ def main(config: Config) -> int:
             async with trio.open_nursery() as nursery:
                 node = await nursery.start(lambda task_status: run_node(config, shutdown_trigger=first_signal,
                                                                         task_status=task_status))  # fmt: skip
-                print(f"cmnode: node {node.node_id} ready, RPC at {node.rpc_url}/jrpc", flush=True)
+                # The one ready line (stdout: scripts and tests wait for it); on a wildcard address it names the
+                # addresses that reach the node, which "0.0.0.0" does not tell.
+                where = ", ".join(f"{url}/jrpc" for url in reachable(node.rpc_url))
+                print(f"cmnode: node {node.node_id} ready, RPC at {node.rpc_url}/jrpc"
+                      + (f" (reachable at {where})" if where else ""), flush=True)  # fmt: skip
 
     try:
         trio.run(serve)
@@ -52,6 +61,23 @@ def main(config: Config) -> int:
             return 1
         raise
     return 0
+
+
+def reachable(url: str) -> list[str]:
+    """``url`` with a wildcard host (``0.0.0.0``, ``::``) as one URL per interface address, LAN addresses first
+    and loopback last; empty for any other host (it says where it is already)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return []
+    ips: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if ip.is_IPv4:
+                ips.append(str(ip.ip))
+            elif parts.hostname == "::" and not ipaddress.ip_address(ip.ip[0]).is_link_local:
+                ips.append(f"[{ip.ip[0]}]")
+    ips.sort(key=lambda ip: (ip.startswith(("127.", "[::1]")), ip))
+    return [f"{parts.scheme}://{ip}:{parts.port}" for ip in dict.fromkeys(ips)]
 
 
 def _startup_error(exc: BaseException) -> BaseException | None:

@@ -13,6 +13,7 @@ from typing import NoReturn, Protocol
 
 import trio
 
+from .errors import RuntimeFailureError
 from .model import Job
 
 LABEL_JOB = "cmnode.job_id"
@@ -46,6 +47,32 @@ class ContainerInfo:
     finished_at: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContainerHealth:
+    """A running container of ours changed health (``starting``, ``healthy``, ``unhealthy``), per its
+    healthcheck."""
+
+    container_id: str
+    job_id: str
+    attempt: int
+    status: str
+
+
+class PortTakenError(RuntimeFailureError):
+    """A host port the job publishes is in use on this node: the attempt fails, and placement learns that this
+    node does not fit jobs wanting that port."""
+
+    def __init__(self, message: str, *, host_port: int, protocol: str) -> None:
+        super().__init__(message)
+        self.host_port = host_port
+        self.protocol = protocol
+
+
+def port_taken_message(job_id: str, host_port: int, protocol: str, reason: str) -> str:
+    """The same words from every runtime."""
+    return f"cannot start container for job {job_id}: host port {host_port}/{protocol} is taken on this node ({reason})"
+
+
 @dataclass(frozen=True)
 class DockerHealth:
     """Sent by ``watch_exits`` whenever its view of the daemon changes, so the node can report it."""
@@ -54,7 +81,7 @@ class DockerHealth:
     reason: str | None = None
 
 
-RuntimeEvent = ContainerExit | DockerHealth
+RuntimeEvent = ContainerExit | ContainerHealth | DockerHealth
 OnPulling = Callable[[], Awaitable[object]]
 
 
@@ -67,8 +94,9 @@ class Runtime(Protocol):
 
     async def prepare_and_start(self, job: Job, attempt: int, *, on_pulling: OnPulling | None = None) -> str:
         """Make the image present per ``job.spec.pull`` (awaiting ``on_pulling`` before a pull), then create
-        and start the container; returns its id. Cancelling the caller abandons a pull; once the container
-        is being created the call finishes, so its id is never lost."""
+        and start the container with its ports published (``PortTakenError`` if one is in use); returns its id.
+        Cancelling the caller abandons a pull; once the container is being created the call finishes, so its
+        id is never lost."""
         ...
 
     async def stop(self, container_id: str, *, grace: float = 5.0) -> None:
@@ -90,9 +118,14 @@ class Runtime(Protocol):
     async def watch_exits(
         self, send: trio.MemorySendChannel[RuntimeEvent], *, task_status: trio.TaskStatus[None] = ...
     ) -> NoReturn:
-        """Forever: ``DockerHealth(ok=True)`` then every exit already known on each (re)connect, each exit as
-        it happens, and ``DockerHealth(ok=False, reason)`` while the engine is away. Started with
-        ``nursery.start``: ready once the first connection attempt is over."""
+        """Forever: ``DockerHealth(ok=True)`` then every exit already known and the health of every running
+        container with a healthcheck on each (re)connect, each exit and health change as it happens, and
+        ``DockerHealth(ok=False, reason)`` while the engine is away. Started with ``nursery.start``: ready once
+        the first connection attempt is over."""
+        ...
+
+    async def capacity(self) -> tuple[float | None, int | None]:
+        """(CPUs, memory in bytes) the engine reports, None where it says nothing; RuntimeFailureError if away."""
         ...
 
 
@@ -102,9 +135,12 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_NODE",
     "ContainerExit",
+    "ContainerHealth",
     "ContainerInfo",
     "DockerHealth",
     "OnPulling",
+    "PortTakenError",
     "Runtime",
     "RuntimeEvent",
+    "port_taken_message",
 ]

@@ -1,12 +1,14 @@
 """What a user asks for: the JobSpec, and its field table, which is the schema that ``rpc.discover`` publishes
 and that ``node/schema.py`` checks on every path a spec comes in by (RPC params, gossip, catch-up).
 
-Sizes (``'256m'``) and volumes (``SOURCE:TARGET[:ro]``) are parsed here, registered as schema formats, so the
-published schema and the model cannot disagree (``tests/node/test_spec_schema.py``).
+Sizes (``'256m'``), volumes (``SOURCE:TARGET[:ro]``) and ports (``[IP:]HOST:CONTAINER[/udp]``) are parsed
+here, registered as schema formats, so the published schema and the model
+cannot disagree (``tests/node/test_spec_schema.py``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +38,13 @@ MAX_ID = 128
 PULL_POLICIES = ("missing", "always", "never")
 MAX_VOLUMES = 64
 MAX_PATH = 4096
+MAX_PORTS = 64
+PORT_PROTOCOLS = ("tcp", "udp")
+RESTART_POLICIES = ("never", "on-failure", "always")
+MAX_HEALTH_SECONDS = 86400
+MIN_HEALTH_SECONDS = 0.001
+"""Docker refuses a healthcheck interval or timeout below one millisecond."""
+MAX_HEALTH_RETRIES = 100
 _VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}\Z")
 
 
@@ -114,9 +123,72 @@ schema.FORMATS["volume"] = (
 )
 
 
+@dataclass(frozen=True)
+class PortMapping:
+    """One entry of ``JobSpec.ports``: ``host_port`` on the node (on ``host_ip`` only, when given) forwarded to
+    ``container_port``. Placement keeps two jobs wanting one ``(host_port, protocol)`` off the same node."""
+
+    host_ip: str | None
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+
+
+_PORT = re.compile(
+    r"(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:.]+\]):)?(?P<host>[0-9]{1,5}):(?P<container>[0-9]{1,5})(?:/(?P<proto>[a-z]+))?\Z"
+)
+
+
+def parse_port(text: str) -> PortMapping:
+    """``[IP:]HOST:CONTAINER[/tcp|/udp]`` as a ``PortMapping``; an IPv6 address is written in brackets
+    (``[::1]:8080:80``) and comes back without them, as Docker wants it.
+
+    Raises:
+        ValueError: not of that form, a port outside 1-65535, an unknown protocol or a bad address.
+    """
+    m = _PORT.match(text)
+    if m is None:
+        raise ValueError("not [IP:]HOST:CONTAINER[/tcp|/udp]")
+    protocol = m.group("proto") or "tcp"
+    if protocol not in PORT_PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not tcp or udp")
+    host_port, container_port = int(m.group("host")), int(m.group("container"))
+    for port in (host_port, container_port):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not in 1-65535")
+    ip = m.group("ip")
+    if ip is not None:
+        bracketed = ip.startswith("[")
+        ip = ip.strip("[]")
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise ValueError(f"{ip!r} is not an IP address") from None
+        if (address.version == 6) != bracketed:
+            raise ValueError("an IPv6 address goes in brackets, an IPv4 address does not")
+        ip = str(address)
+    return PortMapping(ip, host_port, container_port, protocol)
+
+
+def _is_port(value: str) -> bool:
+    try:
+        parse_port(value)
+    except ValueError:
+        return False
+    return True
+
+
+schema.FORMATS["port"] = (
+    "'[IP:]HOST:CONTAINER' with an optional '/tcp' or '/udp', ports 1-65535, IP an IPv4 address or an IPv6 "
+    "address in brackets",
+    _is_port,
+)
+
+
 # -- the field table: every rule a JobSpec obeys, as the schema that rpc.discover publishes -------------
 
 _TEXT: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING, "pattern": "^[^\\x00]*$"}
+_HEALTH_SECONDS: dict[str, Any] = {"type": "number", "minimum": MIN_HEALTH_SECONDS, "maximum": MAX_HEALTH_SECONDS}
 _TEXT_LIST: dict[str, Any] = {"type": ["array", "null"], "items": _TEXT, "maxItems": MAX_ARGUMENTS}
 
 
@@ -130,6 +202,15 @@ def _text_map(key_pattern: str, description: str, **extra: Any) -> dict[str, Any
         "description": description,
     }
 
+
+MAX_REPLICAS = 10_000
+SELECTOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9_./-]{1,128}$"},
+    "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00]*$"},
+    "maxProperties": 64,
+    "description": "node labels a node must carry, each KEY: VALUE (all of them) to run the job",
+}
 
 SPEC_FIELDS: dict[str, dict[str, Any]] = {
     "image": {
@@ -175,6 +256,13 @@ SPEC_FIELDS: dict[str, dict[str, Any]] = {
         "description": "mounts, each 'SOURCE:TARGET[:ro]': a named volume, or a host path where the node's "
         "--allow-host-path allows it (null: none)",
     },
+    "ports": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "minLength": 3, "maxLength": 64, "format": "port"},
+        "maxItems": MAX_PORTS,
+        "description": "ports published on the node, each '[IP:]HOST:CONTAINER[/tcp|/udp]' such as '8080:80' or "
+        "'127.0.0.1:53:53/udp'; a node whose host port is taken does not fit the job (null: none)",
+    },
     "timeout": {
         "type": ["number", "null"],
         "exclusiveMinimum": 0,
@@ -183,13 +271,61 @@ SPEC_FIELDS: dict[str, dict[str, Any]] = {
     },
     "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "description": "attempts after the first"},
     "pull": {"type": "string", "enum": list(PULL_POLICIES), "description": "when to pull the image"},
+    "restart": {
+        "type": "string",
+        "enum": list(RESTART_POLICIES),
+        "description": "when the container is started again: never (default; 'retries' still retries a failure), "
+        "on-failure (a non-zero exit, up to 'retries' times when given, else without limit) or always (a "
+        "service: after any exit, until Stop); with backoff, reset once a run lasted 10 s",
+    },
+    "healthcheck": {
+        "type": ["object", "null"],
+        "properties": {
+            "command": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1, "maxLength": MAX_STRING, "pattern": "^[^\\x00]*$"},
+                    {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": MAX_ARGUMENTS},
+                ],
+                "description": "a shell command (run by /bin/sh in the container) or a command and its arguments; "
+                "exit 0 means healthy",
+            },
+            "interval": {**_HEALTH_SECONDS, "description": "seconds between checks (Docker's default: 30)"},
+            "timeout": {**_HEALTH_SECONDS, "description": "seconds before a check counts as failed (default: 30)"},
+            "retries": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_HEALTH_RETRIES,
+                "description": "failed checks in a row before the container is unhealthy (default: 3)",
+            },
+            "start_period": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_HEALTH_SECONDS,
+                "description": "seconds after start during which failed checks do not count (default: 0)",
+            },
+        },
+        "required": ["command"],
+        "additionalProperties": False,
+        "description": "Docker's own healthcheck; an unhealthy container is restarted per 'restart' (never: it is "
+        "left running and shown unhealthy)",
+    },
     "placement": {
-        "description": "which nodes run the job",
+        "description": "which nodes run the job: every node ('all'), N of them ({'replicas': N}) or the listed "
+        "ones ({'nodes': [...]}); 'selector' narrows any of them to nodes carrying those labels",
         "oneOf": [
             {"type": ["string", "null"], "enum": ["all", None]},
             {
                 "type": "object",
-                "properties": {"replicas": {"type": "integer", "minimum": 1, "maximum": 10_000}},
+                "properties": {"selector": SELECTOR_SCHEMA},
+                "required": ["selector"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
+                    "selector": SELECTOR_SCHEMA,
+                },
                 "required": ["replicas"],
                 "additionalProperties": False,
             },
@@ -201,7 +337,8 @@ SPEC_FIELDS: dict[str, dict[str, Any]] = {
                         "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
                         "minItems": 1,
                         "maxItems": MAX_ARGUMENTS,
-                    }
+                    },
+                    "selector": SELECTOR_SCHEMA,
                 },
                 "required": ["nodes"],
                 "additionalProperties": False,
@@ -233,26 +370,81 @@ class Resources:
 
 @dataclass(frozen=True, kw_only=True)
 class Placement:
-    """Which nodes run a job: every node (``all``), ``replicas`` of them, or the listed ``nodes``."""
+    """Which nodes run a job: every node (``all``), ``replicas`` of them, or the listed ``nodes``; ``selector``
+    narrows each to the nodes whose labels hold every one of its pairs."""
 
     mode: str = "all"
     replicas: int | None = None
     nodes: tuple[str, ...] = ()
+    selector: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def default(self) -> bool:
+        """Plain ``all``: what a spec without ``placement`` means (and is written as, byte for byte)."""
+        return self.mode == "all" and not self.selector
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a node carrying ``labels`` is one the selector admits."""
+        return all(labels.get(key) == value for key, value in self.selector.items())
 
     def to_json(self) -> Any:
+        out: dict[str, Any]
         if self.mode == "all":
-            return "all"
-        if self.mode == "replicas":
-            return {"replicas": self.replicas}
-        return {"nodes": list(self.nodes)}
+            if not self.selector:
+                return "all"
+            out = {}
+        elif self.mode == "replicas":
+            out = {"replicas": self.replicas}
+        else:
+            out = {"nodes": list(self.nodes)}
+        if self.selector:
+            out["selector"] = dict(self.selector)
+        return out
 
     @classmethod
     def from_valid(cls, value: Any) -> Placement:
-        if isinstance(value, dict) and "replicas" in value:
-            return cls(mode="replicas", replicas=value["replicas"])
-        if isinstance(value, dict):
-            return cls(mode="nodes", nodes=tuple(value["nodes"]))
-        return cls()
+        if not isinstance(value, dict):
+            return cls()
+        selector = dict(value.get("selector") or {})
+        if "replicas" in value:
+            return cls(mode="replicas", replicas=value["replicas"], selector=selector)
+        if "nodes" in value:
+            return cls(mode="nodes", nodes=tuple(value["nodes"]), selector=selector)
+        return cls(selector=selector)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Healthcheck:
+    """Docker's healthcheck for the container: ``command`` a shell line (CMD-SHELL) or an argument list (CMD);
+    the times in seconds, None meaning Docker's default."""
+
+    command: str | tuple[str, ...]
+    interval: float | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    start_period: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"command": self.command if isinstance(self.command, str) else list(self.command)}
+        for name in ("interval", "timeout", "retries", "start_period"):
+            if (value := getattr(self, name)) is not None:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_valid(cls, value: Mapping[str, Any]) -> Healthcheck:
+        command = value["command"]
+
+        def seconds(name: str) -> float | None:
+            return None if value.get(name) is None else float(value[name])
+
+        return cls(
+            command=command if isinstance(command, str) else tuple(command),
+            interval=seconds("interval"),
+            timeout=seconds("timeout"),
+            retries=value.get("retries"),
+            start_period=seconds("start_period"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,9 +459,12 @@ class JobSpec:
     entrypoint: tuple[str, ...] | None = None
     resources: Resources = field(default_factory=Resources)
     volumes: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
     timeout: float | None = None
     retries: int = 0
     pull: str = "missing"
+    restart: str = "never"
+    healthcheck: Healthcheck | None = None
     placement: Placement = field(default_factory=Placement)
 
     @classmethod
@@ -305,11 +500,19 @@ class JobSpec:
                 memory=memory_bytes(memory) if memory is not None else None,
             ),
             volumes=tuple(data.get("volumes") or ()),
+            ports=tuple(data.get("ports") or ()),
             timeout=float(timeout) if timeout is not None else None,
             retries=data.get("retries", 0),
             pull=data.get("pull", "missing"),
+            restart=data.get("restart", "never"),
+            healthcheck=Healthcheck.from_valid(data["healthcheck"]) if data.get("healthcheck") else None,
             placement=Placement.from_valid(data.get("placement")),
         )
+
+    @property
+    def port_mappings(self) -> tuple[PortMapping, ...]:
+        """``ports`` parsed (the schema admitted each, so none raises)."""
+        return tuple(parse_port(text) for text in self.ports)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "arguments": list(self.arguments), "env": dict(self.env)}
@@ -323,12 +526,18 @@ class JobSpec:
             out["resources"] = self.resources.to_json()
         if self.volumes:
             out["volumes"] = list(self.volumes)
+        if self.ports:
+            out["ports"] = list(self.ports)
         if self.timeout is not None:
             out["timeout"] = self.timeout
         if self.retries:
             out["retries"] = self.retries
         if self.pull != "missing":
             out["pull"] = self.pull
-        if self.placement.mode != "all":
+        if self.restart != "never":
+            out["restart"] = self.restart
+        if self.healthcheck is not None:
+            out["healthcheck"] = self.healthcheck.to_json()
+        if not self.placement.default:
             out["placement"] = self.placement.to_json()
         return out

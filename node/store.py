@@ -1,4 +1,4 @@
-"""The node's SQLite store: jobs and executions, the single source of truth on this node.
+"""The node's SQLite store: jobs, executions and allocations, the single source of truth on this node.
 
 Writes go through one writer task that commits whatever has queued up in a single transaction (group
 commit), so ``Create`` can wait for a durable write without paying one fsync per job under load. SQLite
@@ -21,13 +21,14 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import trio
 
+from .allocation import Allocation
 from .errors import ConfigError, StorageFullError, StoreDamagedError
 from .model import Execution, Job, derive_status
 
@@ -64,6 +65,14 @@ CREATE TABLE IF NOT EXISTS executions (
     PRIMARY KEY (job_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS executions_by_node_state ON executions (node_id, state);
+CREATE TABLE IF NOT EXISTS allocations (
+    job_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    by_node TEXT NOT NULL,
+    body TEXT NOT NULL,
+    chg INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS allocations_by_change ON allocations (chg);
 CREATE TABLE IF NOT EXISTS logs (
     job_id TEXT NOT NULL, node_id TEXT NOT NULL, attempt INTEGER NOT NULL,
     stdout TEXT NOT NULL, stderr TEXT NOT NULL, PRIMARY KEY (job_id, node_id)
@@ -87,8 +96,14 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return _head(conn)
 
 
+_HEAD = (
+    "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions "
+    "UNION ALL SELECT MAX(chg) FROM allocations)"
+)
+
+
 def _head(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)")
+    row = conn.execute(_HEAD)
     return int(row.fetchone()[0] or 0)
 
 
@@ -119,6 +134,7 @@ class Changes:
     upto: int
     head: int
     more: bool
+    allocations: list[Allocation] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -392,6 +408,23 @@ class Store:
 
         return await self._write(write)
 
+    async def put_allocation(self, allocation: Allocation, *, durable: bool = True) -> bool:
+        """Keep ``allocation`` if it ranks above the stored one (version, then writer); True if it did. It may
+        come before its job: the job, arriving later, finds it here."""
+        a = allocation
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO allocations (job_id, version, by_node, body, chg) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, by_node = excluded.by_node, "
+                "body = excluded.body, chg = excluded.chg "
+                "WHERE (excluded.version, excluded.by_node) > (allocations.version, allocations.by_node)",
+                (a.job_id, a.version, a.by, json.dumps(a.to_json()), self._next_chg()),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(write, durable=durable)
+
     async def put_logs(self, job_id: str, node_id: str, attempt: int, stdout: str, stderr: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -425,6 +458,37 @@ class Store:
                 return None
             rows = conn.execute("SELECT body FROM executions WHERE job_id = ? ORDER BY node_id", (job_id,)).fetchall()
             return _record(row), [Execution.from_valid(json.loads(r[0])) for r in rows]
+
+        return await self._read(read)
+
+    async def get_allocation(self, job_id: str) -> Allocation | None:
+        def read(conn: sqlite3.Connection) -> Allocation | None:
+            row = conn.execute("SELECT body FROM allocations WHERE job_id = ?", (job_id,)).fetchone()
+            return Allocation.from_valid(json.loads(row[0])) if row else None
+
+        return await self._read(read)
+
+    async def active_allocations(self) -> list[tuple[Job, Allocation, list[Execution]]]:
+        """Every allocation of a job not cancelled nor complete, with the job and all its executions known here:
+        what placement counts as allocated and what rescheduling looks after. One read."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Job, Allocation, list[Execution]]]:
+            rows = conn.execute(
+                "SELECT j.body, a.body FROM allocations a JOIN jobs j USING (job_id) "
+                "WHERE j.cancelled = 0 AND j.status != 'complete' ORDER BY j.seq"
+            ).fetchall()
+            executions: dict[str, list[Execution]] = {}
+            for (body,) in conn.execute(
+                "SELECT e.body FROM executions e JOIN allocations a USING (job_id) JOIN jobs j USING (job_id) "
+                "WHERE j.cancelled = 0 AND j.status != 'complete'"
+            ):
+                execution = Execution.from_valid(json.loads(body))
+                executions.setdefault(execution.job_id, []).append(execution)
+            out = []
+            for job_body, allocation_body in rows:
+                job = Job.from_valid(json.loads(job_body))
+                out.append((job, Allocation.from_valid(json.loads(allocation_body)), executions.get(job.job_id, [])))
+            return out
 
         return await self._read(read)
 
@@ -536,18 +600,20 @@ class Store:
                 execs = conn.execute(
                     "SELECT body, chg FROM executions WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
                 ).fetchall()
-                head = conn.execute(
-                    "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions)"
-                ).fetchone()[0]
+                allocs = conn.execute(
+                    "SELECT body, chg FROM allocations WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+                ).fetchall()
+                head = conn.execute(_HEAD).fetchone()[0]
             finally:
                 conn.execute("COMMIT")
             # A full page may hide later rows of its kind: stop both lists at the lower of the full pages' ends.
             # Commits become visible in change order, so the highest number seen is a safe watermark.
-            ends = [rows[-1][-1] for rows in (jobs, execs) if len(rows) == limit]
-            upto = min(ends) if ends else max([since, *(r[-1] for r in jobs), *(r[-1] for r in execs)])
+            ends = [rows[-1][-1] for rows in (jobs, execs, allocs) if len(rows) == limit]
+            upto = min(ends) if ends else max([since, *(r[-1] for r in (*jobs, *execs, *allocs))])
             return Changes(
                 jobs=[(Job.from_valid(json.loads(r[0])), bool(r[1])) for r in jobs if r[2] <= upto],
                 executions=[Execution.from_valid(json.loads(r[0])) for r in execs if r[1] <= upto],
+                allocations=[Allocation.from_valid(json.loads(r[0])) for r in allocs if r[1] <= upto],
                 upto=upto,
                 head=int(head or 0),
                 more=bool(ends),

@@ -28,12 +28,12 @@ import trio
 
 from .errors import NodeError
 from .identity import Identity
-from .link import Inbound
+from .link import Directory, Inbound
 from .model import Cancel, Execution, Job
 from .replica import cancel_key
 from .store import Store
 from .trust import Refused, sign_execution
-from .wire import WireError, parse_cancel, parse_execution, parse_job
+from .wire import WireError, parse_allocation, parse_cancel, parse_drain, parse_execution, parse_job, parse_node_record
 
 __all__ = ["PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
 
@@ -41,6 +41,9 @@ log = logging.getLogger("cmnode.sync")
 
 SYNC_PROTOCOL = "/cmnode/sync/1"
 PAGE_SIZE = 200
+MAX_NODE_RECORDS = 1000
+"""Node records (and drain orders) in one answer at most: the most recently heard. They come with the first
+page of a round only (``"nodes": true`` in the request), so a node that joins learns every node at once."""
 
 
 @dataclass
@@ -51,21 +54,27 @@ class SyncStats:
     failures: int = 0
     jobs: int = 0
     executions: int = 0
+    nodes: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
 
 class Sync:
     """Both ends of the catch-up protocol for one node."""
 
-    def __init__(self, *, store: Store, inbound: Inbound, identity: Identity) -> None:
+    def __init__(
+        self, *, store: Store, inbound: Inbound, identity: Identity, directory: Directory | None = None
+    ) -> None:
+        """``directory``: the node registry, served and fed node records and drain orders; none: neither."""
         self.store = store
         self.identity = identity
         self.inbound = inbound
+        self.directory = directory
         self.stats = SyncStats()
         self._warned: set[str] = set()
 
     async def serve(self, request: Any) -> dict[str, Any]:
-        """Answer a peer's ``{"since": N, "limit": L}`` with the changes after N."""
+        """Answer a peer's ``{"since": N, "limit": L}`` with the changes after N (and, asked with ``"nodes":
+        true``, the node records and drain orders this node knows)."""
         if not isinstance(request, dict):
             return {"error": "request must be an object"}
         since, limit = request.get("since"), request.get("limit", PAGE_SIZE)
@@ -78,15 +87,21 @@ class Sync:
             entry = {"job": job.to_json(), "cancelled": cancelled, "cancel": json.loads(cancel) if cancel else None}
             jobs.append(entry)
         me = self.identity.node_id
-        return {
+        answer: dict[str, Any] = {
             "jobs": jobs,
             "executions": [
                 (sign_execution(self.identity, e) if e.node_id == me else e).to_json() for e in changes.executions
             ],
+            "allocations": [a.to_json() for a in changes.allocations],
             "upto": changes.upto,
             "head": changes.head,
             "more": changes.more,
         }
+        if request.get("nodes") is True and self.directory is not None:
+            records, drains = self.directory.known(MAX_NODE_RECORDS)
+            answer["nodes"] = [{"record": r.to_json(), "age": round(age, 3)} for r, age in records]
+            answer["drains"] = [order.to_json() for order in drains]
+        return answer
 
     async def apply_page(self, page: Any, since: int) -> tuple[int, bool]:
         """Merge one page of a peer's answer; returns the watermark to keep and whether more pages follow.
@@ -102,6 +117,7 @@ class Sync:
             raise WireError("malformed", "sync answer without upto/head/more")
         if not isinstance(jobs, list) or not isinstance(executions, list):
             raise WireError("malformed", "sync answer without jobs/executions lists")
+        self._merge_nodes(page.get("nodes"), page.get("drains"))
         if head < since:  # the peer's store is younger than what we remember of it: start over
             return 0, True
         parsed: list[Execution] = []
@@ -114,6 +130,8 @@ class Sync:
                 self._drop("error", exc)
         # Executions first: a job learned late runs here only if it is still active somewhere.
         self.stats.executions += await self._merge_executions(parsed)
+        # Allocations before their jobs: a replicas job runs here only where its allocation says.
+        await self._merge_allocations(page.get("allocations") or [])
         verified: dict[str, tuple[Job, Cancel | None]] = {}
         for entry in jobs:
             try:
@@ -160,6 +178,20 @@ class Sync:
             self._drop("error", exc)
         return None
 
+    async def _merge_allocations(self, entries: Any) -> None:
+        """Each verified allocation through the node (an older peer sends none); bad ones dropped and counted."""
+        if not isinstance(entries, list):
+            raise WireError("malformed", "sync answer with an allocations field that is not a list")
+        for entry in entries:
+            try:
+                await self.inbound.on_allocation(parse_allocation(entry))
+            except (WireError, Refused) as exc:
+                self._drop(exc.reason, exc)
+            except NodeError as exc:
+                log.warning("cannot apply an allocation from catch-up: %s", exc.message)
+            except Exception as exc:
+                self._drop("error", exc)
+
     async def _merge_executions(self, executions: list[Execution]) -> int:
         """All at once (one commit); if the batch fails, one by one, dropping only the entries that fail."""
         if not executions:
@@ -188,12 +220,47 @@ class Sync:
         pages = 0
         more = True
         while more:
-            page = await request({"since": since, "limit": PAGE_SIZE})
+            asked: dict[str, Any] = {"since": since, "limit": PAGE_SIZE}
+            if pages == 0:
+                asked["nodes"] = True  # the node records once a round, with its first page
+            page = await request(asked)
             since, more = await self.apply_page(page, since)
             await self.store.set_meta(key, str(since))
             pages += 1
         self.stats.rounds += 1
         return pages
+
+    def _merge_nodes(self, records: Any, drains: Any) -> None:
+        """Each verified record and drain order into the registry (an older peer sends none; nor does a page
+        after the first of a round); bad entries are dropped and counted, as for jobs.
+
+        Raises:
+            WireError: ``nodes`` or ``drains`` is there but not a list.
+        """
+        if records is None and drains is None:
+            return
+        if any(value is not None and not isinstance(value, list) for value in (records, drains)):
+            raise WireError("malformed", "sync answer with nodes or drains that are not lists")
+        for entry in records or ():
+            try:
+                if not isinstance(entry, dict) or not _is_age(entry.get("age")):
+                    raise WireError("malformed", "sync node entry is not {record, age}")
+                record = parse_node_record(entry.get("record"))
+                if self.directory is not None and self.directory.on_record(record, age=float(entry["age"])):
+                    self.stats.nodes += 1
+            except WireError as exc:
+                self._drop(exc.reason, exc)
+            except Exception as exc:
+                self._drop("error", exc)
+        for entry in drains or ():
+            try:
+                order = parse_drain(entry)
+                if self.directory is not None:
+                    self.directory.on_drain(order)
+            except (WireError, Refused) as exc:
+                self._drop(exc.reason, exc)
+            except Exception as exc:
+                self._drop("error", exc)
 
     def _drop(self, reason: str, exc: BaseException) -> None:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
@@ -206,6 +273,10 @@ class Sync:
 
 def watermark_key(peer_id: str) -> str:
     return f"sync.{peer_id}"
+
+
+def _is_age(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1e9
 
 
 def _is_count(value: Any) -> TypeGuard[int]:

@@ -3,6 +3,9 @@
     {"type": "job", "job": {...Job.to_json()...}}               a new job, signed by its origin
     {"type": "execution", "execution": {...Execution...}}       a state change, signed and sent by the executing node
     {"type": "cancel", "cancel": {job_id, by, at, signature}}   stop the job everywhere, signed by the node asking
+    {"type": "node", "node": {...NodeRecord...}}                a node's heartbeat, signed and sent by that node
+    {"type": "drain", "drain": {node_id, draining, by, ...}}    (un)drain a node, signed and sent by the node asking
+    {"type": "allocation", "allocation": {...Allocation...}}    where a replicas job runs, signed by its writer
 
 Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, checked against the
 model's schemas (``node/schema.py``, the same checker as RPC params) and signature-checked here (a job by its
@@ -18,9 +21,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .allocation import Allocation
 from .errors import ValidationError
 from .identity import verify
 from .model import Cancel, Execution, Job
+from .noderecord import DrainOrder, NodeRecord
 
 TOPIC = "jobs"
 MAX_MESSAGE_BYTES = 1_000_000
@@ -55,7 +60,22 @@ class CancelMsg:
         return self.cancel.job_id
 
 
-Envelope = JobMsg | ExecutionMsg | CancelMsg
+@dataclass(frozen=True)
+class NodeMsg:
+    record: NodeRecord
+
+
+@dataclass(frozen=True)
+class DrainMsg:
+    order: DrainOrder
+
+
+@dataclass(frozen=True)
+class AllocationMsg:
+    allocation: Allocation
+
+
+Envelope = JobMsg | ExecutionMsg | CancelMsg | NodeMsg | DrainMsg | AllocationMsg
 
 
 def encode(msg: Envelope) -> bytes:
@@ -64,6 +84,12 @@ def encode(msg: Envelope) -> bytes:
         body = {"type": "job", "job": msg.job.to_json()}
     elif isinstance(msg, ExecutionMsg):
         body = {"type": "execution", "execution": msg.execution.to_json()}
+    elif isinstance(msg, NodeMsg):
+        body = {"type": "node", "node": msg.record.to_json()}
+    elif isinstance(msg, DrainMsg):
+        body = {"type": "drain", "drain": msg.order.to_json()}
+    elif isinstance(msg, AllocationMsg):
+        body = {"type": "allocation", "allocation": msg.allocation.to_json()}
     else:
         body = {"type": "cancel", "cancel": msg.cancel.to_json()}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -100,6 +126,12 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
         return ExecutionMsg(execution)
     if kind == "cancel":
         return CancelMsg(parse_cancel(body.get("cancel")))
+    if kind == "node":
+        return NodeMsg(parse_node_record(body.get("node"), sender=sender))
+    if kind == "drain":
+        return DrainMsg(parse_drain(body.get("drain"), sender=sender))
+    if kind == "allocation":
+        return AllocationMsg(parse_allocation(body.get("allocation")))
     raise WireError("malformed", f"unknown type {kind!r}")
 
 
@@ -151,6 +183,58 @@ def parse_cancel(data: Any) -> Cancel:
     if not verify(cancel.by, cancel.canonical_bytes(), cancel.signature):
         raise WireError("unverified", f"cancel of job {cancel.job_id} is not signed by {cancel.by}")
     return cancel
+
+
+def parse_node_record(data: Any, *, sender: str | None = None) -> NodeRecord:
+    """A node record from its JSON form, verified against the key of the node it describes; ``sender``, when
+    known (gossip), must be that node.
+
+    Raises:
+        WireError: malformed, spoofed (sent by another node), or not signed by ``node_id``.
+    """
+    try:
+        record = NodeRecord.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", _first(exc)) from exc
+    if sender is not None and record.node_id != sender:
+        raise WireError("spoofed", f"record of {record.node_id} sent by {sender}")
+    if not verify(record.node_id, record.canonical_bytes(), record.signature):
+        raise WireError("unverified", f"record of node {record.node_id} is not signed by it")
+    return record
+
+
+def parse_drain(data: Any, *, sender: str | None = None) -> DrainOrder:
+    """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
+    be ``sender`` when known (gossip).
+
+    Raises:
+        WireError: malformed, spoofed, or not signed by ``by``.
+    """
+    try:
+        order = DrainOrder.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", _first(exc)) from exc
+    if sender is not None and order.by != sender:
+        raise WireError("spoofed", f"drain order by {order.by} sent by {sender}")
+    if not verify(order.by, order.canonical_bytes(), order.signature):
+        raise WireError("unverified", f"drain order of node {order.node_id} is not signed by {order.by}")
+    return order
+
+
+def parse_allocation(data: Any) -> Allocation:
+    """An allocation from its JSON form, verified against the key of the node that wrote it (``by``); any node
+    may relay it (catch-up serves what it merged).
+
+    Raises:
+        WireError: malformed, or not signed by ``by``.
+    """
+    try:
+        allocation = Allocation.from_json(data)
+    except ValidationError as exc:
+        raise WireError("malformed", _first(exc)) from exc
+    if not verify(allocation.by, allocation.canonical_bytes(), allocation.signature):
+        raise WireError("unverified", f"allocation of job {allocation.job_id} is not signed by {allocation.by}")
+    return allocation
 
 
 def _first(exc: ValidationError) -> str:

@@ -13,6 +13,7 @@ from node import __version__
 from node.core import Node
 from node.errors import UnauthorizedError
 from node.model import JOB_SPEC_SCHEMA, MAX_ID, JobSpec, State
+from node.spec import MAX_REPLICAS
 
 from .protocol import Method
 
@@ -26,12 +27,39 @@ _EXECUTION = {
     "type": "object",
     "properties": {
         "node_id": _STR,
-        "state": {"type": "string", "enum": [s.value for s in State]},
+        "state": {
+            "type": "string",
+            "enum": [*(s.value for s in State), "unknown"],
+            "description": "unknown: its node is down (node_state), so what it does now is not known",
+        },
+        "node_state": {"type": "string", "enum": ["down"], "description": "only when its node is down"},
         "attempt": {"type": "integer"},
         "container_id": {"type": ["string", "null"]},
         "exit_code": {"type": ["integer", "null"]},
         "error": {"type": ["string", "null"]},
         "version": {"type": "integer"},
+        "history": {"type": "array", "description": "the earlier attempts (retries and restarts), the last 100"},
+        "health": {
+            "type": "string",
+            "enum": ["starting", "healthy", "unhealthy"],
+            "description": "the healthcheck's verdict; only when the job has one",
+        },
+    },
+}
+
+_NODE = {
+    "type": "object",
+    "properties": {
+        "node_id": _STR,
+        "name": _STR,
+        "state": {"type": "string", "enum": ["ready", "down", "draining"]},
+        "labels": _STR_MAP,
+        "capacity": {"type": "object", "description": "cpus and memory (bytes); null: not known"},
+        "allocated": {"type": "object", "description": "cpus, memory and jobs placement gave it"},
+        "running": {"type": "integer"},
+        "queue_depth": {"type": "integer"},
+        "last_seen": {"type": "number", "description": "Unix time its last record was heard"},
+        "self": {"type": "boolean", "description": "the node answering"},
     },
 }
 
@@ -60,11 +88,31 @@ def build_methods(node: Node) -> list[Method]:
     async def stop(params: dict[str, Any]) -> dict[str, Any]:
         return await node.stop(params["job_id"])
 
+    async def scale(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.scale(params["job_id"], params["replicas"])
+
     async def info(params: dict[str, Any]) -> dict[str, Any]:
         return await node.info()
 
     async def peers(params: dict[str, Any]) -> dict[str, Any]:
         return await node.peers()
+
+    async def list_nodes(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.list_nodes()
+
+    async def drain(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.drain(params["node_id"], True)
+
+    async def undrain(params: dict[str, Any]) -> dict[str, Any]:
+        return await node.drain(params["node_id"], False)
+
+    node_ref = {
+        "type": "object",
+        "properties": {"node_id": {**_NODE_ID, "description": "a node's ID, its name, or a unique prefix of its ID"}},
+        "required": ["node_id"],
+        "additionalProperties": False,
+    }
+    drained = {"type": "object", "properties": {"node_id": _STR, "draining": {"type": "boolean"}, "message": _STR}}
 
     job_id_only = {
         "type": "object",
@@ -142,6 +190,21 @@ def build_methods(node: Node) -> list[Method]:
             summary="Cancel the job on every node. Idempotent.",
         ),
         Method(
+            name="ContainerService.Scale",
+            handler=scale,
+            params={
+                "type": "object",
+                "properties": {
+                    "job_id": _JOB_ID,
+                    "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
+                },
+                "required": ["job_id", "replicas"],
+                "additionalProperties": False,
+            },
+            result={"type": "object", "properties": {"job_id": _STR, "allocation": {"type": "object"}}},
+            summary="Run N copies of a replicas job: a new allocation version, placed as Create places.",
+        ),
+        Method(
             name="NodeService.Info",
             handler=info,
             params=_NONE,
@@ -154,6 +217,27 @@ def build_methods(node: Node) -> list[Method]:
             params=_NONE,
             result={"type": "object", "properties": {"peers": {"type": "array"}}},
             summary="Peers this node is connected to.",
+        ),
+        Method(
+            name="NodeService.List",
+            handler=list_nodes,
+            params=_NONE,
+            result={"type": "object", "properties": {"nodes": {"type": "array", "items": _NODE}}},
+            summary="Every node this node has heard of: state (ready, down, draining), name, labels, capacity, load.",
+        ),
+        Method(
+            name="NodeService.Drain",
+            handler=drain,
+            params=node_ref,
+            result=drained,
+            summary="Drain a node on every node: it takes no new allocations and its replicas move elsewhere.",
+        ),
+        Method(
+            name="NodeService.Undrain",
+            handler=undrain,
+            params=node_ref,
+            result=drained,
+            summary="Let a drained node take allocations again.",
         ),
     ]
 
@@ -177,6 +261,7 @@ READ_METHODS = frozenset(
         "ContainerService.Logs",
         "NodeService.Info",
         "NodeService.Peers",
+        "NodeService.List",
         "rpc.discover",
     }
 )

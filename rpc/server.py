@@ -151,13 +151,24 @@ def check_tls(cert: str | None, key: str | None) -> None:
         raise ConfigError(f"invalid tls-cert/tls-key: cannot load {cert} with {key}: {exc}") from None
 
 
+class _NoBanner(logging.Filter):
+    """Drops hypercorn's "Running on URL" line: the node's one ready line says where RPC listens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Running on ")
+
+
+_HTTP_LOG = logging.getLogger("cmnode.http")
+_HTTP_LOG.addFilter(_NoBanner())
+
+
 def hypercorn_config(
     host: str, port: int, *, graceful_timeout: float, certfile: str | None = None, keyfile: str | None = None
 ) -> HyperConfig:
     config = HyperConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("cmnode.http")
+    config.errorlog = _HTTP_LOG
     config.graceful_timeout = graceful_timeout
     config.keep_alive_timeout = 75
     config.certfile = certfile

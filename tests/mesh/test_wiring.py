@@ -22,7 +22,7 @@ from node.policy import Policy
 from node.replica import Replica
 from node.store import Store
 from node.trust import Refused, Trust
-from node.wire import CancelMsg, ExecutionMsg, JobMsg
+from node.wire import AllocationMsg, CancelMsg, ExecutionMsg, JobMsg
 
 from .fakes import FakeInbound, receive, signed_cancel, signed_execution, signed_job
 
@@ -157,8 +157,13 @@ async def test_create_places_through_the_scheduler_and_publishes_through_the_lin
     mine = await node.create(signed_job(me, placement=Placement(mode="replicas", replicas=2)).spec)
     assert executor.submitted == [here.job_id, mine.job_id]
     assert executor.accepted == [(elsewhere.job_id, False)]
-    published = [cast(JobMsg, link.outbox.receive_nowait()).job.job_id for _ in range(3)]
-    assert published == [here.job_id, elsewhere.job_id, mine.job_id]
+    published = [link.outbox.receive_nowait() for _ in range(4)]
+    assert [cast(JobMsg, m).job.job_id for m in (published[0], published[1], published[3])] == [
+        here.job_id, elsewhere.job_id, mine.job_id
+    ]  # fmt: skip
+    allocation = cast(AllocationMsg, published[2]).allocation  # before its job: a peer hearing the job knows where
+    assert allocation.job_id == mine.job_id and allocation.nodes == (me.node_id,)  # alone: 1 of 2 placed, here
+    assert allocation.note == "1 of 2 replicas placed: 1 ready node"
 
 
 async def test_a_node_without_a_mesh_publishes_nothing(me: Identity, store: Store) -> None:

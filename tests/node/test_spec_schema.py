@@ -7,6 +7,7 @@ JSON Schema specification does, independently of ``node/schema.py``; an independ
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from hypothesis_jsonschema import from_schema
 
 from node.errors import ValidationError
 from node.model import EXECUTION_SCHEMA, JOB_SPEC_SCHEMA, MIN_MEMORY, Execution, JobSpec
+from node.spec import PortMapping, parse_port
 
 _SIZES = st.builds(
     lambda n, unit: f"{n}{unit}",
@@ -37,15 +39,44 @@ _VOLUMES = st.builds(
     _PATHS,
     st.sampled_from(["", ":ro", ":rw"]),
 )
-_FORMATS = {"byte-size": _SIZES, "volume": _VOLUMES}
+_PORT_NUMBERS = st.integers(min_value=1, max_value=65535)
+_PORTS = st.builds(
+    lambda ip, host, container, proto: f"{ip}{host}:{container}{proto}",
+    st.sampled_from(["", "127.0.0.1:", "0.0.0.0:", "[::1]:", "[fe80::1]:"]),
+    _PORT_NUMBERS,
+    _PORT_NUMBERS,
+    st.sampled_from(["", "/tcp", "/udp"]),
+)
+_FORMATS = {"byte-size": _SIZES, "volume": _VOLUMES, "port": _PORTS}
 
 _SETTINGS = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _standard_port(text: str) -> bool:
+    """The port format read from its description, written apart from ``parse_port``."""
+    text, _, protocol = text.partition("/")
+    family: type[ipaddress.IPv4Address | ipaddress.IPv6Address] = ipaddress.IPv4Address
+    if text.startswith("["):
+        address, _, text = text[1:].partition("]:")
+        family = ipaddress.IPv6Address
+    else:
+        parts = text.split(":")
+        address, text = ":".join(parts[:-2]), ":".join(parts[-2:])
+    host, _, container = text.partition(":")
+    try:
+        if address:
+            family(address)
+    except ValueError:
+        return False
+    ports_ok = all(p.isdigit() and 1 <= int(p) <= 65535 for p in (host, container))
+    return ports_ok and protocol in ("", "tcp", "udp")
 
 
 def _standard_errors(schema: dict[str, Any], value: Any) -> list[str]:
     checker = jsonschema.FormatChecker()
     checker.checks("byte-size")(lambda v: not isinstance(v, str) or v.isdigit() or v[-1].lower() in "bkmg")
     checker.checks("volume")(lambda v: not isinstance(v, str) or v.count(":") in (1, 2))
+    checker.checks("port")(lambda v: not isinstance(v, str) or _standard_port(v))
     validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
     return [error.message for error in validator.iter_errors(value)]
 
@@ -79,6 +110,12 @@ def test_every_execution_the_schema_admits_the_model_admits(data: dict[str, Any]
         {"image": "busybox", "placement": {"replicas": 0}},
         {"image": "busybox", "retries": 101},
         {"image": "busybox", "surprise": 1},
+        {"image": "busybox", "ports": ["8080"]},
+        {"image": "busybox", "ports": ["0:80"]},
+        {"image": "busybox", "ports": ["8080:65536"]},
+        {"image": "busybox", "ports": ["8080:80/sctp"]},
+        {"image": "busybox", "ports": ["::1:8080:80"]},
+        {"image": "busybox", "ports": ["300.0.0.1:8080:80"]},
     ],
 )
 def test_what_the_model_refuses_the_published_schema_refuses(data: dict[str, Any]) -> None:
@@ -109,3 +146,30 @@ def test_hostile_executions_are_refused_with_the_field(changes: dict[str, Any], 
     with pytest.raises(ValidationError) as info:
         Execution.from_json(_execution(**changes))
     assert field in {e["field"] for e in info.value.errors}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8080:80", PortMapping(None, 8080, 80, "tcp")),
+        ("53:53/udp", PortMapping(None, 53, 53, "udp")),
+        ("127.0.0.1:8080:80/tcp", PortMapping("127.0.0.1", 8080, 80, "tcp")),
+        ("[::1]:65535:1", PortMapping("::1", 65535, 1, "tcp")),
+    ],
+)
+def test_ports_parse_to_what_docker_is_given(text: str, expected: PortMapping) -> None:
+    assert parse_port(text) == expected
+    spec = JobSpec.from_json({"image": "busybox", "ports": [text]})
+    assert spec.port_mappings == (expected,)
+    assert JobSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    "text", ["80", "0:80", "8080:65536", "1:1/sctp", "::1:8080:80", "[127.0.0.1]:1:1", "01.2.3.4:1:1", "a:1:1"]
+)
+def test_malformed_ports_are_refused_with_the_field(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_port(text)
+    with pytest.raises(ValidationError) as info:
+        JobSpec.from_json({"image": "busybox", "ports": ["8080:80", text]})
+    assert {e["field"] for e in info.value.errors} == {"ports[1]"}

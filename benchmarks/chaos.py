@@ -1,0 +1,140 @@
+"""Chaos benchmark: how fast a cluster of real ``cmnode run`` processes agrees again after the faults of issue 12.
+
+    sudo .venv/bin/python -m benchmarks.chaos [--nodes 10] [--seconds 30] [--jobs 100] [--scenario NAME ...]
+
+Each node runs in its own network namespace on a private bridge (tests/chaos/harness.py: root, iproute2 and
+iptables needed); node 0 starts first and every other node bootstraps through it (as the compose cluster does).
+Scenarios, each on a fresh cluster:
+
+- ``partition``: three parts (3+3+4 at 10 nodes) for ``--seconds``; ``--jobs`` jobs created in each part and one
+  real job (a busybox container, when Docker and the test image are there); the last node is killed -9 halfway
+  and restarted right after the heal. Then a late joiner starts. Target: heal to agreement <= 5 s.
+- ``flapping``: the link between two halves goes down 2 s, up 2 s, for ``--seconds``, jobs created throughout.
+  Target: last heal to agreement <= 5 s.
+- ``loss``: every node drops 10 % of the packets it receives from the others (iptables ``statistic``) for
+  ``--seconds`` while ``--jobs`` jobs are created. Target: every job on every node within 10 s of its creation.
+- ``replica``: a replicas job (2) on one node, that node cut off for ``--seconds``. Target: agreement <= 5 s
+  after the heal, never more than 2 copies running.
+
+Agreement: every node lists the same jobs with the same statuses, and reports the same (node, state, version)
+executions of the jobs that run somewhere. Prints one line per scenario, measured against its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from tests.chaos import scenarios
+from tests.chaos.harness import Cluster, cluster, docker_there
+
+SCENARIOS = ("partition", "flapping", "loss", "replica")
+HEAL_TARGET = 5.0
+LOSS_TARGET = 10.0
+
+
+def unavailable(what: str, why: str) -> NoReturn:
+    raise SystemExit(f"{what} unavailable: {why}")
+
+
+def thirds(n: int) -> list[list[int]]:
+    """3+3+4 at 10: as even as possible, the larger parts last."""
+    sizes = [n // 3, n // 3, n - 2 * (n // 3)]
+    out, start = [], 0
+    for size in sizes:
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+def formed(chaos: Cluster, n: int) -> None:
+    chaos.start([0])
+    chaos.start(range(1, n))
+    chaos.wait_meshed(min(2, n - 1), timeout=120)
+
+
+def run_partition(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
+    real = docker_there()
+    result = scenarios.partition(chaos, thirds(n), seconds=seconds, jobs_per_part=jobs, real=real, kill=n - 1,
+                                 late=n, timeout=120)  # fmt: skip
+    return [
+        line("partition", f"{n} nodes, 3 parts, {seconds:g} s, {len(result.jobs)} jobs, kill -9 + restart"
+             f"{', real jobs' if real else ''}: heal to agreement", result.heal_to_agreement, HEAL_TARGET),
+        line("late joiner", "start to agreement", result.join_to_agreement or 0.0, None),
+    ]  # fmt: skip
+
+
+def run_flapping(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
+    halves = [list(range(n // 2)), list(range(n // 2, n))]
+    result = scenarios.flapping(chaos, halves, seconds=seconds, jobs_per_flap=max(1, jobs // 20), timeout=120)
+    return [line("flapping", f"{n} nodes, down 2 s / up 2 s for {seconds:g} s, {len(result.jobs)} jobs: last heal "
+                 "to agreement", result.heal_to_agreement, HEAL_TARGET)]  # fmt: skip
+
+
+def run_loss(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
+    result = scenarios.loss(chaos, probability=0.1, seconds=seconds, jobs=jobs, timeout=120)
+    what = f"{n} nodes, 10% loss for {seconds:g} s, {jobs} jobs ({result.lost} not on every node by the end)"
+    return [
+        line("loss", f"{what}: creation to every node, worst", result.worst if not result.lost else float("inf"),
+             LOSS_TARGET),
+        line("loss", "creation to every node, median", result.p50, None),
+    ]  # fmt: skip
+
+
+def run_replica(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
+    if not docker_there():
+        return ["replica      skipped: needs Docker and the test image"]
+    took = scenarios.isolated_replica(chaos, 1, replicas=2, seconds=seconds, timeout=120)
+    return [line("replica", f"{n} nodes, the node running a replica cut off {seconds:g} s: heal to agreement",
+                 took, HEAL_TARGET)]  # fmt: skip
+
+
+def line(name: str, what: str, seconds: float, target: float | None) -> str:
+    verdict = "" if target is None else f"  target <= {target:g} s  {'ok' if seconds <= target else 'MISSED'}"
+    return f"{name:<12} {what}: {seconds:.2f} s{verdict}"
+
+
+RUNS: dict[str, Callable[[Cluster, int, float, int], list[str]]] = {
+    "partition": run_partition,
+    "flapping": run_flapping,
+    "loss": run_loss,
+    "replica": run_replica,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--scenario", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--keep-logs", action="store_true", help="keep the nodes' logs (their path is printed)")
+    args = parser.parse_args()
+    failed = False
+    for name in args.scenario:
+        root = Path(tempfile.mkdtemp(prefix=f"cmnode-chaos-{name}-"))
+        try:
+            with cluster(args.nodes + 1, root, unavailable=unavailable) as chaos:  # one spare: the late joiner
+                formed(chaos, args.nodes)
+                for text in RUNS[name](chaos, args.nodes, args.seconds, args.jobs):
+                    print(text, flush=True)
+                    failed |= "MISSED" in text
+        except AssertionError as exc:
+            print(f"{name:<12} FAILED: {exc}", flush=True)
+            traceback.print_exc(file=sys.stderr)
+            failed = True
+        if args.keep_logs:
+            print(f"{'':<12} logs: {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""This node's heartbeat: every ``--heartbeat`` seconds, its signed record, kept by its own registry and
+published on the mesh, so every node knows it is alive and what it offers (``node/registry.py``).
+
+A beat is cheap: it reads what the node holds in memory (``Vitals``), signs, and queues one message that the
+mesh's publisher sends (dropped if the outbox is full: the next beat follows); nothing is written to disk
+unless the registry sees the name, labels, capacity or draining change. The engine's capacity is read once
+(through a worker thread), again later while the engine does not answer; ``--node-cpus`` and
+``--node-memory`` override it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+import trio
+
+from . import __version__
+from .errors import RuntimeFailureError
+from .identity import Identity
+from .noderecord import Allocated, Capacity, NodeRecord, sign_record
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .core import Node
+
+__all__ = ["CAPACITY_RETRY", "Heartbeat", "Vitals", "vitals_of"]
+
+log = logging.getLogger("cmnode.registry")
+
+CAPACITY_RETRY = 10.0
+"""Seconds between two reads of the engine's capacity while it has not answered."""
+
+
+@dataclass(frozen=True)
+class Vitals:
+    """What a record says of the node's load and reach, read from memory at each beat."""
+
+    running: int = 0
+    queue_depth: int = 0
+    docker_ok: bool = True
+    addresses: tuple[str, ...] = ()
+    rpc_url: str = ""
+    allocated: Allocated = field(default_factory=Allocated)
+
+
+def vitals_of(node: Node, allocated: Callable[[], Allocated] | None = None) -> Vitals:
+    """``node``'s vitals; ``allocated`` is what placement gave this node (none: nothing counted yet)."""
+    load = node.executor.load()
+    return Vitals(
+        running=len(node.executor.executions.running()),
+        queue_depth=load.queue_depth,
+        docker_ok=load.docker_error is None,
+        addresses=tuple(node.mesh.addresses()),
+        rpc_url=node.rpc_url,
+        allocated=allocated() if allocated is not None else Allocated(),
+    )
+
+
+class Heartbeat:
+    """``run`` it in the node's nursery (it beats until cancelled)."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        registry: Registry,
+        publish: Callable[[NodeRecord], Awaitable[None]],
+        vitals: Callable[[], Vitals] = Vitals,
+        capacity: Callable[[], Awaitable[tuple[float | None, int | None]]] | None = None,
+        interval: float = 2.0,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        cpus: float | None = None,
+        memory: int | None = None,
+    ) -> None:
+        """``capacity``: the engine's (CPUs, memory), read until known; ``cpus``/``memory`` override it."""
+        self.identity = identity
+        self.registry = registry
+        self._publish = publish
+        self._vitals = vitals
+        self._engine = capacity
+        self.interval = interval
+        self.name = name
+        self.labels = dict(labels or {})
+        self._override = Capacity(cpus=cpus, memory=memory)
+        self.capacity = self._override
+        self.beats = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Beat at once, then every ``interval`` (and at once when this node's draining changes)."""
+        async with trio.open_nursery() as nursery:
+            if self._engine is not None and None in (self._override.cpus, self._override.memory):
+                nursery.start_soon(self._read_capacity)
+            await self.beat()
+            task_status.started()
+            while True:
+                with trio.move_on_after(self.interval):
+                    await self.registry.changed.wait()
+                await self.beat()
+        raise AssertionError("unreachable")
+
+    def record(self) -> NodeRecord:
+        """This node's record now, signed."""
+        vitals = self._vitals()
+        record = NodeRecord(
+            node_id=self.identity.node_id, name=self.name, labels=self.labels, capacity=self.capacity,
+            allocated=vitals.allocated, running=vitals.running, queue_depth=vitals.queue_depth,
+            docker_ok=vitals.docker_ok, version=__version__, addresses=vitals.addresses[:32], rpc_url=vitals.rpc_url,
+            draining=self.registry.draining(self.identity.node_id), heartbeat=self.interval,
+            seq=self.registry.next_seq(), at=time.time(),
+        )  # fmt: skip
+        return sign_record(self.identity, record)
+
+    async def beat(self) -> NodeRecord:
+        """Make, keep and publish one record."""
+        record = self.record()
+        self.registry.own(record)
+        await self._publish(record)
+        self.beats += 1
+        return record
+
+    async def _read_capacity(self) -> None:
+        assert self._engine is not None
+        while True:
+            try:
+                cpus, memory = await self._engine()
+            except RuntimeFailureError as exc:
+                log.debug("engine capacity not known yet: %s", exc.message)
+            else:
+                self.capacity = Capacity(
+                    cpus=self._override.cpus if self._override.cpus is not None else cpus,
+                    memory=self._override.memory if self._override.memory is not None else memory,
+                )
+                if self.capacity.cpus is not None and self.capacity.memory is not None:
+                    return
+            await trio.sleep(CAPACITY_RETRY)
