@@ -66,6 +66,10 @@ def run_partition(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str
     return [
         line("partition", f"{n} nodes, 3 parts, {seconds:g} s, {len(result.jobs)} jobs, kill -9 + restart"
              f"{', real jobs' if real else ''}: heal to agreement", result.heal_to_agreement, HEAL_TARGET),
+        line("partition", "heal to agreement of the 9 nodes not killed" if n == 10 else "heal to agreement of the "
+             "nodes not killed", result.survivors_agree or 0.0, None),
+        line("partition", "heal to the killed node's restart answering RPC (its process start)", result.restart or 0.0,
+             None),
         line("late joiner", "start to agreement", result.join_to_agreement or 0.0, None),
     ]  # fmt: skip
 
@@ -90,9 +94,21 @@ def run_loss(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
 def run_replica(chaos: Cluster, n: int, seconds: float, jobs: int) -> list[str]:
     if not docker_there():
         return ["replica      skipped: needs Docker and the test image"]
-    took = scenarios.isolated_replica(chaos, 1, replicas=2, seconds=seconds, timeout=120)
-    return [line("replica", f"{n} nodes, the node running a replica cut off {seconds:g} s: heal to agreement",
-                 took, HEAL_TARGET)]  # fmt: skip
+    result = scenarios.isolated_replica(chaos, 1, replicas=2, seconds=seconds, timeout=120)
+    replaced = "not replaced" if result.replaced_after is None else f"replaced after {result.replaced_after:.1f} s"
+    out = [
+        line(
+            "replica",
+            f"{n} nodes, a node running 1 of 2 replicas cut off {seconds:g} s ({replaced}), "
+            f"{result.running} running once agreed: heal to agreement",
+            result.heal_to_agreement,
+            HEAL_TARGET,
+        )
+    ]
+    out.append(line("replica", "heal until every node sees exactly 2 running", result.heal_to_settled, None))
+    if result.running != 2:
+        out.append(f"replica      MISSED: {result.running} copies running once agreed, wanted 2")
+    return out  # fmt: skip
 
 
 def line(name: str, what: str, seconds: float, target: float | None) -> str:

@@ -16,6 +16,8 @@ from functools import partial
 
 import trio
 
+from rpc.events import add_events_route
+from rpc.logs import add_logs_route
 from rpc.methods import build_methods, read_only
 from rpc.protocol import Dispatcher
 from rpc.server import check_tls, create_app, serve_rpc
@@ -25,6 +27,7 @@ from .config import Config
 from .core import Node
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError
+from .events import EventHub
 from .executor import Executor
 from .heartbeat import Heartbeat, vitals_of
 from .identity import load_or_create
@@ -69,6 +72,8 @@ async def run_node(
     )
     try:
         async with Store.open(config.db_path) as store, trio.open_nursery() as services:
+            events = EventHub(store)  # before any write of this run, so the ring misses none
+            runtime.on_progress = lambda report: events.publish("progress", report.to_json())  # pulls' progress
             # Built one way: link (the node's outbound) -> executor -> node -> mesh (given the node as inbound).
             # Started mesh first, so its publisher drains what the executor's recovery announces, while the
             # gate holds what peers send until the executor runs (see node/link.py).
@@ -93,13 +98,17 @@ async def run_node(
             registry = Registry.of(config, identity.node_id)
             await registry.load(store)  # every node seen before, down until heard
             services.start_soon(registry.keep, store)
+            services.start_soon(events.watch_nodes, registry)
             node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link, registry=registry)
+            await services.start(node.followers.run)  # follows of output (logs --follow), local and peers'
             gate = InboundGate(node)
             mesh = Mesh(config=config, identity=identity, store=store, inbound=gate, link=link, directory=registry)
             await services.start(mesh.run)
             await services.start(executor.run)
             gate.open()
             services.start_soon(node.rescheduler.run)  # replicas moved off dead or draining nodes
+            if node.purge.enabled:
+                services.start_soon(node.purge.run)  # finished jobs older than --job-retention
             heartbeat = Heartbeat(
                 identity=identity, registry=registry, publish=link.publish_node,
                 vitals=partial(vitals_of, node, node.rescheduler.allocated), capacity=runtime.capacity,
@@ -135,6 +144,8 @@ async def run_node(
                 health=health,
                 metrics=metrics.render,
             )
+            add_events_route(app, events)
+            add_logs_route(app, node)
             stop_rpc = trio.Event()
             async with trio.open_nursery() as front:
                 url = await front.start(
@@ -156,6 +167,8 @@ async def run_node(
                 else:
                     await shutdown_trigger()
                 log.info("shutting down node_id=%s", identity.node_id)
+                events.close()  # open streams end now, not at the end of the HTTP server's drain
+                node.followers.close()  # and so do follows of output
                 stop_rpc.set()
             services.cancel_scope.cancel()
     finally:

@@ -1,8 +1,14 @@
-"""When to catch up, and with whom: on every new connection and every SYNC_INTERVAL with every peer.
+"""When to catch up, and with whom: on every new connection, every SYNC_INTERVAL with every peer, and when a
+peer says it has news.
 
 ``sync.py`` is the protocol; this module schedules it over the host's request/response streams, one round per
 peer at a time, and carries peer exchange on the same answers (the peers a node knows travel with its sync
 page, so bootstrapping through one node still yields a mesh with more than one path).
+
+News travels on: a round that brought jobs, executions or allocations gossip never delivered (what a part of a
+healed partition did while apart) ends with a round with every other peer whose first request says
+``"news": true``, and a node asked that way catches up with the asker at once. Without it, a node that learned
+the other side's changes from one peer held them until its neighbours' next periodic round, 15 s per hop.
 """
 
 from __future__ import annotations
@@ -49,14 +55,28 @@ class Catchup:
         self._again: set[ID] = set()
         """Peers that reconnected (or were due) while a round with them ran: that round may have been on the
         old, dead connection, so another follows at once (a subset of ``_syncing``)."""
+        self._news: set[ID] = set()
+        """Peers whose next round tells them we have news (bounded by the connected peers: the worker forgets
+        a peer that is gone)."""
+        self._host: Host | None = None
 
     def on_connect(self, peer_id: ID) -> None:
         """Catch up with ``peer_id`` soon; if the queue is full, the periodic round catches up with it."""
         with contextlib.suppress(trio.WouldBlock):
             self._send.send_nowait(peer_id)
 
+    def spread(self, source: ID) -> None:
+        """We learned news from ``source``: a round with every other peer, telling it so."""
+        if self._host is None:
+            return
+        for peer_id in self._host.host.get_connected_peers():
+            if peer_id != source:
+                self._news.add(peer_id)
+                self.on_connect(peer_id)
+
     async def run(self, host: Host) -> None:
         """The periodic rounds and the worker, until cancelled."""
+        self._host = host
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._worker, host, nursery)
             while True:
@@ -72,21 +92,32 @@ class Catchup:
             elif host.connected(peer_id):
                 self._syncing.add(peer_id)
                 nursery.start_soon(self._catch_up, host, peer_id)
+            else:
+                self._news.discard(peer_id)
 
     async def _catch_up(self, host: Host, peer_id: ID) -> None:
+        news = peer_id in self._news
+        self._news.discard(peer_id)
+
         async def request(body: dict[str, Any]) -> Any:
+            nonlocal news
+            if news:  # the first request of the round: "catch up with me"
+                body, news = {**body, "news": True}, False
             page = await host.request(peer_id, SYNC_PROTOCOL, body)
             if isinstance(page, dict) and isinstance(page.get("peers"), list):
                 self._meet(page.pop("peers"))
             return page
 
         stats = self.sync.stats
-        before = (stats.jobs, stats.executions)
+        before = (stats.jobs, stats.executions, stats.allocations)
         try:
             pages = await self.sync.catch_up(peer_id.to_base58(), request)
-            jobs, executions = stats.jobs - before[0], stats.executions - before[1]
-            if jobs or executions:  # news that gossip did not bring (missed while away, or lost)
-                log.info("caught up with peer=%s jobs=%d executions=%d pages=%d", peer_id, jobs, executions, pages)
+            jobs, executions, allocations = (now - then for now, then in zip(
+                (stats.jobs, stats.executions, stats.allocations), before, strict=True))  # fmt: skip
+            if jobs or executions or allocations:  # news that gossip did not bring (missed while away, or lost)
+                log.info("caught up with peer=%s jobs=%d executions=%d allocations=%d pages=%d", peer_id, jobs,
+                         executions, allocations, pages)  # fmt: skip
+                self.spread(peer_id)
         except (RequestResponseError, WireError, NodeError) as exc:
             stats.failures += 1
             log.debug("catch-up with %s failed: %s", peer_id, exc)
@@ -103,7 +134,10 @@ class Catchup:
         await self.sync.inbound.caught_up()
 
     async def serve(self, request: Any, context: Any) -> dict[str, Any]:
-        """A peer's sync request, answered with our changes and the peers we know (peer exchange)."""
+        """A peer's sync request, answered with our changes and the peers we know (peer exchange). A request
+        that says it brings news makes us catch up with the asker too."""
+        if isinstance(request, dict) and request.get("news") is True:
+            self.on_connect(context.peer_id)
         answer = await self.sync.serve(request)
         if "error" not in answer:
             answer["peers"] = [

@@ -19,6 +19,7 @@ from cyclopts import Parameter
 
 from . import client_cli
 from .config import ENV_PREFIX, Config, Spec, default_config_path, resolve_config, settings
+from .duration import Duration
 from .errors import ConfigError
 
 __all__ = ["app", "main", "run_command", "run_flags"]
@@ -29,7 +30,7 @@ app = cyclopts.App(
     version_flags=["--version"],
 )
 
-_FLAG_TYPES: dict[Any, Any] = {tuple[str, ...]: list[str], str | None: str}
+_FLAG_TYPES: dict[Any, Any] = {tuple[str, ...]: list[str], str | None: str, Duration: str}
 """A setting's type as a flag, where it differs (a repeatable flag collects a list); None means "not given"."""
 
 
@@ -119,7 +120,8 @@ app.command(keygen)
 def main() -> None:
     """The ``cmnode`` entry point: a bad flag or argument is one line on stderr and exit code 2."""
     try:
-        result = app(sys.argv[1:], exit_on_error=False, print_error=False, result_action="return_value")
+        argv = client_cli.hoist(sys.argv[1:])
+        result = app(argv, exit_on_error=False, print_error=False, result_action="return_value")
     except cyclopts.CycloptsError as exc:
         print(f"cmnode: {' '.join(str(exc).split())} (see cmnode --help)", file=sys.stderr)
         sys.exit(client_cli.Exit.USAGE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import json
 import os
 import sys
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 FINAL = frozenset({"complete", "failed", "cancelled", "lost"})
-POLL_INTERVAL = 0.5
-"""Seconds between Status calls while ``--wait`` follows a job (HTTP has no push channel)."""
 
 
 class Exit(enum.IntEnum):
@@ -90,6 +89,7 @@ class Conn:
         Parameter(env_var="CMNODE_CACERT", help="PEM file of certificates to trust for an https URL (a node's own)."),
     ] = None
     json: Annotated[bool, Parameter(negative=(), help="Print the raw JSON-RPC result, for scripts.")] = False
+    no_trunc: Annotated[bool, Parameter(negative=(), help="Show full IDs in tables (default: short prefixes).")] = False
 
     def client(self) -> Client:
         if self.cacert is not None and not os.path.isfile(self.cacert):
@@ -147,30 +147,57 @@ def _fetch(conn: Conn, method: str, params: dict[str, Any] | None = None) -> Any
         return client.call(method, params)
 
 
-def _console() -> Console:
+def _console(*, wide: bool = False) -> Console:
     from rich.console import Console
 
-    # Piped output gets a wide console, so IDs are not cut to fit 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    # Tables show short IDs and fit 80 columns when piped; ``--no-trunc`` (wide) shows full IDs on a wide one.
+    return Console(width=None if sys.stdout.isatty() else WIDE if wide else 80, highlight=False)
+
+
+WIDE = 250
+SHORT_JOB = 8
+"""The fewest characters of a job ID a table shows (more where two shown would share them): the nodes resolve
+a unique prefix back to the job."""
 
 
 def _table(*columns: str) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for column in columns:  # one line per row (free text cut with an ellipsis), but for what must be read whole
+        whole = column in ("ERROR", "ADDRESSES", "")
+        table.add_column(column, overflow="fold" if whole else "ellipsis", no_wrap=not whole,
+                         min_width=_UNCUT.get(column))  # fmt: skip
     return table
+
+
+_UNCUT = {"JOB ID": SHORT_JOB, "NODE": 16, "NODE ID": 16, "STATUS": 9, "STATE": 9, "ATTEMPT": 7, "EXIT": 4,
+          "CONTAINER": 12, "CREATED": 11}  # fmt: skip
+"""Columns never cut below these widths (IDs, states, times); image, name and labels give way first."""
+
+
+def short_ids(ids: list[str], *, least: int = SHORT_JOB) -> dict[str, str]:
+    """Each ID cut to the shortest prefix, at least ``least`` characters, that no other of ``ids`` shares."""
+    unique = sorted(set(ids))
+    width = least
+    for a, b in itertools.pairwise(unique):
+        common = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        width = max(width, common + 1)
+    return {i: i[:width] for i in ids}
+
+
+def _node(node_id: str, conn: Conn) -> str:
+    return node_id if conn.no_trunc else node_id[:SHORT_ID]
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _when(stamp: Any) -> str:
+def _when(stamp: Any, *, short: bool = False) -> str:
     if not isinstance(stamp, int | float):
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    return time.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -191,7 +218,9 @@ def create(
     selector: Annotated[
         list[str] | None, Parameter(negative=(), help="KEY=VALUE a node's labels must hold, repeatable.")
     ] = None,
-    node: Annotated[list[str] | None, Parameter(negative=(), help="Run on this node ID only, repeatable.")] = None,
+    node: Annotated[
+        list[str] | None, Parameter(negative=(), help="Run on this node (ID, name or ID prefix) only, repeatable.")
+    ] = None,
     publish: Annotated[
         list[str] | None,
         Parameter(name=["--publish", "-p"], negative=(), help="[IP:]HOST:CONTAINER[/udp] port to publish, repeatable."),
@@ -247,6 +276,8 @@ def create(
     elif any(v is not None for v in (health_interval, health_timeout, health_retries)):
         raise UsageError("--health-interval, --health-timeout and --health-retries need --health-cmd")
     with conn.client() as client:
+        if placement is not None and placement.get("nodes"):
+            placement["nodes"] = resolve_nodes(client.call("NodeService.List")["nodes"], placement["nodes"])
         result = client.call("ContainerService.Create", spec)
         if not wait:
             if conn.json:
@@ -277,6 +308,36 @@ def _service_fields(
     return out
 
 
+FULL_ID = 46
+"""A libp2p peer ID is at least this long: ``--node`` passes an unknown one on (a node not heard of yet)."""
+
+
+def resolve_nodes(known: list[dict[str, Any]], given: list[str]) -> list[str]:
+    """The node IDs ``given`` name (``--node``): an ID, a node's name, or a unique prefix of an ID, looked up
+    in NodeService.List's ``known`` nodes. Raises UsageError: ambiguous, or unknown and too short to be an ID."""
+    ids = [n["node_id"] for n in known]
+    out = []
+    for text in given:
+        if text in ids:
+            out.append(text)
+            continue
+        for what, found in (
+            ("named", [n["node_id"] for n in known if n.get("name") == text]),
+            ("with the ID prefix", [i for i in ids if i.startswith(text)]),
+        ):
+            if len(found) == 1:
+                out.append(found[0])
+                break
+            if found:
+                raise UsageError(f"--node {text!r} is ambiguous: {len(found)} nodes {what} {text!r} "
+                                 f"({', '.join(f[:SHORT_ID] for f in found[:5])}); give more of an ID")  # fmt: skip
+        else:
+            if len(text) < FULL_ID:
+                raise UsageError(f"--node {text!r}: no node known by that ID, name or ID prefix (see cmnode nodes)")
+            out.append(text)  # a full ID of a node not heard of yet
+    return out
+
+
 def _placement(replicas: int | None, selector: list[str] | None, nodes: list[str] | None) -> dict[str, Any] | None:
     if replicas is not None and nodes:
         raise UsageError("--replicas and --node cannot be combined")
@@ -302,16 +363,16 @@ def status(
     Parameters
     ----------
     job_id
-        The ID printed by create.
+        The ID printed by create, or a unique prefix of it.
     """
     conn = conn or Conn()
     with conn.client() as client:
-        if wait:
-            return _follow(client, job_id, as_json=conn.json)
         result = client.call("ContainerService.Status", {"job_id": job_id})
+        if wait:  # followed by its full ID: the node resolved a prefix
+            return _follow(client, result["job_id"], as_json=conn.json)
     if conn.json:
         return _print_json(result)
-    _print_status(result)
+    _print_status(result, full=conn.no_trunc)
     return Exit.OK
 
 
@@ -334,11 +395,17 @@ def jobs(
     if conn.json:
         return _print_json(result)
     table = _table("JOB ID", "STATUS", "IMAGE", "NAME", "LABELS", "CREATED")
+    ids = [job["job_id"] for job in result["jobs"]]
+    shown = {i: i for i in ids} if conn.no_trunc else short_ids(ids)
+    table.columns[0].min_width = max((len(s) for s in shown.values()), default=SHORT_JOB)
+    if not conn.no_trunc:  # 80 columns: free text gives way, IDs, states and times do not
+        for column, most in zip(table.columns[2:5], (18, 10, 14), strict=True):
+            column.max_width = most
     for job in result["jobs"]:
         labels = ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items())
-        table.add_row(job["job_id"], job["status"], job["image"], _text(job.get("name")), labels,
-                      _when(job.get("created_at")))  # fmt: skip
-    console = _console()
+        table.add_row(shown[job["job_id"]], job["status"], job["image"], _text(job.get("name")), labels,
+                      _when(job.get("created_at"), short=not conn.no_trunc))  # fmt: skip
+    console = _console(wide=conn.no_trunc)
     console.print(table)
     if result.get("next_cursor"):
         console.print(f"(more than {limit}: raise --limit to see more)", style="dim")
@@ -351,16 +418,24 @@ def logs(
     *,
     node: Annotated[str | None, Parameter(help="The node whose execution to read. [default: this node]")] = None,
     tail: Annotated[int | None, Parameter(help="Only the last N lines.")] = None,
+    follow: Annotated[
+        bool, Parameter(name=["--follow", "-f"], negative=(), help="Keep printing as it is written, until it ends.")
+    ] = False,
     conn: Conn | None = None,
 ) -> int:
-    """Print a job's output on a node: its stdout to stdout, its stderr to stderr.
+    """Print a job's output on a node: its stdout to stdout, its stderr to stderr (--follow: as it is written,
+    until the execution ends there; from another node too).
 
     Parameters
     ----------
     job_id
-        The ID printed by create.
+        The ID printed by create, or a unique prefix of it.
     """
     conn = conn or Conn()
+    if follow:
+        from .client_logs import follow_logs
+
+        return follow_logs(conn, job_id, node=node, tail=tail)
     params: dict[str, Any] = {"job_id": job_id}
     if node is not None:
         params["node_id"] = node
@@ -382,13 +457,13 @@ def stop(job_id: str, *, conn: Conn | None = None) -> int:
     Parameters
     ----------
     job_id
-        The ID printed by create.
+        The ID printed by create, or a unique prefix of it.
     """
     conn = conn or Conn()
     result = _fetch(conn, "ContainerService.Stop", {"job_id": job_id})
     if conn.json:
         return _print_json(result)
-    print(f"{result.get('message', 'Job stop requested')}: {job_id}")
+    print(f"{result.get('message', 'Job stop requested')}: {result.get('job_id', job_id)}")
     return Exit.OK
 
 
@@ -399,7 +474,7 @@ def scale(job_id: str, replicas: int, *, conn: Conn | None = None) -> int:
     Parameters
     ----------
     job_id
-        The ID printed by create.
+        The ID printed by create, or a unique prefix of it.
     replicas
         How many copies, on as many distinct nodes.
     """
@@ -408,7 +483,8 @@ def scale(job_id: str, replicas: int, *, conn: Conn | None = None) -> int:
     if conn.json:
         return _print_json(result)
     allocation = result.get("allocation") or {}
-    print(f"{job_id}: {allocation.get('note', '')} on {', '.join(allocation.get('nodes') or []) or 'no node'}")
+    on = ", ".join(_node(n, conn) for n in allocation.get("nodes") or []) or "no node"
+    print(f"{result.get('job_id', job_id)}: {allocation.get('note', '')} on {on}")
     return Exit.OK
 
 
@@ -424,8 +500,8 @@ def peers(*, conn: Conn | None = None) -> int:
         return Exit.OK
     table = _table("NODE ID", "ADDRESSES")
     for peer in result["peers"]:
-        table.add_row(peer["node_id"], "\n".join(peer.get("addresses", [])))
-    _console().print(table)
+        table.add_row(_node(peer["node_id"], conn), "\n".join(peer.get("addresses", [])))
+    _console(wide=conn.no_trunc).print(table)
     return Exit.OK
 
 
@@ -469,17 +545,20 @@ def nodes(*, conn: Conn | None = None) -> int:
     result = _fetch(conn, "NodeService.List")
     if conn.json:
         return _print_json(result)
-    row = "{:<17} {:<12} {:<8} {:<12} {:>5} {:>7} {:>4} {}"  # 80 columns: cut names and labels, not IDs
-    print(row.format("NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "RUN", "SEEN"))
+    # 80 columns: cut names and labels, not IDs. ALLOC: the copies placement gave it; RUN: containers running.
+    width = max([SHORT_ID, *(len(n["node_id"]) for n in result["nodes"])]) if conn.no_trunc else SHORT_ID
+    row = f"{{:<{width + 1}}} {{:<10}} {{:<8}} {{:<10}} {{:>4}} {{:>6}} {{:>5}} {{:>4}} {{}}"
+    print(row.format("NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "ALLOC", "RUN", "SEEN"))
     now = time.time()
     for n in result["nodes"]:
         capacity = n.get("capacity") or {}
         labels = ",".join(f"{k}={v}" for k, v in (n.get("labels") or {}).items())
         cpus = capacity.get("cpus")
+        allocated = (n.get("allocated") or {}).get("jobs")
         print(row.format(
-            n["node_id"][:SHORT_ID] + ("*" if n.get("self") else ""), _cut(_text(n.get("name")), 12), n["state"],
-            _cut(labels, 12), f"{cpus:g}" if isinstance(cpus, int | float) else "-", _size(capacity.get("memory")),
-            _text(n.get("running")), _ago(now, n.get("last_seen")),
+            n["node_id"][:width] + ("*" if n.get("self") else ""), _cut(_text(n.get("name")), 10), n["state"],
+            _cut(labels, 10), _cut(f"{cpus:g}", 4) if isinstance(cpus, int | float) else "-",
+            _size(capacity.get("memory")), _text(allocated), _text(n.get("running")), _ago(now, n.get("last_seen")),
         ).rstrip())  # fmt: skip
     print("(* this node; NODE is an ID prefix that drain and undrain take)")
     return Exit.OK
@@ -526,45 +605,51 @@ def _cut(text: str, width: int) -> str:
 
 
 def _size(value: Any) -> str:
+    """At most 5 characters (1.5G, 512G, 1023M); a whole number from 10 on."""
     if not isinstance(value, int):
         return "-"
-    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+    for unit, size in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
         if value >= size:
-            return f"{value / size:.1f}{unit}"
+            scaled = value / size
+            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
     return str(value)
 
 
 def _ago(now: float, stamp: Any) -> str:
+    """At most 8 characters: now, 119s ago, 119m ago, 47h ago, 12d ago."""
     if not isinstance(stamp, int | float):
         return ""
     seconds = max(0, int(now - stamp))
-    return "now" if seconds < 1 else f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+    if seconds < 1:
+        return "now"
+    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120), ("h", 3600, 48)):
+        if seconds < size * up_to:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds // 86400}d ago"
 
 
 # -- following a job --------------------------------------------------------------------------------
 
 
 def _follow(client: Client, job_id: str, *, as_json: bool) -> int:
-    """Poll Status until the job ends, showing each node's state; the exit code says how it ended."""
+    """Follow the job's events until it ends (``GET /events``: Status once per change, no polling), showing
+    each node's state and a pull's progress; the exit code says how it ended."""
+    from .client_events import job_updates, progress_view
+
     live = sys.stdout.isatty() and not as_json
     seen: dict[str, tuple[Any, ...]] = {}
-    result = client.call("ContainerService.Status", {"job_id": job_id})
+    pulls: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {}
     if live:
         from rich.live import Live
 
-        with Live(_status_view(result), console=_console(), refresh_per_second=4, transient=False) as view:
-            while result["status"] not in FINAL:
-                time.sleep(POLL_INTERVAL)
-                result = client.call("ContainerService.Status", {"job_id": job_id})
-                view.update(_status_view(result))
+        with Live("", console=_console(), refresh_per_second=4, transient=False) as view:
+            for result, event in job_updates(client, job_id):
+                view.update(progress_view(_status_view(result), result, event, pulls))
     else:
-        while True:
-            if not as_json:
+        for result, event in job_updates(client, job_id):
+            if not as_json and (event is None or event.type != "progress"):
                 _print_changes(result, seen)
-            if result["status"] in FINAL:
-                break
-            time.sleep(POLL_INTERVAL)
-            result = client.call("ContainerService.Status", {"job_id": job_id})
     if as_json:
         _print_json(result)
     elif not live:
@@ -590,15 +675,18 @@ def _print_changes(result: dict[str, Any], seen: dict[str, tuple[Any, ...]]) -> 
         print(line, flush=True)
 
 
-def _status_view(result: dict[str, Any]) -> Any:
+def _status_view(result: dict[str, Any], *, full: bool = False) -> Any:
+    """The job's row, its allocation in words, and a row per node; IDs cut to prefixes unless ``full``."""
     from rich.console import Group as RichGroup
 
     spec = result.get("spec") or {}
+    job_id = result["job_id"] if full else result["job_id"][:SHORT_JOB]
     head = _table("JOB ID", "STATUS", "IMAGE", "CREATED")
-    head.add_row(result["job_id"], result["status"], _text(spec.get("image")), _when(result.get("created_at")))
+    head.add_row(job_id, result["status"], _text(spec.get("image")), _when(result.get("created_at")))
     executions = _table("NODE", "STATE", "ATTEMPT", "EXIT", "CONTAINER", "ERROR")
     for e in result.get("executions", []):
-        executions.add_row(e["node_id"], e.get("state", ""), _text(e.get("attempt")), _text(e.get("exit_code")),
+        node_id = e["node_id"] if full else e["node_id"][:SHORT_ID]
+        executions.add_row(node_id, e.get("state", ""), _text(e.get("attempt")), _text(e.get("exit_code")),
                            _text(e.get("container_id"))[:12], _text(e.get("error")))  # fmt: skip
     allocation = result.get("allocation")
     if allocation:
@@ -607,8 +695,33 @@ def _status_view(result: dict[str, Any]) -> Any:
     return RichGroup(head, "", executions)
 
 
-def _print_status(result: dict[str, Any]) -> None:
-    _console().print(_status_view(result))
+def _print_status(result: dict[str, Any], *, full: bool = False) -> None:
+    _console(wide=full).print(_status_view(result, full=full))
+
+
+HOISTED = ("--url", "--token", "--cacert")
+"""Connection flags that may come before the command (``cmnode --url U status JOB``), as with docker -H."""
+
+
+def hoist(argv: list[str]) -> list[str]:
+    """``argv`` with connection flags given before the command moved after it, where the command takes them."""
+    front: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, _ = argv[i].partition("=")
+        if name in HOISTED:
+            take = 1 if eq else 2
+        elif argv[i] in ("--json", "--no-trunc"):
+            take = 1
+        else:
+            break
+        if i + take > len(argv):
+            return argv  # a flag without its value: let the parser say so
+        front += argv[i : i + take]
+        i += take
+    if not front or i == len(argv) or argv[i].startswith("-"):
+        return argv
+    return [argv[i], *front, *argv[i + 1 :]]
 
 
 COMMANDS = (create, status, jobs, logs, stop, scale, peers, info, nodes, drain, undrain)
@@ -616,5 +729,7 @@ COMMANDS = (create, status, jobs, logs, stop, scale, peers, info, nodes, drain, 
 
 def register(app: cyclopts.App) -> None:
     """Add the client commands to the ``cmnode`` app."""
-    for command in COMMANDS:
+    from .client_events import events
+
+    for command in (*COMMANDS, events):
         app.command(command)

@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any
 
+from .duration import Duration, parse_duration
 from .errors import ConfigError
 from .noderecord import check_node_labels, check_node_memory, check_node_name
 from .policy import DEFAULT_MEMORY, DEFAULT_PIDS_LIMIT, check_default_memory, check_host_prefixes, check_image_globs
@@ -37,6 +38,7 @@ __all__ = [
 ENV_PREFIX = "CMNODE_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+JOB_RETENTION = Duration(7 * 86400)
 
 Check = Callable[[Any], str | None]
 """Why a (well-typed) value is refused, or None when it is fine."""
@@ -201,6 +203,10 @@ class Config:
         float, Setting("Seconds a node holding replicas may go unheard before they are placed elsewhere",
                        check=at_least(0, "seconds"))
     ] = 10.0  # fmt: skip
+    job_retention: Annotated[
+        Duration, Setting("How long finished jobs are kept, e.g. 7d, 12h, 30m, 2s (0: all are kept); then purged on "
+                          "every node, leaving a tombstone for max(4x this, 30d)", shown="7d")
+    ] = JOB_RETENTION  # fmt: skip
 
     def __post_init__(self) -> None:
         for spec in settings(type(self)).values():
@@ -339,6 +345,7 @@ _PARSERS: dict[Any, Callable[[Any], Any]] = {
     str | None: _str,  # None means "not set": no source can give it
     tuple[str, ...]: _strings,
     Path: lambda value: Path(str(value)).expanduser(),
+    Duration: parse_duration,
 }
 """How a raw value becomes each type a setting may have; a setting of another type is refused at import."""
 

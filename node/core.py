@@ -22,8 +22,10 @@ from .errors import NotFoundError, ValidationError
 from .executor import Executor
 from .identity import Identity
 from .link import NoMesh, Outbound
+from .logfollow import Follow, LocalLogs, LogFollowers
 from .model import Cancel, Execution, Job, JobSpec, State, derive_status
 from .noderecord import sign_drain
+from .purge import JobPurge
 from .registry import NodeState, NodesView, Registry
 from .replica import Replica
 from .rescheduler import Rescheduler
@@ -69,8 +71,18 @@ class Node:
             reschedule_after=config.reschedule_after,
         )  # fmt: skip
         """Run ``rescheduler.run`` in the node's nursery (app.py)."""
+        self.purge = JobPurge(store=store, node_id=identity.node_id, retention=config.job_retention,
+                              remove=self._remove_container)  # fmt: skip
+        """Finished jobs older than ``--job-retention``: run ``purge.run`` in the node's nursery if ``enabled``."""
         self._allocating = trio.Lock()
         self.started_at = time.time()
+        self.followers = LogFollowers()
+        """Every follow of output this node pumps (node/logfollow.py): run ``followers.run`` in its nursery."""
+        self._local_output = LocalLogs(
+            node_id=identity.node_id, current=self._execution_here,
+            follow=lambda container_id, tail: self.executor.runtime.follow(container_id, tail=tail),
+            stored=lambda job_id: store.get_logs(job_id, identity.node_id),
+        )  # fmt: skip
 
     @property
     def node_id(self) -> str:
@@ -136,6 +148,7 @@ class Node:
             NotFoundError: no such job here. ValidationError: not a replicas job, or stopped.
         """
         record, executions = await self._record(job_id)
+        job_id = record.job.job_id  # ``job_id`` may have been a unique prefix
         if record.job.spec.placement.mode != "replicas":
             raise ValidationError([{"field": "job_id", "message": "is not a replicas job (placement has no replicas)"}])
         if record.cancelled:
@@ -172,13 +185,36 @@ class Node:
         return me.labels if me is not None else {}
 
     async def _record(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
+        """The job ``job_id`` names, in full or by a unique prefix (the short IDs the CLI shows).
+
+        Raises:
+            NotFoundError: no job has that ID or prefix. ValidationError: several have that prefix.
+        """
         found = await self.store.get_job_with_executions(job_id)
         if found is None:
+            found = await self._by_prefix(job_id)
+        if found is None:
+            tombstone = await self.purge.tombstone(job_id)
+            if tombstone is not None:  # this node purged it: say so, and when (node/purge.py)
+                data = {"job_id": job_id, "reason": tombstone.reason, "purged_at": tombstone.purged_at}
+                raise NotFoundError(f"job {job_id} not found: {tombstone.reason}", data=data)
             raise NotFoundError(f"job {job_id} not found", data={"job_id": job_id})
         return found
 
+    async def _by_prefix(self, prefix: str) -> tuple[JobRecord, list[Execution]] | None:
+        ids = await self.store.job_ids_with_prefix(prefix, limit=6)
+        if len(ids) > 1:
+            count = str(len(ids)) if len(ids) <= 5 else "more than 5"
+            some = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise ValidationError(
+                [{"field": "job_id", "message": f"{count} jobs start with {prefix!r}: {some}"}],
+                f"job {prefix!r} is ambiguous: {count} jobs start with it ({some}); give more of the ID",
+            )
+        return await self.store.get_job_with_executions(ids[0]) if ids else None
+
     async def status(self, job_id: str) -> dict[str, Any]:
         record, executions = await self._record(job_id)
+        job_id = record.job.job_id
         down = self._down(executions)
         answer = {
             "status": _status(executions, down),
@@ -226,7 +262,7 @@ class Node:
 
     async def _stop(self, job_id: str) -> dict[str, Any]:
         """Cancel the job on every node; stopping a job twice is not an error."""
-        await self._record(job_id)
+        job_id = (await self._record(job_id))[0].job.job_id
         cancel = sign_cancel(self.identity, job_id)  # peers obey only a cancel signed by the origin or a trusted node
         await self._replica.keep(cancel)  # before the flag, so catch-up never serves the flag without it
         await self.executor.cancel(job_id)  # the flag and this node's execution: one write
@@ -238,6 +274,10 @@ class Node:
     async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
         """A verified job from a peer: recorded, and run here if placement says so. True if new."""
         return await self._replica.on_job(job, cancel=cancel, gossip=gossip)
+
+    async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:
+        """A catch-up page's verified jobs, decided together (see ``Replica.on_jobs``)."""
+        return await self._replica.on_jobs(jobs)
 
     async def caught_up(self) -> None:
         await self._replica.caught_up()
@@ -261,12 +301,40 @@ class Node:
     async def _release_here(self, job_id: str) -> None:
         await self.executor.release(job_id)
 
+    async def _remove_container(self, container_id: str) -> None:
+        await self.executor.retention.remove(container_id)
+
     async def cancel_from_peer(self, job_id: str) -> None:
         if await self.store.get_job(job_id) is not None:
             await self.executor.cancel(job_id)
 
     async def logs(self, job_id: str, node_id: str | None, tail: int | None) -> dict[str, Any]:
-        _, executions = await self._record(job_id)
+        job_id, node_id = await self._logs_of(job_id, node_id)
+        if node_id != self.node_id:
+            return await self.mesh.fetch_logs(job_id, node_id, tail)
+        return await self.local_logs(job_id, tail)
+
+    async def follow_logs(self, job_id: str, node_id: str | None, tail: int | None) -> Follow:
+        """The job's output on a node (default: this one) as it is written, until its execution there ends
+        (node/logfollow.py); from another node over the mesh (node/meshlogs.py).
+
+        Raises:
+            NotFoundError: no such job, or no execution of it on that node. QueueFullError: too many follows.
+            PeerUnreachableError: that node cannot be reached.
+        """
+        job_id, node_id = await self._logs_of(job_id, node_id)
+        if node_id == self.node_id:
+            return await self.local_follow(job_id, tail)
+        self.followers.check()  # before opening a stream to the peer
+        return await self.followers.start(await self.mesh.follow_logs(job_id, node_id, tail))
+
+    async def local_follow(self, job_id: str, tail: int | None) -> Follow:
+        return await self.followers.start(await self._local_output.source(job_id, tail))
+
+    async def _logs_of(self, job_id: str, node_id: str | None) -> tuple[str, str]:
+        """The full job ID and the node (default: this one) whose execution of it to read, checked."""
+        record, executions = await self._record(job_id)
+        job_id = record.job.job_id
         if node_id is not None and node_id not in {e.node_id for e in executions}:
             node_id = self.registry.resolve(node_id, strict=False)  # a name or an ID prefix
         node_id = node_id or self.node_id
@@ -277,9 +345,14 @@ class Node:
                 f"job {job_id} has no execution on node {node_id} (executions on: {known})",
                 data={"job_id": job_id, "node_id": node_id},
             )
-        if node_id != self.node_id:
-            return await self.mesh.fetch_logs(job_id, node_id, tail)
-        return await self.local_logs(job_id, tail)
+        return job_id, node_id
+
+    async def _execution_here(self, job_id: str) -> Execution | None:
+        """This node's execution of the job: the executor's while it runs it, else the stored one."""
+        active = self.executor.active(job_id)
+        if active is not None:
+            return active
+        return next((e for e in await self.store.executions_of(job_id) if e.node_id == self.node_id), None)
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
         """This node's output of the job: from the container while it exists, else from the store."""

@@ -7,7 +7,9 @@ the exit watcher in ``docker_exits.py``; this module holds what is done to image
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 import docker.errors
@@ -18,15 +20,18 @@ import trio
 from .docker_client import DockerConnection, info_of
 from .docker_errors import explanation
 from .docker_exits import ExitWatcher
+from .docker_logs import FOLLOW_THREADS, follow_container
 from .errors import NotFoundError, RuntimeFailureError
 from .model import PULL_POLICIES, Job
 from .policy import Policy
+from .pullprogress import OnProgress, PullProgress
 from .runtime import (
     LABEL_ATTEMPT,
     LABEL_JOB,
     LABEL_MANAGED,
     LABEL_NODE,
     ContainerInfo,
+    LogChunk,
     OnPulling,
     PortTakenError,
     RuntimeEvent,
@@ -37,6 +42,8 @@ from .spec import Healthcheck, PortMapping
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 """How dockerd words a host port in use, when the proxy or the kernel refuses to bind it."""
 _NANOS = 1_000_000_000
+
+log = logging.getLogger("cmnode.executor")
 
 
 class DockerRuntime:
@@ -63,6 +70,9 @@ class DockerRuntime:
             node_id=node_id, docker_timeout=docker_timeout, max_threads=max_threads, base_url=base_url
         )
         self._exits = ExitWatcher(self._conn)
+        self._followers = trio.CapacityLimiter(FOLLOW_THREADS)
+        self.on_progress: OnProgress | None = None
+        """Where a pull's progress goes (node/pullprogress.py): the node points it at its event hub."""
 
     async def health(self) -> str | None:
         """None when the daemon answers a ping, else a short reason fit for a status page."""
@@ -80,7 +90,7 @@ class DockerRuntime:
         Cancelling the caller abandons the inspect or the pull; the create-and-start that follows is shielded,
         so a container that exists always has its id returned.
         """
-        await self._ensure_image(job.spec.image, job.spec.pull, on_pulling)
+        await self._ensure_image(job.spec.image, job.spec.pull, on_pulling, job_id=job.job_id)
         with trio.CancelScope(shield=True):
             container_id = await self.start(job, attempt)
         return container_id
@@ -89,9 +99,12 @@ class DockerRuntime:
         """Make ``image`` present per the pull policy; True if it pulled."""
         return await self._ensure_image(image, policy, None)
 
-    async def _ensure_image(self, image: str, policy: str, on_pulling: OnPulling | None) -> bool:
+    async def _ensure_image(
+        self, image: str, policy: str, on_pulling: OnPulling | None, *, job_id: str | None = None
+    ) -> bool:
         """The SDK's pull has no client-side timeout, so the thread is abandoned after ``pull_timeout`` (the
-        daemon gives up on its own later) rather than holding up the job or node shutdown."""
+        daemon gives up on its own later) rather than holding up the job or node shutdown. A job's pull reports
+        its progress to ``on_progress``."""
         if policy not in PULL_POLICIES:
             raise ValueError(f"unknown pull policy {policy!r}")
         if policy != "always":
@@ -101,8 +114,9 @@ class DockerRuntime:
                 raise RuntimeFailureError(f"image {image!r} is not present and pull policy is never")
         if on_pulling is not None:
             await on_pulling()
+        report = self._reporter(job_id, image)
         with trio.move_on_after(self.pull_timeout) as scope:
-            await self._conn.run(f"pull of {image!r} failed", lambda: self._pull(image))
+            await self._conn.run(f"pull of {image!r} failed", lambda: self._pull(image, report))
         if scope.cancelled_caught:
             raise RuntimeFailureError(f"pull of {image!r} timed out after {self.pull_timeout:g}s")
         return True
@@ -114,12 +128,30 @@ class DockerRuntime:
             return False
         return True
 
-    def _pull(self, image: str) -> None:
+    def _reporter(self, job_id: str | None, image: str) -> tuple[PullProgress, OnProgress] | None:
+        """The pull's tally, and a thread-safe way to hand its reports to ``on_progress`` on the trio thread
+        (a report arriving after the node stopped is dropped)."""
+        target = self.on_progress
+        if job_id is None or target is None:
+            return None
+        token = trio.lowlevel.current_trio_token()
+
+        def hand_over(report: Any) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(target, report)
+
+        return PullProgress(job_id=job_id, node_id=self.node_id, image=image), hand_over
+
+    def _pull(self, image: str, report: tuple[PullProgress, OnProgress] | None = None) -> None:
         repository, tag = docker.utils.parse_repository_tag(image)
         # An error after the pull began arrives as a line in a 200 stream, not as an HTTP status.
         for line in self._conn.api().pull(repository, tag=tag or "latest", stream=True, decode=True):
             if isinstance(line, dict) and line.get("error"):
                 raise RuntimeFailureError(f"pull of {image!r} failed: {str(line['error']).strip()}")
+            if report is not None and isinstance(line, dict) and (due := report[0].feed(line)) is not None:
+                report[1](due)
+        if report is not None and (last := report[0].finish()) is not None:
+            report[1](last)
 
     async def start(self, job: Job, attempt: int) -> str:
         """Create and start the job's container; returns its id. Never pulls.
@@ -162,17 +194,28 @@ class DockerRuntime:
             host["port_bindings"] = _port_bindings(ports)
         # An empty entrypoint means "clear the image's", which Docker spells [""].
         entrypoint = None if spec.entrypoint is None else (list(spec.entrypoint) or [""])
-        created = api.create_container(
-            image=spec.image,
-            command=list(spec.arguments) or None,
-            entrypoint=entrypoint,
-            environment=dict(spec.env),
-            labels=labels,
-            detach=True,
-            ports=sorted({(m.container_port, m.protocol) for m in ports}) or None,
-            healthcheck=_healthcheck(spec.healthcheck) if spec.healthcheck is not None else None,
-            host_config=api.create_host_config(**host),
-        )
+
+        def create(name: str | None) -> Any:
+            return api.create_container(
+                image=spec.image,
+                command=list(spec.arguments) or None,
+                entrypoint=entrypoint,
+                environment=dict(spec.env),
+                labels=labels,
+                detach=True,
+                ports=sorted({(m.container_port, m.protocol) for m in ports}) or None,
+                healthcheck=_healthcheck(spec.healthcheck) if spec.healthcheck is not None else None,
+                host_config=api.create_host_config(**host),
+                name=name,
+            )
+
+        name = container_name(job, self.node_id, attempt)
+        try:
+            created = create(name)
+        except docker.errors.APIError as exc:
+            if name is None or exc.status_code != 409:
+                raise
+            created = create(self._clear_name(name, job.job_id))
         container_id = str(created["Id"])
         try:
             api.start(container_id)
@@ -183,6 +226,26 @@ class DockerRuntime:
                 raise _port_taken(job.job_id, ports, explanation(exc)) from exc
             raise
         return container_id
+
+    def _clear_name(self, name: str, job_id: str) -> str | None:
+        """Free ``name`` for a new container of ``job_id``: a container of this node's with it is an earlier run
+        of the same attempt that recovery did not adopt (a copy released and placed back, a start cut short), so
+        a never-started one is removed and any other renamed aside (its stop, removal and logs go on by ID).
+        A container not of ours keeps it: the job's gets a name of Docker's (returns None)."""
+        api = self._conn.api()
+        try:
+            other = api.inspect_container(name)
+        except docker.errors.NotFound:
+            return name  # gone meanwhile
+        other_labels = (other.get("Config") or {}).get("Labels") or {}
+        if other_labels.get(LABEL_NODE) != self.node_id or other_labels.get(LABEL_JOB) != job_id:
+            log.warning("container name %s is taken by a container of another owner: using Docker's", name)
+            return None
+        if (other.get("State") or {}).get("Status") == "created":
+            api.remove_container(other["Id"], force=True)
+        else:
+            api.rename(other["Id"], f"{name}-{str(other['Id'])[:12]}")
+        return name
 
     # -- containers -----------------------------------------------------------------------------------------
 
@@ -229,6 +292,10 @@ class DockerRuntime:
             raise NotFoundError(f"container {container_id[:12]} no longer exists")
         return result
 
+    def follow(self, container_id: str, *, tail: int | None = None) -> AsyncGenerator[LogChunk, None]:
+        """See ``Runtime.follow`` (node/docker_logs.py); at most ``FOLLOW_THREADS`` read at once."""
+        return follow_container(self._conn, container_id, tail=tail, limiter=self._followers)
+
     async def inspect(self, container_id: str) -> ContainerInfo | None:
         """The container's state, or None if it is gone."""
 
@@ -269,6 +336,15 @@ class DockerRuntime:
                 memory if isinstance(memory, int) and memory > 0 else None)  # fmt: skip
 
 
+def container_name(job: Job, node_id: str, attempt: int) -> str | None:
+    """``NAME-<node>-<attempt>`` for a job with a ``name`` (Docker picks one otherwise): several nodes may share
+    one engine and a job runs once per node and attempt, so the node (its ID's last 8 characters, as a node's
+    default name) and the attempt make it unique. The spec's schema allows only what Docker allows in a name."""
+    if not job.spec.name:
+        return None
+    return f"{job.spec.name}-{node_id[-8:]}-{attempt}"
+
+
 def _port_bindings(ports: tuple[PortMapping, ...]) -> dict[str, list[Any]]:
     """The SDK's ``port_bindings``: ``{"80/tcp": [("127.0.0.1", 8080), 8081]}``."""
     bindings: dict[str, list[Any]] = {}
@@ -300,4 +376,4 @@ def _port_taken(job_id: str, ports: tuple[PortMapping, ...], reason: str) -> Por
     return PortTakenError(message, host_port=m.host_port, protocol=m.protocol)
 
 
-__all__ = ["DockerRuntime"]
+__all__ = ["DockerRuntime", "container_name"]

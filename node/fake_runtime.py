@@ -12,7 +12,7 @@ as ``DockerRuntime``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, NoReturn
@@ -22,11 +22,13 @@ import trio
 from .errors import NotFoundError, RuntimeFailureError
 from .model import Job
 from .policy import ContainerOptions, Policy
+from .pullprogress import OnProgress, PullProgress
 from .runtime import (
     ContainerExit,
     ContainerHealth,
     ContainerInfo,
     DockerHealth,
+    LogChunk,
     OnPulling,
     PortTakenError,
     RuntimeEvent,
@@ -54,6 +56,8 @@ class FakeContainer:
     error: str | None = None
     ports: tuple[PortMapping, ...] = ()
     health: str | None = None
+    output: list[LogChunk] = field(default_factory=list)
+    """Everything written, in order (``write``): what ``follow`` replays and then waits on."""
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -98,6 +102,10 @@ class FakeRuntime:
     """What each container was started with (``Policy.options``, as DockerRuntime applies them)."""
     taken: set[tuple[int, str]] = field(default_factory=set)
     """Host ports, as (port, protocol), held by something other than our containers."""
+    layers: tuple[int, ...] = ()
+    """Sizes (bytes) of the layers a ``pulls`` image fetches, at a steady rate over ``pull_time``, with its
+    progress (Docker's lines, ten a second) reported to ``on_progress`` as DockerRuntime reports it."""
+    on_progress: OnProgress | None = None
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -105,6 +113,7 @@ class FakeRuntime:
         self._generation = 0
         self._wake_send, self._wake_recv = trio.open_memory_channel[tuple[int, RuntimeEvent | None]](10_000)
         self._nursery: trio.Nursery | None = None
+        self._written = trio.Event()
 
     # -- scripting (the test's side) ------------------------------------------------------------------------
 
@@ -118,7 +127,22 @@ class FakeRuntime:
         if c.status != "running":
             return
         c.status, c.exit_code, c.finished_at, c.oom_killed, c.error = "exited", code, _now(), oom, error
+        self._wake_followers()
         self._emit(c.exit_event())
+
+    def write(self, container_id: str, stdout: str = "", stderr: str = "") -> None:
+        """The container prints: ``logs`` returns it, and followers get it now."""
+        c = self.containers[container_id]
+        for stream, text in (("stdout", stdout), ("stderr", stderr)):
+            if text:
+                c.output.append(LogChunk(stream, text))
+        c.stdout += stdout
+        c.stderr += stderr
+        self._wake_followers()
+
+    def _wake_followers(self) -> None:
+        self._written.set()
+        self._written = trio.Event()
 
     def set_health(self, container_id: str, status: str) -> None:
         """The container's healthcheck reaches ``status`` (healthy, unhealthy); reported unless it is not
@@ -187,7 +211,9 @@ class FakeRuntime:
                 self._call("pull", f"pull of {image!r} failed")
                 if script == "fails":
                     raise RuntimeFailureError(f"pull of {image!r} failed: connection refused")
-                await (trio.sleep_forever() if script == "hangs" else trio.sleep(self.pull_time))
+                if script == "hangs":
+                    await trio.sleep_forever()
+                await self._pull(job, image)
             if scope.cancelled_caught:
                 raise RuntimeFailureError(f"pull of {image!r} timed out after {self.pull_timeout:g}s")
             self.images[image] = "present"
@@ -205,6 +231,27 @@ class FakeRuntime:
             assert self._nursery is not None, "a planned exit needs watch_exits running"
             self._nursery.start_soon(self._exit_later, cid, code, after)
         return cid
+
+    async def _pull(self, job: Job, image: str) -> None:
+        """``pull_time`` seconds; with ``layers``, Docker's progress lines every 0.1 s on the way."""
+        if not self.layers or self.on_progress is None:
+            await trio.sleep(self.pull_time)
+            return
+        report = self.on_progress
+        progress = PullProgress(job_id=job.job_id, node_id=self.node_id, image=image, clock=trio.current_time)
+        steps = max(1, round(self.pull_time / 0.1))
+        for i in range(len(self.layers)):
+            if (due := progress.feed({"status": "Pulling fs layer", "id": f"layer{i}"})) is not None:
+                report(due)
+        for step in range(1, steps + 1):
+            await trio.sleep(self.pull_time / steps)
+            for i, size in enumerate(self.layers):
+                line = {"status": "Downloading", "id": f"layer{i}",
+                        "progressDetail": {"current": size * step // steps, "total": size}}  # fmt: skip
+                if (due := progress.feed(line)) is not None:
+                    report(due)
+        if (last := progress.finish()) is not None:
+            report(last)
 
     def _check_ports(self, job: Job) -> None:
         held = set(self.taken)
@@ -233,6 +280,7 @@ class FakeRuntime:
         if container_id in self.containers:
             self.exit(container_id, 137)
             del self.containers[container_id]
+            self._wake_followers()
 
     async def logs(self, container_id: str, *, tail: int | None = None) -> tuple[str, str]:
         await trio.lowlevel.checkpoint()
@@ -245,6 +293,23 @@ class FakeRuntime:
         return "".join(c.stdout.splitlines(True)[-tail:] if tail else []), "".join(
             c.stderr.splitlines(True)[-tail:] if tail else []
         )
+
+    async def follow(self, container_id: str, *, tail: int | None = None) -> AsyncGenerator[LogChunk, None]:
+        """Replays what was written (``tail``: the last N writes), then each write as it comes, until the
+        container stops or is removed."""
+        await trio.lowlevel.checkpoint()
+        self._call("logs", f"cannot follow the logs of container {container_id[:12]}")
+        c = self.containers.get(container_id)
+        if c is None:
+            raise NotFoundError(f"container {container_id[:12]} no longer exists")
+        read = 0 if tail is None else max(0, len(c.output) - tail)
+        while True:
+            while read < len(c.output):
+                read += 1
+                yield c.output[read - 1]
+            if c.status != "running" or self.containers.get(container_id) is not c:
+                return
+            await self._written.wait()
 
     async def list_managed(self) -> list[ContainerInfo]:
         await trio.lowlevel.checkpoint()

@@ -41,6 +41,10 @@ log = logging.getLogger("cmnode.p2p")
 
 PEER_QUEUE_HIGH = 24
 """Publish waits while a peer's outbound queue holds this many RPCs: the library drops beyond 32."""
+STALLED = 1.0
+"""A peer whose queue stayed at PEER_QUEUE_HIGH this long (seconds) is not waited for: its connection is dead
+or dying (a partition), and waiting would stall gossip to every other peer until it is closed. What it misses,
+catch-up brings (docs/py-libp2p.md, "Outbound queues drop beyond 32 messages")."""
 INBOX_SIZE = 100_000
 INBOX_BATCH = 500
 VALIDATED_CACHE = 10_000
@@ -105,6 +109,8 @@ class Gossip:
         self._warned = False
         self._banned: OrderedDict[ID, float] = OrderedDict()
         self._kick_send, self._kick_recv = trio.open_memory_channel[ID](100)
+        self._full_since: dict[ID, float] = {}
+        """Peers whose outbound queue is at PEER_QUEUE_HIGH, and since when (bounded by the connected peers)."""
 
     # -- out --------------------------------------------------------------------------------------
 
@@ -114,13 +120,28 @@ class Gossip:
             if isinstance(msg, ExecutionMsg) and msg.execution.node_id == self.node_id:
                 msg = ExecutionMsg(sign_execution(self.identity, msg.execution))
             data = encode(msg)
-            while any(len(q) >= PEER_QUEUE_HIGH for q in list(pubsub.peer_queues.values())):
+            while self._crowded(pubsub):
                 await trio.sleep(0.001)  # the library offers no "queue drained" event to wait on
             try:
                 await pubsub.publish(TOPIC, data)
                 self.stats.messages_out += 1
             except Exception as exc:  # a library failure must not stop publishing; catch-up repairs it
                 log.warning("publish failed: %s", exc)
+
+    def _crowded(self, pubsub: Pubsub) -> bool:
+        """Whether a peer that is still draining its queue holds PEER_QUEUE_HIGH RPCs (one stalled for STALLED
+        seconds no longer counts until it drains)."""
+        now, crowded = trio.current_time(), False
+        queues = dict(pubsub.peer_queues)
+        for peer_id, queue in queues.items():
+            if len(queue) < PEER_QUEUE_HIGH:
+                self._full_since.pop(peer_id, None)
+            elif now - self._full_since.setdefault(peer_id, now) < STALLED:
+                crowded = True
+        if len(self._full_since) > len(queues):  # peers gone while full
+            for gone in set(self._full_since) - set(queues):
+                del self._full_since[gone]
+        return crowded
 
     # -- in ---------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import trio
 
 from .allocation import Allocation
 from .errors import NotFoundError
+from .logfollow import Follow, Source
 from .model import Cancel, Execution, Job
 from .noderecord import DrainOrder, NodeRecord
 from .wire import AllocationMsg, CancelMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, NodeMsg
@@ -62,11 +63,20 @@ class Inbound(Protocol):
         copy). True if kept; raises Refused when its writer may not write allocations."""
         ...
 
+    async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:
+        """A catch-up page's verified jobs (each with its verified cancel, if any), decided together: each one's
+        outcome, True if new, False if known, or the exception ``on_job`` would have raised for it."""
+        ...
+
     async def caught_up(self) -> None:
         """A catch-up round with a peer ended (done, or failed as far as that peer could answer)."""
         ...
 
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]: ...
+
+    async def local_follow(self, job_id: str, tail: int | None) -> Follow:
+        """This node's output of the job as it is written, for a peer's follower (node/logfollow.py)."""
+        ...
 
 
 class Directory(Protocol):
@@ -90,6 +100,8 @@ class MeshView(Protocol):
     """What a running mesh answers about itself and other nodes."""
 
     async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]: ...
+
+    async def follow_logs(self, job_id: str, node_id: str, tail: int | None) -> Source: ...
 
     def peers(self) -> list[dict[str, Any]]: ...
 
@@ -136,6 +148,9 @@ class NoMesh:
         pass
 
     async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
+        raise NotFoundError(f"node {node_id} is not reachable from this node")
+
+    async def follow_logs(self, job_id: str, node_id: str, tail: int | None) -> Source:
         raise NotFoundError(f"node {node_id} is not reachable from this node")
 
     def peers(self) -> list[dict[str, Any]]:
@@ -202,6 +217,11 @@ class MeshLink(NoMesh):
             return await super().fetch_logs(job_id, node_id, tail)
         return await self._view.fetch_logs(job_id, node_id, tail)
 
+    async def follow_logs(self, job_id: str, node_id: str, tail: int | None) -> Source:
+        if self._view is None:
+            return await super().follow_logs(job_id, node_id, tail)
+        return await self._view.follow_logs(job_id, node_id, tail)
+
     def peers(self) -> list[dict[str, Any]]:
         return self._view.peers() if self._view is not None else []
 
@@ -230,6 +250,10 @@ class InboundGate:
         await self._open.wait()
         return await self._inbound.on_job(job, cancel=cancel, gossip=gossip)
 
+    async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:
+        await self._open.wait()
+        return await self._inbound.on_jobs(jobs)
+
     async def caught_up(self) -> None:
         await self._open.wait()
         await self._inbound.caught_up()
@@ -249,3 +273,7 @@ class InboundGate:
     async def local_logs(self, job_id: str, tail: int | None) -> dict[str, Any]:
         await self._open.wait()
         return await self._inbound.local_logs(job_id, tail)
+
+    async def local_follow(self, job_id: str, tail: int | None) -> Follow:
+        await self._open.wait()
+        return await self._inbound.local_follow(job_id, tail)

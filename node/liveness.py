@@ -1,38 +1,76 @@
-"""Noticing dead connections: every connected peer is pinged every few seconds, and one that stops answering
-is disconnected and dialled again.
+"""Noticing dead connections: the kernel's TCP keepalive on every connection, and a ping of every connected peer
+every few seconds; a peer that stops answering is cut off at the socket and dialled again.
 
 py-libp2p's yamux has no keepalive and TCP retransmits for minutes, so a connection whose traffic is silently
 dropped (a partition, a dead NAT entry) stays "open": requests over it wait their full timeout and nothing
-re-dials (docs/py-libp2p.md, "A silent partition leaves connections open"). The probe is libp2p's own ping
-protocol (``/ipfs/ping/1.0.0``, answered by every host), bounded by a short timeout; ``MISSES`` misses in a row
-close the connection, count it and hand the peer to ``redial`` (``Peering.redial``: short, bounded backoff).
+re-dials (docs/py-libp2p.md, "A silent partition leaves connections open"). Two probes close it:
+
+- ``keepalive``: TCP keepalive and ``TCP_USER_TIMEOUT`` on the connection's socket, so the kernel itself aborts a
+  connection whose data (or keepalive probes) go unacknowledged for ``USER_TIMEOUT`` s. The kernel answers
+  probes even while a node's event loop is busy, so a loaded node is never mistaken for a dead one; the
+  library then sees the socket fail and drops the connection, and ``Peering`` dials the peer again. This is
+  the fast path: a partition is noticed in ``USER_TIMEOUT`` s.
+- ``Liveness``: libp2p's own ping (``/ipfs/ping/1.0.0``, answered by every host) for what TCP cannot see (a
+  frozen peer process, a middlebox that acknowledges). Each peer is judged on its own: a ping is answered
+  within ``TIMEOUT`` or it is a miss, whether or not the library lets the ping task go (one stuck behind a
+  write on a dead connection is not waited for: docs/py-libp2p.md, "Closing a dead connection hangs").
+  ``MISSES`` misses in a row cut the connection at its socket (``abort``), count it, and hand the peer to
+  ``redial`` (``Peering.redial``: short, bounded backoff).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
+from libp2p.abc import INetConn
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from .host import Host
 
-__all__ = ["INTERVAL", "MISSES", "TIMEOUT", "Liveness", "LivenessStats", "ping"]
+__all__ = [
+    "INTERVAL",
+    "MISSES",
+    "TIMEOUT",
+    "USER_TIMEOUT",
+    "Liveness",
+    "LivenessStats",
+    "abort",
+    "keepalive",
+    "ping",
+    "sockets_of",
+]
 
 log = logging.getLogger("cmnode.p2p")
 
 INTERVAL = 2.0
 """Seconds between two probes of every connected peer."""
-TIMEOUT = 3.0
-"""A ping that is not answered in this time is a miss (on loopback or a LAN it takes milliseconds)."""
-MISSES = 2
-"""Misses in a row after which the connection is considered dead: one lost ping is not an outage."""
+TIMEOUT = 5.0
+"""A ping that is not answered in this time is a miss. On a LAN it takes milliseconds, but the answer needs the
+peer's event loop: ten nodes on two cores, one of them catching nine peers up, answered 3 s pings late often
+enough that connections were cut and remade in a loop (each new one costing a catch-up round)."""
+MISSES = 3
+"""Misses in a row after which the connection is considered dead: a lost ping, or a peer busy for a few
+seconds, is not an outage. A link that is down is noticed sooner by the kernel (``USER_TIMEOUT``)."""
+USER_TIMEOUT = 8.0
+"""Seconds the kernel lets sent data (or keepalive probes) go unacknowledged before it aborts the connection: a
+link down for 2 s survives (its data is retransmitted), one down for longer than this is closed."""
+KEEPALIVE_IDLE = 2
+KEEPALIVE_INTERVAL = 1
+KEEPALIVE_COUNT = 4
 PING_PROTOCOL = TProtocol("/ipfs/ping/1.0.0")
 PING_LENGTH = 32
+CLOSE_TIMEOUT = 2.0
+"""The library's own close of an aborted connection (its bookkeeping and notifications) is bounded by this."""
+WALK_DEPTH = 10
 
 
 @dataclass
@@ -64,6 +102,71 @@ async def ping(host: Host, peer_id: ID) -> None:
             await stream.close()
 
 
+def sockets_of(conn: Any) -> list[trio.SocketStream]:
+    """The TCP sockets under a libp2p connection. The library exposes none: it is found by walking the layers
+    (``SwarmConn.muxed_conn.secured_conn.conn...stream.stream`` in 0.8.1, one more with a swarm key)."""
+    found: list[trio.SocketStream] = []
+    seen: set[int] = set()
+    frontier: list[Any] = [conn]
+    for _ in range(WALK_DEPTH):
+        following: list[Any] = []
+        for obj in frontier:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, trio.SocketStream):
+                found.append(obj)
+                continue
+            for value in getattr(obj, "__dict__", {}).values():
+                if type(value).__module__.startswith(("libp2p.", "trio")) and not isinstance(
+                    value, trio.Lock | trio.Event | trio.Semaphore
+                ):
+                    following.append(value)
+        frontier = following
+    return found
+
+
+def keepalive(conn: INetConn) -> None:
+    """TCP keepalive and ``TCP_USER_TIMEOUT`` on a new connection's socket (Linux; elsewhere what exists)."""
+    for stream in sockets_of(conn):
+        with contextlib.suppress(OSError):
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+            ("TCP_USER_TIMEOUT", int(USER_TIMEOUT * 1000)),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                with contextlib.suppress(OSError):
+                    stream.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+async def abort(host: Host, peer_id: ID) -> None:
+    """Cut every connection to ``peer_id`` at its socket, then let the library close them (bounded).
+
+    A polite close writes a GO_AWAY frame first, behind any write already blocked on the dead socket, and waits
+    there; closing the socket wakes every task blocked on it with an error, so the library's read loop ends and
+    it forgets the connection (docs/py-libp2p.md, "Closing a dead connection hangs")."""
+    network: Any = host.host.get_network()
+    connections = list(network.get_connections(peer_id))
+    for conn in connections:
+        for stream in sockets_of(conn):
+            with contextlib.suppress(Exception):
+                stream.socket.close()  # synchronous: trio wakes whoever waits on it
+    with trio.move_on_after(CLOSE_TIMEOUT):
+        for conn in connections:
+            with contextlib.suppress(Exception):
+                await conn.close()
+    for conn in connections:  # what the close did not get to: forget it, and tell who listens (pubsub, ours)
+        if conn in network.get_connections(peer_id):
+            with contextlib.suppress(Exception):
+                network.remove_conn(conn)
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await network.notify_disconnected(conn)
+
+
 class Liveness:
     """Probes the peers ``peers()`` returns; run ``run`` in the mesh's nursery."""
 
@@ -87,42 +190,77 @@ class Liveness:
         self.misses = misses
         self.stats = LivenessStats()
         self._missed: dict[ID, int] = {}
+        self._running: dict[ID, int] = {}
+        """Pings still running per peer. Probes overlap (``timeout`` > ``interval``), so a few may run at once;
+        more than ``_most`` means the library is not letting them go, and no more are started for that peer."""
+        self._most = math.ceil(timeout / interval) + 1
+        self._epoch: dict[ID, int] = {}
+        """Each connected peer's latest connection (numbered by ``_connections``): a probe begun before it judges
+        a connection that is gone."""
+        self._connections = 0
+
+    def on_connect(self, peer_id: ID) -> None:
+        """A new connection to ``peer_id``: misses counted on an earlier one do not count against it."""
+        self._connections += 1
+        self._epoch[peer_id] = self._connections
+        self._missed.pop(peer_id, None)
 
     async def run(self) -> None:
-        """Probe every connected peer each ``interval``, all at once, until cancelled."""
-        while True:
-            peers = self._peers()
-            for gone in set(self._missed) - set(peers):  # bounded by the peers connected now
-                del self._missed[gone]
-            async with trio.open_nursery() as nursery:
+        """Probe every connected peer each ``interval``, each probe on its own, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                peers = self._peers()
+                for gone in set(self._missed) - set(peers):  # bounded by the peers connected now
+                    del self._missed[gone]
+                for gone in set(self._epoch) - set(peers):
+                    del self._epoch[gone]
                 for peer_id in peers:
-                    nursery.start_soon(self._probe, peer_id)
-            await trio.sleep(self.interval)
+                    nursery.start_soon(self._probe, peer_id, nursery)
+                await trio.sleep(self.interval)
 
-    async def _probe(self, peer_id: ID) -> None:
+    async def _probe(self, peer_id: ID, nursery: trio.Nursery) -> None:
+        """Judge one probe: answered within ``timeout``, or a miss (whatever the ping task does meanwhile)."""
         self.stats.pings += 1
-        answered = False
+        epoch = self._epoch.get(peer_id, 0)
+        answered = trio.Event()
+        if self._running.get(peer_id, 0) < self._most:
+            self._running[peer_id] = self._running.get(peer_id, 0) + 1
+            nursery.start_soon(self._ping_once, peer_id, answered)
         with trio.move_on_after(self.timeout):
-            try:
-                await self._ping(peer_id)
-                answered = True
-            except Exception as exc:  # a reset stream, a closed connection: a miss like silence
-                log.debug("ping %s failed: %r", peer_id, exc)
-        if answered:
+            await answered.wait()
+        if answered.is_set():
             self._missed.pop(peer_id, None)
             return
+        if peer_id not in self._peers() or self._epoch.get(peer_id, 0) != epoch:
+            return  # cut off meanwhile (by an earlier verdict, or it left), or connected anew
         self.stats.misses += 1
         missed = self._missed.get(peer_id, 0) + 1
         self._missed[peer_id] = missed
-        if missed < self.misses:
-            return
-        del self._missed[peer_id]
+        if missed >= self.misses:
+            del self._missed[peer_id]
+            await self._dead(peer_id, missed)
+
+    async def _ping_once(self, peer_id: ID, answered: trio.Event) -> None:
+        try:
+            with trio.move_on_after(self.timeout):
+                await self._ping(peer_id)
+                answered.set()
+        except Exception as exc:  # a reset stream, a closed connection: a miss like silence
+            log.debug("ping %s failed: %r", peer_id, exc)
+        finally:
+            left = self._running.get(peer_id, 1) - 1
+            if left > 0:
+                self._running[peer_id] = left
+            else:
+                self._running.pop(peer_id, None)
+
+    async def _dead(self, peer_id: ID, missed: int) -> None:
         self.stats.dead += 1
         log.warning(
             "peer %s did not answer %d pings of %g s: closing the connection and dialling it again",
             peer_id, missed, self.timeout,
         )  # fmt: skip
-        with trio.move_on_after(self.timeout):
+        with trio.move_on_after(CLOSE_TIMEOUT + 1):
             try:
                 await self._disconnect(peer_id)
             except Exception as exc:

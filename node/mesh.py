@@ -1,5 +1,6 @@
 """The mesh: this node's place among its peers, composed of a host (host.py), gossip (gossip.py), peering
-(peering.py) and catch-up (catchup.py), plus other nodes' logs over ``/cmnode/logs/1``.
+(peering.py) and catch-up (catchup.py), plus other nodes' logs over ``/cmnode/logs/1`` (and, as they are written,
+``/cmnode/logs/follow/1``: node/meshlogs.py).
 
 It is built after the node and knows it only as an ``Inbound``; the node reaches it only through its
 ``MeshLink`` (see link.py for the start-up ordering this keeps).
@@ -11,6 +12,8 @@ import logging
 from typing import Any, NoReturn
 
 import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.request_response import RequestResponseError
 
@@ -21,7 +24,9 @@ from .gossip import Gossip
 from .host import Host
 from .identity import Identity
 from .link import Directory, Inbound, MeshLink
-from .liveness import Liveness, ping
+from .liveness import Liveness, abort, ping
+from .logfollow import Source
+from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import Peering
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
@@ -76,7 +81,8 @@ class Mesh:
         host.pubsub.set_topic_validator(TOPIC, self.gossip.validate, False)
         host.serve(SYNC_PROTOCOL, self.catchup.serve)
         host.serve(LOGS_PROTOCOL, self._serve_logs)
-        self.peering.watch(host, self._on_connect)
+        host.host.set_stream_handler(TProtocol(LOGS_FOLLOW_PROTOCOL), self._serve_follow)  # node/meshlogs.py
+        self.peering.watch(host, self._on_connect, self._on_disconnect)
         async with host.running(), trio.open_nursery() as nursery:
             nursery.start_soon(self.gossip.publisher, host.pubsub)
             nursery.start_soon(self.gossip.consumer)
@@ -86,7 +92,7 @@ class Mesh:
             self.liveness = Liveness(
                 peers=host.host.get_connected_peers,
                 ping=lambda peer_id: ping(host, peer_id),
-                disconnect=host.host.disconnect,
+                disconnect=lambda peer_id: abort(host, peer_id),
                 redial=self.peering.redial,
             )  # "A silent partition leaves connections open"
             nursery.start_soon(self.liveness.run)
@@ -104,8 +110,15 @@ class Mesh:
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""
+        if self.liveness is not None:
+            self.liveness.on_connect(peer_id)
         if not self.gossip.banned(peer_id):
             self.catchup.on_connect(peer_id)
+
+    def _on_disconnect(self, peer_id: ID) -> None:
+        """A peer's last connection closed: dial it again (briefly), unless we cut it off for misbehaving."""
+        if not self.gossip.banned(peer_id):
+            self.peering.redial(peer_id)
 
     # -- what the node asks (MeshView) ------------------------------------------------------------
 
@@ -160,6 +173,24 @@ class Mesh:
         if "error" in answer:
             raise NotFoundError(str(answer["error"]), data={"job_id": job_id, "node_id": node_id})
         return answer
+
+    async def follow_logs(self, job_id: str, node_id: str, tail: int | None) -> Source:
+        """Another node's output of a job as it is written, over ``/cmnode/logs/follow/1`` (node/meshlogs.py).
+
+        Raises:
+            PeerUnreachableError: not connected to that node, or it did not answer.
+            NodeError: it refused (NotFoundError: it has no execution of the job).
+        """
+        try:
+            peer_id = ID.from_base58(node_id)
+        except Exception:
+            raise NotFoundError(f"{node_id!r} is not a node ID") from None
+        if self.host is None or not self.host.connected(peer_id):
+            raise PeerUnreachableError(f"node {node_id} is not connected to this node", data={"node_id": node_id})
+        return await RemoteLogs.open(self.host.host, peer_id, job_id, tail)
+
+    async def _serve_follow(self, stream: INetStream) -> None:
+        await serve_follow(stream, self.inbound.local_follow)
 
     async def _serve_logs(self, request: Any, context: Any) -> dict[str, Any]:
         if not isinstance(request, dict) or not isinstance(request.get("job_id"), str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from .config import Config
 from .gossip import MeshStats
 from .host import Host
+from .liveness import keepalive
 from .mdns import Discovery
 
 __all__ = ["Peering"]
@@ -34,23 +36,34 @@ DIAL_TIMEOUT = 4.0
 completes the handshake, and py-libp2p alone gives up only after 20-40 s; on loopback or a LAN a real
 handshake takes milliseconds (a slower one is retried with the bootstrap backoff)."""
 BOOTSTRAP_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
-REDIAL_BACKOFF = (0.5, 1.0, 2.0, 5.0)
-"""Between dials of a peer whose connection died (``redial``): seconds, as a healed partition wants."""
-REDIAL_ATTEMPTS = 60
-"""A dead peer is dialled this many times (about 5 minutes) before only bootstrap and discovery remain."""
+REDIAL_BACKOFF = (0.25, 0.5, 1.0)
+"""Between dials of a peer whose connection died (``redial``): a healed partition is noticed within about a
+second more than the kernel's SYN retransmission (a dial in flight when the link comes back sends its next SYN
+1 s or 3 s after the first, inside DIAL_TIMEOUT)."""
+REDIAL_FOR = 300.0
+"""A peer that went away is dialled for this long (seconds) before only bootstrap and discovery remain."""
+FLAPPING = 10.0
+"""A peer that goes away again within this many seconds of a redial is dialled again only after FLAPPING_DELAY
+(a peer that cuts us off on purpose is not dialled four times a second)."""
+FLAPPING_DELAY = 5.0
 MAX_REDIALS = 200
 MAX_EXCHANGED = 200
 PEER_TARGET = 2
 """Connections a node seeks through peer exchange (bootstrap and mDNS peers are always dialled)."""
 DIAL_QUEUE = 1000
+PROBE_TIMEOUT = 1.0
+"""A dial that timed out: a bare TCP connection tells an unreachable peer from one that would not handshake."""
 
 
 class ConnectionWatch(INotifee):
-    """Tells ``on_connect`` about every new connection, and logs each peer's arrival and departure once: a peer
-    may hold two connections for a while (both sides dialled), which is neither a second arrival nor a drop."""
+    """Tells ``on_connect`` about every new connection and ``on_disconnect`` about a peer's last one closing,
+    and logs each peer's arrival and departure once: a peer may hold two connections for a while (both sides
+    dialled), which is neither a second arrival nor a drop. Every connection gets the kernel's keepalive
+    (``liveness.keepalive``)."""
 
-    def __init__(self, on_connect: Callable[[ID], None]) -> None:
+    def __init__(self, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None] | None = None) -> None:
         self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
         self._up: set[ID] = set()
         """Peers said to be connected; one holds a connection now, so this is bounded by the connections."""
 
@@ -62,6 +75,7 @@ class ConnectionWatch(INotifee):
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
+        keepalive(conn)  # "A silent partition leaves connections open"
         if peer_id not in self._up:
             self._up.add(peer_id)
             log.info("peer connected peer=%s address=%s", peer_id, _remote(conn))
@@ -73,6 +87,8 @@ class ConnectionWatch(INotifee):
         if peer_id in self._up and not network.get_connections(peer_id):
             self._up.discard(peer_id)
             log.info("peer disconnected peer=%s", peer_id)
+            if self.on_disconnect is not None:
+                self.on_disconnect(peer_id)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -100,11 +116,15 @@ class Peering:
         self._host: Host | None = None
         self._nursery: trio.Nursery | None = None
         self._redialing: set[ID] = set()
+        self._redialled: dict[ID, float] = {}
+        """When each peer was last reconnected by ``redial`` (bounded by MAX_REDIALS, oldest forgotten first)."""
         self._told: set[ID] = set()
         """Peers whose failed handshake was logged: one line per peer until it connects."""
 
-    def watch(self, host: Host, on_connect: Callable[[ID], None]) -> None:
-        host.host.get_network().register_notifee(ConnectionWatch(on_connect))
+    def watch(
+        self, host: Host, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None] | None = None
+    ) -> None:
+        host.host.get_network().register_notifee(ConnectionWatch(on_connect, on_disconnect))
 
     async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dial what is found, keep bootstrap peers connected and discover over mDNS until cancelled."""
@@ -147,8 +167,9 @@ class Peering:
                 self._dial_send.send_nowait(info)
 
     def redial(self, peer_id: ID) -> None:
-        """Dial a peer whose connection died (``node/liveness.py``) at the addresses it announced, with a short
-        backoff, until connected or REDIAL_ATTEMPTS; at most MAX_REDIALS peers at once."""
+        """Dial a peer whose connection died or closed (``node/liveness.py``, ``ConnectionWatch``) at the
+        addresses it announced, with a short backoff, until connected or REDIAL_FOR; at most MAX_REDIALS peers
+        at once."""
         host, nursery = self._host, self._nursery
         if host is None or nursery is None or peer_id in self._redialing or len(self._redialing) >= MAX_REDIALS:
             return
@@ -158,9 +179,15 @@ class Peering:
     async def _redial(self, peer_id: ID) -> None:
         assert self._host is not None
         host = self._host
+        began = trio.current_time()
         try:
-            for attempt in range(REDIAL_ATTEMPTS):
+            last = self._redialled.get(peer_id)
+            if last is not None and time.monotonic() - last < FLAPPING:
+                await trio.sleep(FLAPPING_DELAY)
+            attempt = 0
+            while trio.current_time() - began < REDIAL_FOR:
                 await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
+                attempt += 1
                 if host.connected(peer_id):
                     return
                 try:
@@ -173,8 +200,11 @@ class Peering:
                     continue
                 self._dialing.add(peer_id)
                 try:
-                    if await self._dial(PeerInfo(peer_id, addrs)):
+                    if await self._dial(PeerInfo(peer_id, addrs), known=True):
                         log.debug("peer %s redialled", peer_id)  # "peer connected" says it, once
+                        self._redialled[peer_id] = time.monotonic()
+                        while len(self._redialled) > MAX_REDIALS:
+                            del self._redialled[next(iter(self._redialled))]
                         return
                 finally:
                     self._dialing.discard(peer_id)
@@ -221,8 +251,9 @@ class Peering:
         finally:
             self._dialing.discard(info.peer_id)
 
-    async def _dial(self, info: PeerInfo) -> bool:
-        """Connect within DIAL_TIMEOUT; a peer that offers no common security fails here."""
+    async def _dial(self, info: PeerInfo, *, known: bool = False) -> bool:
+        """Connect within DIAL_TIMEOUT; a peer that offers no common security fails here. ``known``: a peer we
+        were connected to (so it has our swarm key): a failure only means it is not reachable now."""
         assert self._host is not None
         self.stats.dials += 1
         # "A failed dial blocks the peer for 60 s": ours are deliberate retries, so lift the block first.
@@ -236,22 +267,33 @@ class Peering:
             return True
         except trio.TooSlowError:
             self.stats.dial_failures += 1
-            self._no_handshake(info)
+            if known:  # it had our key a moment ago: not reachable (a partition), which liveness has said
+                log.debug("dial %s timed out after %gs", info.peer_id, DIAL_TIMEOUT)
+            else:
+                await self._no_handshake(info, timed_out=True)
             return False
         except Exception as exc:
             self.stats.dial_failures += 1
-            if _handshake_failed(exc):  # the peer hung up on what we said: with a swarm key, another key
-                self._no_handshake(info)
+            if _handshake_failed(exc) and not known:  # it hung up on what we said: with a swarm key, another key
+                await self._no_handshake(info, timed_out=False)
             log.debug("dial %s failed: %s", info.peer_id, exc or type(exc).__name__)
             return False
 
-    def _no_handshake(self, info: PeerInfo) -> None:
-        """The one line an operator needs when a peer answers but never completes the handshake."""
+    async def _no_handshake(self, info: PeerInfo, *, timed_out: bool) -> None:
+        """The one line an operator needs when a dial fails for a reason other than a refused connection. A
+        timeout alone does not say why: a bare TCP connection tells a peer that is not reachable (a partition,
+        a firewall) from one that answers but never completes the handshake (another swarm key)."""
         addrs = " ".join(str(a) for a in info.addrs) or "?"
         if info.peer_id in self._told or len(self._told) >= MAX_EXCHANGED:
-            log.debug("dial %s at %s: no handshake within %gs", info.peer_id, addrs, DIAL_TIMEOUT)
+            log.debug("dial %s at %s: no connection within %gs", info.peer_id, addrs, DIAL_TIMEOUT)
             return
         self._told.add(info.peer_id)
+        if timed_out and not await _answers_tcp(info):
+            log.warning(
+                "peer %s at %s is not reachable: no TCP connection within %g s (down, a partition or a "
+                "firewall); retrying quietly", info.peer_id, addrs, DIAL_TIMEOUT + PROBE_TIMEOUT,
+            )  # fmt: skip
+            return
         log.warning(
             "peer %s at %s did not complete the handshake within %g s: it has a different swarm key (or none), "
             "or is not a cmnode node; retrying quietly", info.peer_id, addrs, DIAL_TIMEOUT,
@@ -275,6 +317,24 @@ class Peering:
                 log.info("bootstrap peer %s not reachable yet; retrying", address)
             await trio.sleep(BOOTSTRAP_BACKOFF[min(failures, len(BOOTSTRAP_BACKOFF) - 1)])
             failures += 1
+
+
+async def _answers_tcp(info: PeerInfo) -> bool:
+    """Whether any of the peer's TCP addresses accepts a connection within PROBE_TIMEOUT."""
+    for addr in info.addrs:
+        try:
+            ip = addr.value_for_protocol("ip4") or addr.value_for_protocol("ip6")
+            port = int(addr.value_for_protocol("tcp"))
+        except Exception:
+            continue
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                stream = await trio.open_tcp_stream(ip, port)
+            except OSError:
+                continue
+            await stream.aclose()
+            return True
+    return False
 
 
 def _handshake_failed(exc: BaseException) -> bool:

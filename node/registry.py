@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import trio
 
 from .errors import StorageFullError, ValidationError
-from .noderecord import DrainOrder, NodeRecord, default_name, parse_labels
+from .noderecord import Allocated, DrainOrder, NodeRecord, default_name, parse_labels
 from .trust import Refused, Trust
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class NodeInfo:
     ``--reschedule-after`` is measured from when it fell silent; 0.0 unless ``state`` is DOWN."""
     last_seen: float = 0.0
     """Unix time of the last record heard from it (now, for this node)."""
+    allocated: Allocated = field(default_factory=Allocated)
+    """What its last record says placement gave it, as it counts it: placement counts at least that, so an
+    allocation of another origin's not heard here yet still counts once its holder's heartbeat is."""
 
 
 class NodesView(Protocol):
@@ -232,7 +235,7 @@ class Registry:
             state = NodeState.DRAINING
         return NodeInfo(
             node_id=node_id, name=record.name, labels=record.labels, state=state, cpus=record.capacity.cpus,
-            memory=record.capacity.memory, down_for=down_for, last_seen=last_seen,
+            memory=record.capacity.memory, down_for=down_for, last_seen=last_seen, allocated=record.allocated,
         )  # fmt: skip
 
     def nodes(self) -> list[NodeInfo]:

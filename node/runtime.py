@@ -7,7 +7,7 @@ httpx's ``MockTransport`` stands beside its real transports. Both raise the same
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -85,6 +85,14 @@ RuntimeEvent = ContainerExit | ContainerHealth | DockerHealth
 OnPulling = Callable[[], Awaitable[object]]
 
 
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """A piece of a container's output as it is written: ``stream`` is ``stdout`` or ``stderr``."""
+
+    stream: str
+    text: str
+
+
 class Runtime(Protocol):
     """A container engine as the executor and retention use it. Failures raise ``RuntimeFailureError``."""
 
@@ -109,6 +117,11 @@ class Runtime(Protocol):
 
     async def logs(self, container_id: str, *, tail: int | None = None) -> tuple[str, str]:
         """(stdout, stderr); ``NotFoundError`` if the container is gone."""
+        ...
+
+    def follow(self, container_id: str, *, tail: int | None = None) -> AsyncGenerator[LogChunk, None]:
+        """The container's output (the last ``tail`` lines first, None: all of it), then what it writes until
+        it stops; ``NotFoundError`` if it is gone. Closing the iterator lets go of the engine's stream."""
         ...
 
     async def list_managed(self) -> list[ContainerInfo]:
@@ -138,6 +151,7 @@ __all__ = [
     "ContainerHealth",
     "ContainerInfo",
     "DockerHealth",
+    "LogChunk",
     "OnPulling",
     "PortTakenError",
     "Runtime",

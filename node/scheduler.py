@@ -27,6 +27,7 @@ __all__ = [
     "Choice",
     "Load",
     "allocate",
+    "at_least",
     "choose",
     "loads_of",
     "move",
@@ -157,17 +158,26 @@ def choose(
     """``keep`` (in order) plus as many more fitting nodes as ``want`` asks, least allocated first."""
     kept = tuple(keep[:want])
     skip = set(kept) | set(avoid)
-    fitting = [n for n in nodes if n.node_id not in skip and _misfit(n, spec, loads.get(n.node_id)) is None]
-    fitting.sort(key=lambda n: (_count(loads, n.node_id), -_weight(job_id, n.node_id), n.node_id))
+    nodes = list(nodes)
+    seen = {n.node_id: at_least(loads.get(n.node_id), n) for n in nodes}
+    fitting = [n for n in nodes if n.node_id not in skip and _misfit(n, spec, seen[n.node_id]) is None]
+    fitting.sort(key=lambda n: (seen[n.node_id].count, -_weight(job_id, n.node_id), n.node_id))
     chosen = kept + tuple(n.node_id for n in fitting[: max(0, want - len(kept))])
     if len(chosen) >= want:
         return Choice(chosen)
     return Choice(chosen, _note(spec, len(chosen), want, len(kept) + len(fitting)))
 
 
-def _count(loads: Mapping[str, Load], node_id: str) -> int:
-    load = loads.get(node_id)
-    return load.count if load is not None else 0
+def at_least(load: Load | None, node: NodeInfo) -> Load:
+    """``load`` (what the allocations known here ask of ``node``) raised to what ``node``'s own last record
+    says it holds: an origin that has not heard another origin's allocation yet (gossip lagging under load, a
+    message lost, a restart before catch-up) still counts it once the holder's heartbeat arrives."""
+    load = load or Load()
+    held = node.allocated
+    if held.jobs <= load.count and held.cpus <= load.cpus and held.memory <= load.memory:
+        return load
+    return Load(count=max(load.count, held.jobs), cpus=max(load.cpus, held.cpus), memory=max(load.memory, held.memory),
+                ports=load.ports)  # fmt: skip
 
 
 def _note(spec: JobSpec, placed: int, want: int, fitting: int) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -30,7 +31,9 @@ import trio
 
 from .allocation import Allocation
 from .errors import ConfigError, StorageFullError, StoreDamagedError
-from .model import Execution, Job, derive_status
+from .model import Execution, Job, State, derive_status
+from .tombstones import SCHEMA as TOMBSTONES_SCHEMA
+from .tombstones import is_purged, refuse_purged
 
 T = TypeVar("T")
 
@@ -96,9 +99,14 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return _head(conn)
 
 
+CHANGE_FLOOR = "chg.floor"
+"""The head when rows were last deleted (node/purge.py): change numbers are never handed out twice, even when
+the rows that held the highest ones are gone, or a peer's watermark past them would skip the new ones."""
+
 _HEAD = (
     "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions "
-    "UNION ALL SELECT MAX(chg) FROM allocations)"
+    "UNION ALL SELECT MAX(chg) FROM allocations "
+    f"UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{CHANGE_FLOOR}')"
 )
 
 
@@ -135,6 +143,21 @@ class Changes:
     head: int
     more: bool
     allocations: list[Allocation] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record changed, at change number ``chg``: what ``watch`` listeners get for each commit and
+    ``changes_in_order`` reads back (node/events.py turns them into the ``/events`` stream).
+
+    ``kind`` is ``job`` (recorded), ``cancel`` (its flag set; ``value`` is None), ``execution`` or
+    ``allocation``; ``status`` is the job's status after the commit (jobs, cancels and executions)."""
+
+    chg: int
+    kind: str
+    job_id: str
+    value: Job | Execution | Allocation | None
+    status: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,10 +210,23 @@ class Store:
         """Opened on a full disk: one immutable read-only connection until ``_reopen`` finds room."""
         self._reopen_lock = trio.Lock()
         """Why writes fail while the disk is full (None once a commit fits again); ``/healthz`` shows it."""
+        self._listeners: list[Callable[[list[Change]], None]] = []
+        self._log: list[tuple[int, str, str, Any]] | None = None
+        """The changes of the batch being applied (writer thread), kept only while someone ``watch``es."""
+        self._committed: list[Change] = []
 
     def _next_chg(self) -> int:
         self._chg += 1
         return self._chg
+
+    def watch(self, listener: Callable[[list[Change]], None]) -> None:
+        """Hand every commit's changes, in change order, to ``listener``: called on the trio thread right after
+        the commit, before its writers return; it must not block (node/events.py appends to a ring)."""
+        self._listeners.append(listener)
+
+    def _changed(self, chg: int, kind: str, job_id: str, value: Any = None) -> None:
+        if self._log is not None:
+            self._log.append((chg, kind, job_id, value))
 
     @property
     def head(self) -> int:
@@ -278,6 +314,12 @@ class Store:
             with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
                 await trio.to_thread.run_sync(self._apply, batch)
             self.commits += 1
+            committed, self._committed = self._committed, []
+            for listener in self._listeners if committed else ():
+                try:
+                    listener(committed)
+                except Exception:  # a listener's bug costs its events, never the writer
+                    logging.getLogger("cmnode.store").exception("a commit listener failed")
             for item in batch:
                 item.done.set()
 
@@ -285,6 +327,7 @@ class Store:
         """One transaction for the batch; an item's own error undoes only that item. A failure of the
         transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
         conn = self._writer
+        self._log = [] if self._listeners else None
         try:
             # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them with it.
             wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
@@ -294,6 +337,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
                 conn.execute("SAVEPOINT item")
+                mark = len(self._log) if self._log is not None else 0
                 try:
                     item.result = item.fn(conn)
                     conn.execute("RELEASE item")
@@ -303,7 +347,11 @@ class Store:
                     conn.execute("ROLLBACK TO item")
                     conn.execute("RELEASE item")
                     item.error = exc
+                    if self._log is not None:
+                        del self._log[mark:]
             conn.execute("COMMIT")
+            if self._log:
+                self._committed = _with_status(conn, self._log)
         except BaseException as exc:
             if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
                 with contextlib.suppress(sqlite3.Error):  # nothing more to undo; the next BEGIN starts clean
@@ -340,6 +388,15 @@ class Store:
         # The connection is looked up under the limiter: ``_reopen`` may swap it.
         return await trio.to_thread.run_sync(lambda: fn(self._reader), limiter=self._read_lock)
 
+    async def transact(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in the writer's next group commit: for a module that keeps its SQL beside its own table
+        of this store (node/purge.py); ``fn`` runs on the writer thread and must stay short."""
+        return await self._write(fn, durable=durable)
+
+    async def query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the read connection, as ``transact`` does on the writer's."""
+        return await self._read(fn)
+
     # -- writes -----------------------------------------------------------------------------------
 
     async def add_job(self, job: Job, execution: Execution | None = None, *, durable: bool = True) -> bool:
@@ -349,32 +406,46 @@ class Store:
         that is itself written durably, so it is never ahead of what survived): no fsync of its own."""
         return await self._write(lambda conn: self._insert_job(conn, job, execution), durable=durable)
 
-    async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]]) -> int:
-        """Record many jobs in one commit (bulk loads: tests, benchmarks); returns how many were new."""
+    async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> int:
+        """Record many jobs in one commit (catch-up, bulk loads); returns how many were new. ``durable`` as for
+        ``add_job``."""
         batch = list(items)
-        return await self._write(lambda conn: sum(self._insert_job(conn, job, e) for job, e in batch))
+        return await self._write(
+            lambda conn: sum(self._insert_job(conn, job, e) for job, e in batch if not is_purged(conn, job.job_id)),
+            durable=durable,
+        )
 
     def _insert_job(self, conn: sqlite3.Connection, job: Job, execution: Execution | None) -> bool:
+        refuse_purged(conn, job.job_id)  # purged here: never stored again (node/tombstones.py)
+        chg = self._next_chg()
         cur = conn.execute(
             "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
-            (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), self._next_chg()),
+            (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), chg),
         )
         if cur.rowcount == 0:
             return False
+        self._changed(chg, "job", job.job_id, job)
         conn.executemany(
             "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)",
             [(job.job_id, k, v, job.created_at, cur.lastrowid) for k, v in job.spec.labels.items()],
         )
         if execution is not None:
-            _put_execution(conn, execution, self._next_chg())
+            self._put_execution(conn, execution)
         _refresh_status(conn, job.job_id)
         return True
+
+    def _put_execution(self, conn: sqlite3.Connection, execution: Execution) -> bool:
+        chg = self._next_chg()
+        applied = _put_execution(conn, execution, chg)
+        if applied:
+            self._changed(chg, "execution", execution.job_id, execution)
+        return applied
 
     async def put_execution(self, execution: Execution) -> bool:
         """Keep ``execution`` if its version is newer than the stored one; True if it was applied."""
 
         def write(conn: sqlite3.Connection) -> bool:
-            applied = _put_execution(conn, execution, self._next_chg())
+            applied = self._put_execution(conn, execution)
             if applied:
                 _refresh_status(conn, execution.job_id)
             return applied
@@ -387,7 +458,7 @@ class Store:
         batch = list(executions)
 
         def write(conn: sqlite3.Connection) -> list[Execution]:
-            applied = [e for e in batch if _put_execution(conn, e, self._next_chg())]
+            applied = [e for e in batch if self._put_execution(conn, e)]
             for job_id in {e.job_id for e in applied}:
                 _refresh_status(conn, job_id)
             return applied
@@ -399,10 +470,13 @@ class Store:
         so a Stop is one write and no crash falls between the two; True if the flag was not set already."""
 
         def write(conn: sqlite3.Connection) -> bool:
+            chg = self._next_chg()
             cur = conn.execute(
-                "UPDATE jobs SET cancelled = 1, chg = ? WHERE job_id = ? AND cancelled = 0", (self._next_chg(), job_id)
+                "UPDATE jobs SET cancelled = 1, chg = ? WHERE job_id = ? AND cancelled = 0", (chg, job_id)
             )
-            if execution is not None and _put_execution(conn, execution, self._next_chg()):
+            if cur.rowcount > 0:
+                self._changed(chg, "cancel", job_id)
+            if execution is not None and self._put_execution(conn, execution):
                 _refresh_status(conn, job_id)
             return cur.rowcount > 0
 
@@ -414,19 +488,26 @@ class Store:
         a = allocation
 
         def write(conn: sqlite3.Connection) -> bool:
+            if is_purged(conn, a.job_id):
+                return False
+            chg = self._next_chg()
             cur = conn.execute(
                 "INSERT INTO allocations (job_id, version, by_node, body, chg) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, by_node = excluded.by_node, "
                 "body = excluded.body, chg = excluded.chg "
                 "WHERE (excluded.version, excluded.by_node) > (allocations.version, allocations.by_node)",
-                (a.job_id, a.version, a.by, json.dumps(a.to_json()), self._next_chg()),
+                (a.job_id, a.version, a.by, json.dumps(a.to_json()), chg),
             )
+            if cur.rowcount > 0:
+                self._changed(chg, "allocation", a.job_id, a)
             return cur.rowcount > 0
 
         return await self._write(write, durable=durable)
 
     async def put_logs(self, job_id: str, node_id: str, attempt: int, stdout: str, stderr: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
+            if is_purged(conn, job_id):  # a container of a purged job swept late: its output goes with it
+                return
             conn.execute(
                 "INSERT OR REPLACE INTO logs (job_id, node_id, attempt, stdout, stderr) VALUES (?, ?, ?, ?, ?)",
                 (job_id, node_id, attempt, stdout, stderr),
@@ -446,6 +527,19 @@ class Store:
         def read(conn: sqlite3.Connection) -> JobRecord | None:
             row = conn.execute("SELECT body, status, cancelled, seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             return _record(row) if row else None
+
+        return await self._read(read)
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 6) -> list[str]:
+        """Up to ``limit`` job IDs starting with ``prefix``, in order (a range scan of the key): what a short ID
+        the CLI shows names."""
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ? ORDER BY job_id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            ).fetchall()
+            return [r[0] for r in rows]
 
         return await self._read(read)
 
@@ -479,8 +573,9 @@ class Store:
             ).fetchall()
             executions: dict[str, list[Execution]] = {}
             for (body,) in conn.execute(
-                "SELECT e.body FROM executions e JOIN allocations a USING (job_id) JOIN jobs j USING (job_id) "
-                "WHERE j.cancelled = 0 AND j.status != 'complete'"
+                # CROSS JOIN fixes the order: from the allocations, never a scan of every execution stored
+                "SELECT e.body FROM allocations a CROSS JOIN jobs j ON j.job_id = a.job_id "
+                "CROSS JOIN executions e ON e.job_id = a.job_id WHERE j.cancelled = 0 AND j.status != 'complete'"
             ):
                 execution = Execution.from_valid(json.loads(body))
                 executions.setdefault(execution.job_id, []).append(execution)
@@ -621,6 +716,50 @@ class Store:
 
         return await self._read(read)
 
+    async def changes_in_order(self, since: int, *, limit: int = 500) -> tuple[list[Change], int]:
+        """The job, execution and allocation rows changed after ``since``, as ``Change``s in change order, at
+        most ``limit`` of each kind, and the change number read up to (page on from it; ``since`` itself when
+        nothing changed). Each row shows its state now, once, at its last change: a job cancelled since shows
+        as its ``job`` then its ``cancel``, at the cancel's number."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Change], int]:
+            conn.execute("BEGIN")  # one snapshot of the three tables
+            try:
+                jobs = conn.execute(
+                    "SELECT chg, body, cancelled, status FROM jobs WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+                ).fetchall()
+                execs = conn.execute(
+                    "SELECT e.chg, e.body, j.status FROM executions e LEFT JOIN jobs j USING (job_id) "
+                    "WHERE e.chg > ? ORDER BY e.chg LIMIT ?",
+                    (since, limit),
+                ).fetchall()
+                allocs = conn.execute(
+                    "SELECT chg, body FROM allocations WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            ends = [rows[-1][0] for rows in (jobs, execs, allocs) if len(rows) == limit]
+            upto = min(ends) if ends else max([since, *(r[0] for r in (*jobs, *execs, *allocs))])
+            out: list[Change] = []
+            for chg, body, cancelled, status in jobs:
+                if chg <= upto:
+                    job = Job.from_valid(json.loads(body))
+                    out.append(Change(chg, "job", job.job_id, job, status))
+                    if cancelled:
+                        out.append(Change(chg, "cancel", job.job_id, None, status))
+            for chg, body, status in execs:
+                if chg <= upto:
+                    e = Execution.from_valid(json.loads(body))
+                    out.append(Change(chg, "execution", e.job_id, e, status))
+            for chg, body in allocs:
+                if chg <= upto:
+                    a = Allocation.from_valid(json.loads(body))
+                    out.append(Change(chg, "allocation", a.job_id, a))
+            out.sort(key=lambda c: c.chg)  # stable: a job before its cancel
+            return out, upto
+
+        return await self._read(read)
+
     async def count_by_status(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             return dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
@@ -647,7 +786,7 @@ def _open_connections(path: Path | str, sync: str) -> tuple[sqlite3.Connection, 
     writer = _connect(path, synchronous=sync)
     try:
         _check_sound(writer)
-        writer.executescript(_SCHEMA)
+        writer.executescript(_SCHEMA + TOMBSTONES_SCHEMA)
         head = _migrate(writer)
         _migrate_labels(writer)
         reader = _connect(path, synchronous=sync)
@@ -699,11 +838,24 @@ def _touch(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', strftime('%Y-%m-%dT%H:%M:%f', 'now'))")
 
 
+def _with_status(conn: sqlite3.Connection, log: list[tuple[int, str, str, Any]]) -> list[Change]:
+    """The batch's changes, each with its job's status after the commit (one read on the writer's connection)."""
+    ids = list({job_id for _, kind, job_id, _ in log if kind != "allocation"})
+    status: dict[str, str] = {}
+    for at in range(0, len(ids), 500):
+        chunk = ids[at : at + 500]
+        marks = ",".join("?" * len(chunk))
+        status.update(conn.execute(f"SELECT job_id, status FROM jobs WHERE job_id IN ({marks})", chunk).fetchall())
+    return [Change(chg, kind, job_id, value, status.get(job_id)) for chg, kind, job_id, value in log]
+
+
 def _record(row: tuple[str, str, int, int]) -> JobRecord:
     return JobRecord(job=Job.from_valid(json.loads(row[0])), status=row[1], cancelled=bool(row[2]), seq=row[3])
 
 
 def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
+    if is_purged(conn, e.job_id):  # an execution of a job purged here is dropped, as its job would be
+        return False
     cur = conn.execute(
         "INSERT INTO executions (job_id, node_id, state, version, body, chg) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
@@ -714,6 +866,8 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
 
 
 def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
-    rows = conn.execute("SELECT body FROM executions WHERE job_id = ?", (job_id,)).fetchall()
-    status = derive_status(Execution.from_valid(json.loads(r[0])) for r in rows)
+    # The status depends on the states only: read the column, not the bodies (parsing them was a third of the
+    # cost of recording a job caught up from a peer).
+    rows = conn.execute("SELECT node_id, state FROM executions WHERE job_id = ?", (job_id,)).fetchall()
+    status = derive_status(Execution(job_id=job_id, node_id=r[0], state=State(r[1])) for r in rows)
     conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status, job_id))

@@ -5,7 +5,14 @@ would never hear of earlier jobs. Every job and execution row in the store carri
 (``Store.changes_since``); a node asks each peer it connects to for the changes after the last number it
 saw from that peer (kept in the store's ``meta`` table), page by page, and merges them through the node's
 ``Inbound`` exactly as gossip is merged. This module is the protocol only (no libp2p): ``catchup.py`` decides
-when to run it and carries the requests.
+when to run it and carries the requests; ``syncpage.py`` reads the pages.
+
+A page is bounded in bytes as well as in entries (``PAGE_BYTES``), and each job comes with its executions. The
+receiver skips what it holds already, checks the rest off the trio thread while it merges the page before
+(executions in one write, the jobs that are only recorded in another), and fetches the next meanwhile
+(``benchmarks/catchup.py`` measures a join to 100,000 jobs). The wire is the previous version's: a node of that
+version asks without ``max_bytes`` and is served pages of ``PAGE_SIZE``; a page from such a node is merged as
+any other.
 
 A peer's page is untrusted: a malformed page fails the round, a malformed entry (or one the node cannot
 store) is dropped and counted under a reason, and nothing a peer sends raises out of ``apply_page`` except
@@ -20,27 +27,38 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import trio
 
+from .allocation import Allocation
 from .errors import NodeError
 from .identity import Identity
 from .link import Directory, Inbound
-from .model import Cancel, Execution, Job
+from .model import Execution
 from .replica import cancel_key
 from .store import Store
+from .synccheck import Checked, check_entries
+from .syncpage import Held, RawPage, held, read_page
 from .trust import Refused, sign_execution
-from .wire import WireError, parse_allocation, parse_cancel, parse_drain, parse_execution, parse_job, parse_node_record
+from .wire import WireError, parse_drain, parse_node_record
 
-__all__ = ["PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
+__all__ = ["PAGE_BYTES", "PAGE_LIMIT", "PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
 
 log = logging.getLogger("cmnode.sync")
 
 SYNC_PROTOCOL = "/cmnode/sync/1"
 PAGE_SIZE = 200
+"""The entries a node of the previous version asks for (and served, at most) when it sends no ``max_bytes``."""
+PAGE_LIMIT = 10_000
+"""Entries of each kind in one page at most, as this node asks: in practice ``PAGE_BYTES`` ends a page first."""
+PAGE_BYTES = 1_000_000
+"""The stored JSON of one page at most (about 1,300 small jobs with an execution each): what bounds the memory
+of both ends (the receiver holds at most three pages of a round, see ``Sync.catch_up``; the sender builds one
+page at a time), and how long encoding or decoding one page holds either node's trio thread (tens of ms)."""
 MAX_NODE_RECORDS = 1000
 """Node records (and drain orders) in one answer at most: the most recently heard. They come with the first
 page of a round only (``"nodes": true`` in the request), so a node that joins learns every node at once."""
@@ -54,6 +72,7 @@ class SyncStats:
     failures: int = 0
     jobs: int = 0
     executions: int = 0
+    allocations: int = 0
     nodes: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -71,121 +90,141 @@ class Sync:
         self.directory = directory
         self.stats = SyncStats()
         self._warned: set[str] = set()
+        self._serving = trio.Lock()
 
     async def serve(self, request: Any) -> dict[str, Any]:
-        """Answer a peer's ``{"since": N, "limit": L}`` with the changes after N (and, asked with ``"nodes":
-        true``, the node records and drain orders this node knows)."""
+        """Answer a peer's ``{"since": N, "limit": L, "max_bytes": B}`` with a page of the changes after N (and,
+        asked with ``"nodes": true``, the node records and drain orders this node knows). ``max_bytes`` is new:
+        a node of the previous version asks without it, for 200 entries, and is answered as before."""
         if not isinstance(request, dict):
             return {"error": "request must be an object"}
         since, limit = request.get("since"), request.get("limit", PAGE_SIZE)
-        if not _is_count(since) or not _is_count(limit):
-            return {"error": "since and limit must be non-negative integers"}
-        changes = await self.store.changes_since(since, limit=max(1, min(limit, PAGE_SIZE)))
-        jobs = []
-        for job, cancelled in changes.jobs:
-            cancel = await self.store.get_meta(cancel_key(job.job_id)) if cancelled else None
-            entry = {"job": job.to_json(), "cancelled": cancelled, "cancel": json.loads(cancel) if cancel else None}
-            jobs.append(entry)
-        me = self.identity.node_id
-        answer: dict[str, Any] = {
-            "jobs": jobs,
-            "executions": [
-                (sign_execution(self.identity, e) if e.node_id == me else e).to_json() for e in changes.executions
-            ],
-            "allocations": [a.to_json() for a in changes.allocations],
-            "upto": changes.upto,
-            "head": changes.head,
-            "more": changes.more,
-        }
+        max_bytes = request.get("max_bytes", PAGE_BYTES)
+        if not _is_count(since) or not _is_count(limit) or not _is_count(max_bytes):
+            return {"error": "since, limit and max_bytes must be non-negative integers"}
+        limit, max_bytes = max(1, min(limit, PAGE_LIMIT)), max(1, min(max_bytes, PAGE_BYTES))
+        async with self._serving:  # a page at a time per node: bounded memory, however many peers ask
+            head = self.store.head
+            raw = await self.store.query(
+                lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head)
+            )
+            cancelled = [job_id for job_id, _, flag in raw.jobs if flag]
+            cancels = await self.store.query(lambda conn: _metas(conn, [cancel_key(j) for j in cancelled]))
+            # JSON and this node's signatures off the trio thread: RPC keeps answering while a page is built
+            answer = await trio.to_thread.run_sync(self._answer, raw, cancels)
         if request.get("nodes") is True and self.directory is not None:
             records, drains = self.directory.known(MAX_NODE_RECORDS)
             answer["nodes"] = [{"record": r.to_json(), "age": round(age, 3)} for r, age in records]
             answer["drains"] = [order.to_json() for order in drains]
         return answer
 
+    def _answer(self, raw: RawPage, cancels: dict[str, str]) -> dict[str, Any]:
+        """The page as sent: stored bodies as they are, this node's own executions signed (it keeps them
+        unsigned), each cancelled job with the signed cancel this node kept."""
+        me = self.identity.node_id
+        executions = []
+        for body in raw.executions:
+            data = json.loads(body)
+            if data.get("node_id") == me:
+                data = sign_execution(self.identity, Execution.from_valid(data)).to_json()
+            executions.append(data)
+        jobs = []
+        for job_id, body, cancelled in raw.jobs:
+            cancel = cancels.get(cancel_key(job_id)) if cancelled else None
+            jobs.append(
+                {"job": json.loads(body), "cancelled": cancelled, "cancel": json.loads(cancel) if cancel else None}
+            )
+        return {
+            "jobs": jobs,
+            "executions": executions,
+            "allocations": [json.loads(body) for body in raw.allocations],
+            "upto": raw.upto,
+            "head": raw.head,
+            "more": raw.more,
+        }
+
     async def apply_page(self, page: Any, since: int) -> tuple[int, bool]:
         """Merge one page of a peer's answer; returns the watermark to keep and whether more pages follow.
+
+        What this node holds already (a job it knows, an execution at that version or newer, its own executions)
+        is skipped unchecked: merging it would change nothing. Everything else is checked by the one checker and
+        its signature verified, in a worker thread (RPC and gossip keep going meanwhile), then merged in batches:
+        executions in one write, jobs through ``Inbound.on_jobs``.
 
         Raises:
             WireError: the page itself is malformed (single bad entries are dropped and counted).
         """
-        if not isinstance(page, dict) or "error" in page:
-            raise WireError("malformed", f"sync answer: {page.get('error') if isinstance(page, dict) else page!r}")
-        upto, head, more = page.get("upto"), page.get("head"), page.get("more")
-        jobs, executions = page.get("jobs"), page.get("executions")
-        if not _is_count(upto) or not _is_count(head) or not isinstance(more, bool):
-            raise WireError("malformed", "sync answer without upto/head/more")
-        if not isinstance(jobs, list) or not isinstance(executions, list):
-            raise WireError("malformed", "sync answer without jobs/executions lists")
+        return await self._merge(await self._prepare(page, since))
+
+    async def _prepare(self, page: Any, since: int) -> Checked:
+        """A page's header and node records taken, and its entries that this node lacks checked.
+
+        Raises:
+            WireError: the page itself is malformed.
+        """
+        upto, more = _next(page, since)
+        jobs, executions = page["jobs"], page["executions"]
         self._merge_nodes(page.get("nodes"), page.get("drains"))
-        if head < since:  # the peer's store is younger than what we remember of it: start over
-            return 0, True
-        parsed: list[Execution] = []
-        for entry in executions:
-            try:
-                parsed.append(parse_execution(entry))
-            except WireError as exc:
-                self._drop(exc.reason, exc)
-            except Exception as exc:  # a parser bug must cost one entry, not the node
-                self._drop("error", exc)
-        # Executions first: a job learned late runs here only if it is still active somewhere.
-        self.stats.executions += await self._merge_executions(parsed)
-        # Allocations before their jobs: a replicas job runs here only where its allocation says.
-        await self._merge_allocations(page.get("allocations") or [])
-        verified: dict[str, tuple[Job, Cancel | None]] = {}
-        for entry in jobs:
-            try:
-                if not isinstance(entry, dict):
-                    raise WireError("malformed", "sync job entry")
-                job = parse_job(entry.get("job"))
-            except WireError as exc:
-                self._drop(exc.reason, exc)
-                continue
-            except Exception as exc:
-                self._drop("error", exc)
-                continue
-            verified[job.job_id] = (job, self._cancel_of(entry, job))
-
-        async def one(job: Job, cancel: Cancel | None) -> None:
-            try:
-                if await self.inbound.on_job(job, cancel=cancel):
-                    self.stats.jobs += 1
-            except Refused as exc:  # the trust rule (logged there, once per peer)
-                self._drop(exc.reason, exc)
-            except NodeError as exc:  # e.g. the local queue is full: the job is recorded, not run
-                log.warning("cannot apply job %s from catch-up: %s", job.job_id, exc.message)
-            except Exception as exc:  # e.g. a value SQLite cannot store: drop this entry only
-                self._drop("error", exc)
-
-        async with trio.open_nursery() as nursery:  # concurrently, so the store commits them in groups
-            for job, cancel in verified.values():
-                nursery.start_soon(one, job, cancel)
-        return max(upto, since), more
-
-    def _cancel_of(self, entry: dict[str, Any], job: Job) -> Cancel | None:
-        """The entry's signed cancel, if any and verified; a bad one is dropped and counted, the job kept."""
-        data = entry.get("cancel")
-        if data is None:
-            return None
-        try:
-            cancel = parse_cancel(data)
-            if cancel.job_id != job.job_id:
-                raise WireError("malformed", f"cancel of {cancel.job_id} with job {job.job_id}")
-            return cancel
-        except WireError as exc:
-            self._drop(exc.reason, exc)
-        except Exception as exc:
-            self._drop("error", exc)
-        return None
-
-    async def _merge_allocations(self, entries: Any) -> None:
-        """Each verified allocation through the node (an older peer sends none); bad ones dropped and counted."""
-        if not isinstance(entries, list):
+        allocations = page.get("allocations") or []
+        if not isinstance(allocations, list):
             raise WireError("malformed", "sync answer with an allocations field that is not a list")
-        for entry in entries:
+        if page["head"] < since:  # the peer's store is younger than what we remember of it: start over
+            return Checked(upto=upto, more=more)
+        known = await held(self.store, _job_ids(jobs, executions))
+        jobs = [entry for entry in jobs if not self._holds_job(known, entry)]
+        executions = [entry for entry in executions if not self._holds_execution(known, entry)]
+        checked = await trio.to_thread.run_sync(check_entries, jobs, executions, allocations)
+        checked.upto, checked.more = upto, more
+        return checked
+
+    async def _merge(self, checked: Checked) -> tuple[int, bool]:
+        """Merge what ``_prepare`` checked; returns the watermark to keep and whether more pages follow."""
+        for reason, exc in checked.drops:
+            self._drop(reason, exc)
+        # Executions first: a job learned late runs here only if it is still active somewhere.
+        self.stats.executions += await self._merge_executions(checked.executions)
+        # Allocations before their jobs: a replicas job runs here only where its allocation says.
+        await self._merge_allocations(checked.allocations)
+        for outcome in await self.inbound.on_jobs(list(checked.jobs.values())) if checked.jobs else ():
+            if outcome is True:
+                self.stats.jobs += 1
+            elif isinstance(outcome, Refused):  # the trust rule (logged there, once per peer), or purged here
+                self._drop(outcome.reason, outcome)
+            elif isinstance(outcome, NodeError):  # e.g. the local queue is full: the job is recorded, not run
+                log.warning("cannot apply a job from catch-up: %s", outcome.message)
+            elif isinstance(outcome, Exception):  # e.g. a value SQLite cannot store: drop this entry only
+                self._drop("error", outcome)
+        return checked.upto, checked.more
+
+    def _holds_job(self, known: Held, entry: Any) -> bool:
+        """A job this node knows, without a cancel to pass on (a purged one is counted as dropped)."""
+        job = entry.get("job") if isinstance(entry, dict) else None
+        job_id = job.get("job_id") if isinstance(job, dict) else None
+        if not isinstance(job_id, str) or job_id not in known.known or entry.get("cancel") is not None:
+            return False
+        if job_id in known.purged:
+            self._drop("purged", WireError("purged", f"job {job_id} was purged here"))
+        return True
+
+    def _holds_execution(self, known: Held, entry: Any) -> bool:
+        """This node's own execution (only this node writes it), or one held at that version or newer."""
+        if not isinstance(entry, dict):
+            return False
+        job_id, node_id, version = entry.get("job_id"), entry.get("node_id"), entry.get("version")
+        if not isinstance(job_id, str) or not isinstance(node_id, str):
+            return False
+        if node_id == self.identity.node_id:
+            return True
+        stored = known.version(job_id, node_id)
+        return stored is not None and _is_count(version) and version <= stored
+
+    async def _merge_allocations(self, allocations: list[Allocation]) -> None:
+        """Each verified allocation through the node (an older peer sends none); refused ones dropped and counted."""
+        for allocation in allocations:
             try:
-                await self.inbound.on_allocation(parse_allocation(entry))
-            except (WireError, Refused) as exc:
+                if await self.inbound.on_allocation(allocation):
+                    self.stats.allocations += 1
+            except Refused as exc:
                 self._drop(exc.reason, exc)
             except NodeError as exc:
                 log.warning("cannot apply an allocation from catch-up: %s", exc.message)
@@ -210,6 +249,10 @@ class Sync:
     async def catch_up(self, peer_id: str, request: Callable[[dict[str, Any]], Awaitable[Any]]) -> int:
         """Fetch and merge everything ``peer_id`` changed since we last asked it; returns the pages read.
 
+        Three stages overlap, one page in each: the peer builds the next page while this node checks one (in a
+        worker thread) and merges the one before (the store's writer thread). At most three pages, each bounded
+        in bytes, are held at once.
+
         Raises:
             WireError: the peer answered something that is not a sync page.
             Whatever ``request`` raises when the peer cannot be reached.
@@ -217,16 +260,57 @@ class Sync:
         key = watermark_key(peer_id)
         stored = await self.store.get_meta(key)
         since = int(stored) if stored and stored.isdigit() else 0
+        fetched_in, fetched = trio.open_memory_channel[tuple[Any, int] | Exception](0)
+        checked_in, checked = trio.open_memory_channel[Checked | Exception](0)
+
+        async def fetch(since: int) -> None:
+            async with fetched_in:
+                more, first = True, True
+                try:
+                    while more:
+                        asked: dict[str, Any] = {"since": since, "limit": PAGE_LIMIT, "max_bytes": PAGE_BYTES}
+                        if first:
+                            asked["nodes"] = True  # the node records once a round, with its first page
+                        page = await request(asked)
+                        await fetched_in.send((page, since))
+                        since, more = _next(page, since)
+                        first = False
+                except Exception as exc:  # handed on to the merging stage, which raises it (no exception group)
+                    await fetched_in.send(exc)
+
+        async def check() -> None:
+            async with checked_in:
+                async for item in fetched:
+                    try:
+                        result: Checked | Exception = (
+                            item if isinstance(item, Exception) else await self._prepare(*item)
+                        )
+                    except Exception as exc:
+                        result = exc
+                    await checked_in.send(result)
+                    if isinstance(result, Exception):
+                        return
+
         pages = 0
-        more = True
-        while more:
-            asked: dict[str, Any] = {"since": since, "limit": PAGE_SIZE}
-            if pages == 0:
-                asked["nodes"] = True  # the node records once a round, with its first page
-            page = await request(asked)
-            since, more = await self.apply_page(page, since)
-            await self.store.set_meta(key, str(since))
-            pages += 1
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, since)
+            nursery.start_soon(check)
+            async for item in checked:
+                try:
+                    if isinstance(item, Exception):
+                        raise item
+                    since, more = await self._merge(item)
+                    await self.store.set_meta(key, str(since))
+                except Exception as exc:
+                    failure = exc
+                    break
+                pages += 1
+                if not more:
+                    break
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         self.stats.rounds += 1
         return pages
 
@@ -273,6 +357,42 @@ class Sync:
 
 def watermark_key(peer_id: str) -> str:
     return f"sync.{peer_id}"
+
+
+def _next(page: Any, since: int) -> tuple[int, bool]:
+    """The watermark after ``page`` (asked from ``since``) and whether more follow: 0 and True when the peer's
+    store is younger than what we remember of it (it was replaced: start over).
+
+    Raises:
+        WireError: not a page (an error answer, or without upto/head/more or the jobs/executions lists).
+    """
+    if not isinstance(page, dict) or "error" in page:
+        raise WireError("malformed", f"sync answer: {page.get('error') if isinstance(page, dict) else page!r}")
+    upto, head, more = page.get("upto"), page.get("head"), page.get("more")
+    if not _is_count(upto) or not _is_count(head) or not isinstance(more, bool):
+        raise WireError("malformed", "sync answer without upto/head/more")
+    if not isinstance(page.get("jobs"), list) or not isinstance(page.get("executions"), list):
+        raise WireError("malformed", "sync answer without jobs/executions lists")
+    if head < since:
+        return 0, True
+    return max(upto, since), more
+
+
+def _job_ids(jobs: list[Any], executions: list[Any]) -> list[str]:
+    """The job IDs a page names (strings only: what is not one is not looked up, and fails its check later)."""
+    ids = [e["job"].get("job_id") for e in jobs if isinstance(e, dict) and isinstance(e.get("job"), dict)]
+    ids += [e.get("job_id") for e in executions if isinstance(e, dict)]
+    return [i for i in ids if isinstance(i, str)]
+
+
+def _metas(conn: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+    """The ``meta`` values of ``keys`` that exist, in one query."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        "SELECT key, value FROM meta WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)
+    )
+    return dict(rows.fetchall())
 
 
 def _is_age(value: Any) -> bool:

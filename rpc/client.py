@@ -18,9 +18,11 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from node.errors import ERROR_CLASSES, NodeError, ValidationError
 
@@ -30,6 +32,8 @@ __all__ = [
     "BadResponseError",
     "Client",
     "ClientError",
+    "Event",
+    "EventStream",
     "NodeUnreachableError",
     "RemoteError",
     "endpoint",
@@ -175,18 +179,151 @@ class Client:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self._scheme == "https":
-                import ssl  # only when needed: it costs startup time
-
-                try:
-                    context = ssl.create_default_context(cafile=self._cacert)
-                except (OSError, ssl.SSLError) as exc:  # FileNotFoundError included
-                    message = f"cannot reach a node at {self.url}: bad CA file {self._cacert}: {_reason(exc)}"
-                    raise NodeUnreachableError(message) from None
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=context)
-            else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._conn = self._open(self._timeout)
         return self._conn
+
+    def _open(self, timeout: float) -> http.client.HTTPConnection:
+        if self._scheme == "https":
+            import ssl  # only when needed: it costs startup time
+
+            try:
+                context = ssl.create_default_context(cafile=self._cacert)
+            except (OSError, ssl.SSLError) as exc:  # FileNotFoundError included
+                message = f"cannot reach a node at {self.url}: bad CA file {self._cacert}: {_reason(exc)}"
+                raise NodeUnreachableError(message) from None
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def events(
+        self,
+        *,
+        job_ids: Iterable[str] = (),
+        node_ids: Iterable[str] = (),
+        types: Iterable[str] = (),
+        last_event_id: int | None = None,
+    ) -> EventStream:
+        """Open the node's event stream (``GET /events``, on a connection of its own), filtered as given, from
+        after ``last_event_id`` (None: from now). The node has taken the subscription when this returns.
+
+        Raises:
+            NodeError: the node refused it (a wrong token, an unknown type). NodeUnreachableError: no answer.
+        """
+        query = [("job_id", j) for j in job_ids] + [("node_id", n) for n in node_ids] + [("type", t) for t in types]
+        if last_event_id is not None:
+            query.append(("last_event_id", str(last_event_id)))
+        return self._stream("events", query)
+
+    def follow_logs(self, job_id: str, *, node_id: str | None = None, tail: int | None = None) -> EventStream:
+        """Open a job's output on a node (default: the one called) as it is written (``GET /logs``): events
+        ``stdout``/``stderr`` ({"text"}), then ``end`` ({"state", "exit_code", "attempt"}) when the execution
+        ends, or ``cut`` ({"reason"}) when the node ended the follow early.
+
+        Raises:
+            NodeError: the node refused it (NotFoundError: no such job or execution). NodeUnreachableError.
+        """
+        query = [("job_id", job_id)]
+        if node_id is not None:
+            query.append(("node_id", node_id))
+        if tail is not None:
+            query.append(("tail", str(tail)))
+        return self._stream("logs", query)
+
+    def _stream(self, route: str, query: list[tuple[str, str]]) -> EventStream:
+        """GET a Server-Sent Events route of the node, on a connection of its own."""
+        base = self._path[: -len("/jrpc")] if self._path.endswith("/jrpc") else self._path.rstrip("/")
+        path = f"{base}/{route}" + (f"?{urlencode(query)}" if query else "")
+        headers = {k: v for k, v in self._headers.items() if k == "Authorization"} | {"Accept": "text/event-stream"}
+        conn = self._open(EVENTS_TIMEOUT)
+        try:
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raw = response.read()
+                try:
+                    answer = json.loads(raw)
+                except ValueError:
+                    raise BadResponseError(f"{self.url} answered GET /{route} with HTTP {response.status}") from None
+                error = answer.get("error") if isinstance(answer, dict) else None
+                if error is None:
+                    raise BadResponseError(f"{self.url} answered GET /{route} with HTTP {response.status}")
+                raise error_from(error)
+            stream = EventStream(conn, response, self.url)
+            stream.opening()  # the node sends a comment first: past it, nothing after now is missed
+            return stream
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise NodeUnreachableError(f"cannot reach a node at {self.url}: {_reason(exc)}") from None
+        except BaseException:
+            conn.close()
+            raise
+
+
+EVENTS_TIMEOUT = 60.0
+"""Seconds an event stream may stay silent: the node sends a comment every 15 s."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a node's stream (``GET /events``): ``type`` as the node names it, ``data`` its object."""
+
+    id: int | None
+    type: str
+    data: Any
+
+
+class EventStream:
+    """An open event stream: iterate for its events; it ends when the node ends it (it stops). Close it (or use
+    it as a context manager) when done.
+
+    Raises (while iterating):
+        NodeUnreachableError: the connection dropped or stayed silent for ``EVENTS_TIMEOUT``.
+    """
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, url: str) -> None:
+        self._conn = conn
+        self._response = response
+        self._url = url
+        self.last_id: int | None = None
+        """The id of the last event read: where to resume (``Client.events(last_event_id=...)``)."""
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _line(self) -> str | None:
+        try:
+            raw = self._response.readline()
+        except (OSError, http.client.HTTPException) as exc:
+            raise NodeUnreachableError(f"lost the event stream of {self._url}: {_reason(exc)}") from None
+        return raw.decode("utf-8", "replace").rstrip("\r\n") if raw else None
+
+    def opening(self) -> None:
+        """Read up to the end of the node's first block (a comment): the subscription is in place."""
+        while self._line() not in (None, ""):
+            pass
+
+    def __iter__(self) -> Iterator[Event]:
+        fields: dict[str, str] = {}
+        while (line := self._line()) is not None:
+            if line == "":
+                if "data" in fields:
+                    event_id = int(fields["id"]) if fields.get("id", "").isdigit() else None
+                    try:
+                        data = json.loads(fields["data"])
+                    except ValueError:
+                        raise BadResponseError(f"{self._url} sent an event that is not JSON") from None
+                    if event_id is not None:
+                        self.last_id = event_id
+                    yield Event(event_id, fields.get("event", "message"), data)
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """The HTTP face of a node: Quart-Trio on hypercorn's trio worker, over HTTPS when given a certificate.
 
-``POST /jrpc`` carries JSON-RPC 2.0; ``GET /healthz`` and ``GET /metrics`` are for operators.
+``POST /jrpc`` carries JSON-RPC 2.0; ``GET /healthz`` and ``GET /metrics`` are for operators; ``GET /ui/`` is the
+dashboard (``rpc/ui``: public static files under a strict CSP; the page sends the token on its own requests).
 HTTP-level failures (oversized body, wrong method, missing token) still answer with a JSON-RPC error
 object, so a client always gets something it can parse.
 
@@ -28,6 +29,8 @@ from werkzeug.exceptions import HTTPException
 from node.errors import ConfigError, UnauthorizedError
 
 from .protocol import Dispatcher
+from .ui import PUBLIC_ENDPOINTS as UI_ENDPOINTS
+from .ui import ui_blueprint
 
 __all__ = ["Health", "Metrics", "check_tls", "create_app", "serve_rpc"]
 
@@ -67,7 +70,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_body
     full = f"Bearer {token}".encode() if token else None
     read = f"Bearer {read_token}".encode() if read_token else None
-    public = {"healthz", *(["metrics_view"] if metrics_public else [])}
+    public = {"healthz", *UI_ENDPOINTS, *(["metrics_view"] if metrics_public else [])}  # /ui asks for the token itself
+    app.register_blueprint(ui_blueprint())
 
     @app.before_request
     async def authenticate() -> Response | None:

@@ -216,10 +216,12 @@ class ChaosNode:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one node knows: every job's status, and the executions of the jobs that run somewhere."""
+    """What one node knows: every job's status, and the executions and allocation (version, by, nodes) of the
+    jobs that run somewhere."""
 
     jobs: dict[str, str]
     executions: dict[str, frozenset[tuple[str, str, int]]]
+    allocations: dict[str, tuple[int, str, tuple[str, ...]] | None]
 
 
 @dataclass(frozen=True)
@@ -231,8 +233,10 @@ class Agreement:
 class Cluster:
     """Nodes on a ``Lan``: start, fault, create jobs, and read whether they agree."""
 
-    def __init__(self, lan: Lan, root: Path, http: httpx.Client) -> None:
+    def __init__(self, lan: Lan, root: Path, http: httpx.Client, flags: Sequence[str] = ()) -> None:
+        """``flags``: added to every node's command line."""
         self.lan = lan
+        self.flags = tuple(flags)
         self.root = root
         self.http = http
         self.nodes: dict[int, ChaosNode] = {}
@@ -247,7 +251,7 @@ class Cluster:
         started = []
         for i in indexes:
             if i not in self.nodes:  # a restart keeps its first bootstrap list (and its data dir)
-                self.nodes[i] = ChaosNode(self.lan, i, self.root, addresses)
+                self.nodes[i] = ChaosNode(self.lan, i, self.root, addresses, *self.flags)
             started.append(self.nodes[i])
         each(started, ChaosNode.start)
         return started
@@ -291,17 +295,20 @@ class Cluster:
             if not cursor:
                 break
         executions = {}
+        allocations: dict[str, tuple[int, str, tuple[str, ...]] | None] = {}
         for job_id in self.tracked:
             if job_id in jobs:
                 status = self.call(index, "ContainerService.Status", {"job_id": job_id})
                 executions[job_id] = frozenset((e["node_id"], e["state"], e["version"]) for e in status["executions"])
-        return Snapshot(jobs, executions)
+                a = status.get("allocation")
+                allocations[job_id] = (a["version"], a["by"], tuple(sorted(a["nodes"]))) if a else None
+        return Snapshot(jobs, executions, allocations)
 
-    def agreement(self, expected_jobs: Iterable[str] = ()) -> Agreement:
+    def agreement(self, expected_jobs: Iterable[str] = (), nodes: Sequence[int] | None = None) -> Agreement:
         """Whether every running node knows the same jobs (``expected_jobs`` among them) with the same statuses,
         and the same (node, state, version) executions of the tracked jobs; and no replicas job runs more
         copies than it asked for."""
-        indexes = self.running()
+        indexes = list(nodes) if nodes is not None else self.running()
         try:
             snaps = dict(zip(indexes, each(indexes, self.snapshot), strict=True))
         except (httpx.HTTPError, RuntimeError) as exc:
@@ -319,14 +326,26 @@ class Cluster:
                 return Agreement(False, f"nodes {indexes[0]} and {i} differ in {differ} job status(es)")
             if snap.executions != first.executions:
                 return Agreement(False, f"nodes {indexes[0]} and {i} differ in executions")
+            if snap.allocations != first.allocations:
+                return Agreement(False, f"nodes {indexes[0]} and {i} differ in allocations")
         for job_id, replicas in self.tracked.items():
             running = [e for e in first.executions.get(job_id, ()) if e[1] == "running"]
             if replicas and len(running) > replicas:
                 return Agreement(False, f"job {job_id} runs {len(running)} copies, wanted {replicas}")
+            allocation = first.allocations.get(job_id)
+            if replicas and allocation is not None and {e[0] for e in running} - set(allocation[2]):
+                return Agreement(False, f"job {job_id} runs a copy its allocation does not name")
         return Agreement(True, f"{len(indexes)} nodes agree on {len(first.jobs)} jobs")
 
-    def wait_agreement(self, expected_jobs: Iterable[str] = (), timeout: float = 60, interval: float = 0.2) -> float:
-        """Seconds until the nodes agree (measured to the start of the snapshot that showed it).
+    def wait_agreement(
+        self,
+        expected_jobs: Iterable[str] = (),
+        timeout: float = 60,
+        interval: float = 0.2,
+        nodes: Sequence[int] | None = None,
+    ) -> float:
+        """Seconds until the nodes (``nodes``, or all running) agree (measured to the start of the snapshot that
+        showed it).
 
         Raises:
             AssertionError: not within ``timeout``; says what differed last.
@@ -336,7 +355,7 @@ class Cluster:
         last = Agreement(False, "not checked")
         while time.monotonic() - start < timeout:
             began = time.monotonic()
-            last = self.agreement(expected)
+            last = self.agreement(expected, nodes)
             if last.agreed:
                 return began - start
             time.sleep(interval)
@@ -390,10 +409,12 @@ def arrivals(node: ChaosNode) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def cluster(size: int, root: Path, *, unavailable: Callable[[str, str], NoReturn] = missing) -> Iterator[Cluster]:
-    """A ``Lan`` of ``size`` and a ``Cluster`` on it, no node started; everything removed afterwards. Where the
-    network cannot be made, ``unavailable(what, why)``: by default the test is skipped, and failed where
-    everything is required (CI)."""
+def cluster(
+    size: int, root: Path, *, unavailable: Callable[[str, str], NoReturn] = missing, flags: Sequence[str] = ()
+) -> Iterator[Cluster]:
+    """A ``Lan`` of ``size`` and a ``Cluster`` on it (every node started with ``flags``), no node started;
+    everything removed afterwards. Where the network cannot be made, ``unavailable(what, why)``: by default the
+    test is skipped, and failed where everything is required (CI)."""
     lan = Lan(size)
     try:
         lan.create()
@@ -401,7 +422,7 @@ def cluster(size: int, root: Path, *, unavailable: Callable[[str, str], NoReturn
         unavailable("network namespaces and iptables", f"{exc} (needs root, iproute2, iptables)")
     try:
         with httpx.Client(timeout=15) as http:
-            chaos = Cluster(lan, root, http)
+            chaos = Cluster(lan, root, http, flags)
             try:
                 yield chaos
             finally:

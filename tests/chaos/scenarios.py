@@ -6,15 +6,30 @@ at the issue's size (10 nodes, 30 s faults, 100 jobs per part).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import statistics
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .harness import IMAGE, Cluster, arrivals, each
+import httpx
 
-__all__ = ["Flapping", "Loss", "Partition", "flapping", "isolated_replica", "loss", "partition", "real_job"]
+from .harness import IMAGE, Cluster, arrivals, each, wait
+
+__all__ = [
+    "Flapping",
+    "Loss",
+    "Partition",
+    "Replica",
+    "flapping",
+    "isolated_replica",
+    "loss",
+    "partition",
+    "real_job",
+    "running_copies",
+]
 
 
 def real_job(cluster: Cluster, index: int, seconds: float = 1) -> str:
@@ -32,6 +47,10 @@ class Partition:
     heal_to_agreement: float
     join_to_agreement: float | None
     jobs: list[str] = field(default_factory=list)
+    survivors_agree: float | None = None
+    """Heal to agreement of the nodes that were not killed (the restarted one is still starting meanwhile)."""
+    restart: float | None = None
+    """Heal until the killed node's RPC answered again (the process start, on this machine)."""
 
 
 def partition(
@@ -63,8 +82,14 @@ def partition(
     time.sleep(max(0.0, seconds - (time.monotonic() - began)))
     cluster.lan.heal()
     healed = time.monotonic()
+    survivors = restart = None
     if kill is not None:
-        cluster.start([kill])
+        with ThreadPoolExecutor(1) as pool:  # the restart, while the others are watched
+            started = pool.submit(lambda: (cluster.start([kill]), time.monotonic() - healed)[1])
+            others = [i for i in cluster.running() if i != kill]
+            asked = time.monotonic() - healed
+            survivors = asked + cluster.wait_agreement(jobs, timeout=timeout, nodes=others)
+            restart = started.result()
     cluster.wait_agreement(jobs, timeout=timeout)
     heal_to_agreement = time.monotonic() - healed
     join = None
@@ -73,7 +98,7 @@ def partition(
         cluster.start([late])
         cluster.wait_agreement(jobs, timeout=timeout)
         join = time.monotonic() - joined
-    return Partition(heal_to_agreement, join, jobs)
+    return Partition(heal_to_agreement, join, jobs, survivors, restart)
 
 
 @dataclass
@@ -155,14 +180,51 @@ def loss(cluster: Cluster, *, probability: float, seconds: float, jobs: int, tim
     return Loss(latencies, lost)
 
 
-def isolated_replica(cluster: Cluster, index: int, *, replicas: int, seconds: float, timeout: float = 60) -> float:
-    """A replicas job created on node ``index`` (which runs one copy), then ``index`` cut off from every other node
-    for ``seconds``; measures heal to agreement, no more than ``replicas`` copies running on any node's view."""
-    spec = {"image": IMAGE, "arguments": ["sleep", str(seconds * 3)], "placement": {"replicas": replicas}}
-    job = cluster.create(index, spec, replicas=replicas)
-    cluster.lan.isolate(index)
-    time.sleep(seconds)
+@dataclass
+class Replica:
+    replaced_after: float | None
+    """Seconds from the cut to the majority running every copy elsewhere (None: not within the cut)."""
+    heal_to_agreement: float
+    running: int
+    """Copies running once settled (or when waiting for that gave up)."""
+    heal_to_settled: float
+    """Heal until every node sees exactly the wanted number of copies running, and the nodes agree."""
+
+
+def running_copies(cluster: Cluster, index: int, job_id: str) -> list[str]:
+    """The nodes that node ``index`` sees running a copy of ``job_id``."""
+    status = cluster.call(index, "ContainerService.Status", {"job_id": job_id})
+    return [e["node_id"] for e in status["executions"] if e["state"] == "running"]
+
+
+def isolated_replica(cluster: Cluster, creator: int, *, replicas: int, seconds: float, timeout: float = 60) -> Replica:
+    """A replicas job created on node ``creator``; once its copies run, a node running one is cut off from every
+    other node for ``seconds``. Measures how soon the majority runs the copy elsewhere, then heal to agreement;
+    the harness's agreement also holds that no node sees more than ``replicas`` copies running."""
+    spec = {"image": IMAGE, "arguments": ["sleep", str(seconds * 4)], "placement": {"replicas": replicas}}
+    job = cluster.create(creator, spec, replicas=replicas)
+    by_id = {cluster.nodes[i].node_id: i for i in cluster.running()}
+    wait(lambda: len(running_copies(cluster, creator, job)) == replicas, timeout, f"{replicas} copies running")
+    cut = by_id[sorted(running_copies(cluster, creator, job))[0]]
+    witness = next(i for i in cluster.running() if i != cut)
+    cluster.lan.isolate(cut)
+    began = time.monotonic()
+    replaced = None
+    while time.monotonic() - began < seconds:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError):
+            copies = running_copies(cluster, witness, job)
+            if replaced is None and len(copies) == replicas and cluster.nodes[cut].node_id not in copies:
+                replaced = time.monotonic() - began
+        time.sleep(0.5)
     cluster.lan.heal()
     healed = time.monotonic()
     cluster.wait_agreement([job], timeout=timeout)
-    return time.monotonic() - healed
+    took = time.monotonic() - healed
+
+    def settled() -> bool:  # the two sides' revisions merged: every node sees exactly ``replicas`` running
+        counts = each(cluster.running(), lambda i: len(running_copies(cluster, i, job)))
+        return set(counts) == {replicas} and cluster.agreement([job]).agreed
+
+    with contextlib.suppress(AssertionError):
+        wait(settled, timeout, f"{replicas} copies running on every node's view")
+    return Replica(replaced, took, len(running_copies(cluster, witness, job)), time.monotonic() - healed)

@@ -73,10 +73,13 @@ def test_wait_on_a_failing_job_exits_non_zero(node: NodeProcess) -> None:
 def test_create_prints_the_id_and_status_shows_a_table(node: NodeProcess) -> None:
     job_id = create(node, "--name", "greeting", "--", "echo", "hello")
     assert cmnode("status", job_id, "--wait", url=node.url).returncode == 0
-    table = ok("status", job_id, node=node)
+    table = ok("status", job_id, "--no-trunc", node=node)
     assert job_id in table and IMAGE in table
     row = next(line for line in table.splitlines() if line.startswith(node.node_id))
     assert row.split()[1:4] == ["complete", "1", "0"]
+    short = ok("status", job_id, node=node)  # short IDs, within 80 columns
+    assert job_id not in short and job_id[:8] in short and all(len(line) <= 80 for line in short.splitlines())
+    assert next(line for line in short.splitlines() if line.startswith(node.node_id[:16])).split()[1] == "complete"
     status = as_json("status", job_id, node=node)
     assert status["spec"]["name"] == "greeting"
     assert status["spec"]["arguments"] == ["echo", "hello"]
@@ -111,7 +114,9 @@ def test_jobs_filters_by_label_and_status(node: NodeProcess) -> None:
 
     table = ok("jobs", "--label", f"suite={suite}", node=node)
     rows = [line.split() for line in table.splitlines()[1:]]
-    assert [(r[0], r[1]) for r in rows] == [(bad, "failed"), (good, "complete")]
+    assert [(r[0], r[1]) for r in rows] == [(bad[:8], "failed"), (good[:8], "complete")]  # short IDs
+    wide = ok("jobs", "--label", f"suite={suite}", "--no-trunc", node=node)
+    assert [line.split()[0] for line in wide.splitlines()[1:]] == [bad, good]
 
 
 def test_logs_split_streams_tail_and_node(node: NodeProcess) -> None:

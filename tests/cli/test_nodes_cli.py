@@ -20,7 +20,8 @@ def test_nodes_table_fits_80_columns(monkeypatch: pytest.MonkeyPatch, capsys: py
         "nodes": [
             {"node_id": ID, "name": "a-very-long-host-name.example.internal", "state": "ready", "self": True,
              "labels": {"zone": "eu-west-1a", "disk": "ssd", "gpu": "none"}, "capacity": {"cpus": 64.0,
-             "memory": 512 * 1024**3}, "running": 1234, "last_seen": now},
+             "memory": 512 * 1024**3}, "allocated": {"cpus": 2.0, "memory": 0, "jobs": 17}, "running": 1234,
+             "last_seen": now},
             {"node_id": ID[:-1] + "Z", "name": "b", "state": "down", "self": False, "labels": {},
              "capacity": {"cpus": None, "memory": None}, "running": 0, "last_seen": now - 3600},
         ]
@@ -34,7 +35,8 @@ def test_nodes_table_fits_80_columns(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert client_cli.nodes() == client_cli.Exit.OK
     lines = capsys.readouterr().out.splitlines()
     assert all(len(line) <= 80 for line in lines), lines
-    assert lines[0].split() == ["NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "RUN", "SEEN"]
+    assert lines[0].split() == ["NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "ALLOC", "RUN", "SEEN"]
     first, second = lines[1].split(), lines[2].split()
-    assert first[0] == ID[: client_cli.SHORT_ID] + "*" and first[2] == "ready" and "512.0G" in first
+    assert first[0] == ID[: client_cli.SHORT_ID] + "*" and first[2] == "ready" and "512G" in first
+    assert first[-3:] == ["17", "1234", "now"]  # allocated copies, then running containers
     assert second[:3] == [ID[: client_cli.SHORT_ID], "b", "down"] and second[-2:] == ["60m", "ago"]

@@ -61,6 +61,15 @@ class FakeInbound:
         self.calls.append(("job", job.job_id))
         return True
 
+    async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:
+        outcomes: list[bool | Exception] = []
+        for job, cancel in jobs:
+            try:
+                outcomes.append(await self.on_job(job, cancel=cancel))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def caught_up(self) -> None:
         self.calls.append(("caught_up", ""))
 

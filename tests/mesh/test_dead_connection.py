@@ -15,6 +15,8 @@ import signal
 import pytest
 import trio
 
+from node.liveness import INTERVAL, MISSES, TIMEOUT
+
 from .cluster import eventually
 from .conftest import Cluster
 
@@ -80,15 +82,16 @@ async def test_a_silently_dead_connection_is_noticed_and_replaced(cluster: Clust
             return forwarder.closed_while_paused >= 1 and await dead_connections() >= 1
 
         await eventually(noticed, timeout=20)
-        assert trio.current_time() - paused_at < 12, "the dead connection was noticed too late"
+        bound = (MISSES - 1) * INTERVAL + TIMEOUT + INTERVAL + 4  # the verdict, plus a busy machine's slack
+        assert trio.current_time() - paused_at < bound, "the dead connection was noticed too late"
         logs = a.log.read_text() + b.log.read_text()
-        assert "did not answer 2 pings" in logs
+        assert f"did not answer {MISSES} pings" in logs
         forwarder.paused = False
 
         await eventually(connected, timeout=20)
-        dead = await dead_connections()
-        await trio.sleep(6)  # three rounds of pings: the new connection answers them
-        assert await connected() and await dead_connections() == dead
+        await trio.sleep(3 * INTERVAL)  # three rounds of pings: the new connection answers them
+        # each side may have judged the dead connection (once each); none judged the new one
+        assert await connected() and await dead_connections() <= 2
         nursery.cancel_scope.cancel()
     for node in (a, b):
         assert node.stop(signal.SIGTERM) == 0

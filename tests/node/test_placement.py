@@ -244,3 +244,51 @@ def test_50_nodes_1000_jobs_placed_evenly_and_only_the_dead_nodes_jobs_move() ->
         revisers[reviser(j.job_id, after)] += 1
     assert not dead & set(revisers)
     assert all(loads[n].memory <= 256 * GIB for n in loads)
+
+
+# -- what a node's own record says it holds ------------------------------------------------------------
+
+
+def test_a_nodes_own_record_of_its_allocations_counts_when_they_were_not_heard_here() -> None:
+    from node.noderecord import Allocated
+
+    busy = NodeInfo(node_id="n00", memory=4 * GIB, allocated=Allocated(memory=3 * GIB, jobs=5))
+    idle = NodeInfo(node_id="n01", memory=4 * GIB)
+    for i in range(20):  # whatever the job's hash prefers
+        assert choose(f"j{i}", job("j").spec, [busy, idle], {}, want=1).nodes == ("n01",)
+    big = job("big", 2, memory=2 * GIB)
+    choice = choose("big", big.spec, [busy, idle], {}, want=2)
+    assert choice.nodes == ("n01",) and choice.note.startswith("1 of 2 replicas placed")  # 3 + 2 GiB > 4 GiB
+    known = {"n00": Load(count=7)}  # what is known here counts when it is more
+    assert choose("j", job("j").spec, [busy, NodeInfo(node_id="n01", allocated=Allocated(jobs=6))], known,
+                  want=1).nodes == ("n01",)  # fmt: skip
+
+
+def test_origins_whose_gossip_lags_spread_evenly_by_the_heartbeats_of_the_holders() -> None:
+    """5 origins create 100 jobs round robin; each allocation reaches the other origins only 25 creates later
+    (gossip lagging on a loaded machine), while each node's record (what it holds, as it counts it) reaches
+    them every 5 creates: a heartbeat. Counting only what it has heard, an origin piles its jobs on the nodes
+    whose recent allocations it has not heard of yet."""
+    from node.noderecord import Allocated
+
+    ids = [f"n{i:02d}" for i in range(5)]
+    truth = dict.fromkeys(ids, 0)  # what each node holds (it hears every allocation naming it at once)
+    heard: dict[str, dict[str, Load]] = {o: {} for o in ids}  # what each origin counts from allocations
+    in_flight: list[tuple[int, str, Job, str]] = []
+    records = dict.fromkeys(ids, 0)
+    for i in range(100):
+        if i % 5 == 0:
+            records = dict(truth)
+        for item in [f for f in in_flight if f[0] <= i]:
+            in_flight.remove(item)
+            for other in ids:
+                if other != item[1]:
+                    move(heard[other], item[2].spec, (), (item[3],))
+        origin = ids[i % 5]
+        view = [NodeInfo(node_id=n, allocated=Allocated(jobs=records[n])) for n in ids]
+        j = job(f"job-{i}")
+        (chosen,) = allocate(j, view, heard[origin]).nodes
+        move(heard[origin], j.spec, (), (chosen,))
+        in_flight.append((i + 25, origin, j, chosen))
+        truth[chosen] += 1
+    assert max(truth.values()) / min(truth.values()) <= 1.25, truth

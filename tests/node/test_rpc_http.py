@@ -114,7 +114,7 @@ async def test_the_token_guards_metrics_and_every_route_but_healthz(start_node: 
     running, _ = await start_node(rpc_token="s3cret")
     url = running.rpc_url
     async with httpx.AsyncClient(timeout=30) as client:
-        for path in ("/metrics", "/events", "/ui", "/anything"):  # a route added later is guarded too
+        for path in ("/metrics", "/events", "/logs", "/anything"):  # a route added later is guarded too
             response = await client.get(url + path)
             assert response.status_code == 401, path
             assert response.json()["error"]["code"] == -32004
@@ -130,7 +130,7 @@ async def test_metrics_public_leaves_only_metrics_open(start_node: NodeFactory) 
     running, _ = await start_node(rpc_token="s3cret", metrics_public=True)
     async with httpx.AsyncClient(timeout=30) as client:
         assert (await client.get(running.rpc_url + "/metrics")).status_code == 200
-        assert (await client.get(running.rpc_url + "/ui")).status_code == 401
+        assert (await client.get(running.rpc_url + "/events")).status_code == 401
     assert (await call(running.rpc_url, "NodeService.Info", {})).status_code == 401
 
 

@@ -1,0 +1,78 @@
+"""Checking a catch-up page's entries: each through the one checker and its signature, as gossip's are.
+
+Pure CPU and no shared state, so ``node/sync.py`` runs it in a worker thread while the trio thread (RPC, gossip)
+and the store's writer carry on. Nothing here raises: a bad entry is returned as a drop with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .allocation import Allocation
+from .model import Cancel, Execution, Job
+from .wire import WireError, parse_allocation, parse_cancel, parse_execution, parse_job
+
+__all__ = ["Checked", "cancel_of", "check_entries"]
+
+
+@dataclass
+class Checked:
+    """A page's entries that passed the checker and their signatures, why the others were dropped, and the
+    watermark and ``more`` of the page."""
+
+    upto: int = 0
+    more: bool = False
+    executions: list[Execution] = field(default_factory=list)
+    allocations: list[Allocation] = field(default_factory=list)
+    jobs: dict[str, tuple[Job, Cancel | None]] = field(default_factory=dict)
+    drops: list[tuple[str, Exception]] = field(default_factory=list)
+
+
+def check_entries(jobs: list[Any], executions: list[Any], allocations: list[Any]) -> Checked:
+    """Every entry through the one checker and its signature check (pure CPU: run in a worker thread)."""
+    out = Checked()
+    for entry in executions:
+        try:
+            out.executions.append(parse_execution(entry))
+        except WireError as exc:
+            out.drops.append((exc.reason, exc))
+        except Exception as exc:  # a parser bug must cost one entry, not the node
+            out.drops.append(("error", exc))
+    for entry in allocations:
+        try:
+            out.allocations.append(parse_allocation(entry))
+        except WireError as exc:
+            out.drops.append((exc.reason, exc))
+        except Exception as exc:
+            out.drops.append(("error", exc))
+    for entry in jobs:
+        try:
+            if not isinstance(entry, dict):
+                raise WireError("malformed", "sync job entry")
+            job = parse_job(entry.get("job"))
+        except WireError as exc:
+            out.drops.append((exc.reason, exc))
+            continue
+        except Exception as exc:
+            out.drops.append(("error", exc))
+            continue
+        out.jobs[job.job_id] = (job, cancel_of(entry, job, out.drops))
+    return out
+
+
+def cancel_of(entry: dict[str, Any], job: Job, drops: list[tuple[str, Exception]]) -> Cancel | None:
+    """The entry's signed cancel, if any and verified; a bad one is dropped and counted, the job kept."""
+    data = entry.get("cancel")
+    if data is None:
+        return None
+    try:
+        cancel = parse_cancel(data)
+        if cancel.job_id != job.job_id:
+            raise WireError("malformed", f"cancel of {cancel.job_id} with job {job.job_id}")
+        return cancel
+    except WireError as exc:
+        drops.append((exc.reason, exc))
+    except Exception as exc:
+        drops.append(("error", exc))
+    return None
