@@ -9,8 +9,9 @@ A full disk fails the writes of that commit with ``StorageFullError`` and nothin
 the reads carry on, and the next commit that fits clears it (``full`` says why writes fail meanwhile). A file
 that is not a sound database stops the open with ``StoreDamagedError`` (checked with ``PRAGMA quick_check``).
 
-Its size (~650 lines) is one job, every SQL statement of the node next to the schema it queries, plus the
-full-disk mode (open read-only, probe, reopen): that mode is the seam along which to split it next.
+Its size (~870 lines) is more than one job: every SQL statement of the node next to the schema it queries,
+plus the full-disk mode (open read-only, probe, reopen) and the allocation and purge statements added since.
+The full-disk mode is the first seam along which to split it, the per-table statements the next.
 Rows are built with ``from_valid``: they were checked by the model's schemas on their way in.
 """
 
