@@ -78,6 +78,7 @@ async def run_node(
             # Started mesh first, so its publisher drains what the executor's recovery announces, while the
             # gate holds what peers send until the executor runs (see node/link.py).
             link = MeshLink(identity.node_id)
+            trust = Trust.of(identity.node_id, config.trusted_peer)  # who may originate jobs, cancels, orders
             queue = JobQueue(config.queue_size)
             executor = Executor(
                 node_id=identity.node_id,
@@ -92,14 +93,22 @@ async def run_node(
                 admission=Admission(
                     rate=config.peer_job_rate,
                     burst=config.peer_job_burst,
-                    trusted=Trust.of(identity.node_id, config.trusted_peer).may_originate,
+                    trusted=trust.may_originate,
                 ),
             )
-            registry = Registry.of(config, identity.node_id)
+            registry = Registry.of(config, identity.node_id, trust)
             await registry.load(store)  # every node seen before, down until heard
             services.start_soon(registry.keep, store)
             services.start_soon(events.watch_nodes, registry)
-            node = Node(config=config, identity=identity, store=store, executor=executor, mesh=link, registry=registry)
+            node = Node(
+                config=config,
+                identity=identity,
+                store=store,
+                executor=executor,
+                mesh=link,
+                registry=registry,
+                trust=trust,
+            )
             await services.start(node.followers.run)  # follows of output (logs --follow), local and peers'
             gate = InboundGate(node)
             mesh = Mesh(config=config, identity=identity, store=store, inbound=gate, link=link, directory=registry)

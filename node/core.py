@@ -48,6 +48,7 @@ class Node:
         mesh: Outbound | None = None,
         nodes: NodesView | None = None,
         registry: Registry | None = None,
+        trust: Trust | None = None,
     ) -> None:
         """``mesh`` is how this node publishes and reaches other nodes (``MeshLink``); none: a node alone.
         ``nodes`` is what this node knows of every node (``node/registry.py``); none: only itself."""
@@ -57,12 +58,13 @@ class Node:
         self.executor = executor
         self.rpc_url = rpc_url
         self.mesh: Outbound = mesh or NoMesh()
-        self.registry = registry or Registry.of(config, identity.node_id)  # none given: this node alone
+        self.trust = trust or Trust.of(identity.node_id, config.trusted_peer)
+        self.registry = registry or Registry.of(config, identity.node_id, self.trust)  # none given: this node alone
         """Every node this node has heard of: listed, drained and named through it (``node/registry.py``)."""
         self.nodes: NodesView = nodes or self.registry
         self._replica = Replica(
             store=store, node_id=identity.node_id, run=self._run_from_peer, cancel=self.cancel_from_peer,
-            trust=Trust.of(identity.node_id, config.trusted_peer), place=self._place_here, release=self._release_here,
+            trust=self.trust, place=self._place_here, release=self._release_here,
             labels=self._labels,
         )  # fmt: skip
         self.rescheduler = Rescheduler(

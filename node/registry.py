@@ -140,11 +140,13 @@ class Registry:
         self.refused = 0
 
     @classmethod
-    def of(cls, config: Config, node_id: str) -> Registry:
-        """The registry of a node run with ``config``: its name and labels, heartbeat and trust rule."""
+    def of(cls, config: Config, node_id: str, trust: Trust | None = None) -> Registry:
+        """The registry of a node run with ``config``: its name and labels, heartbeat and trust rule (``trust``,
+        the node's own; none given: built from ``config``)."""
+        trust = trust or Trust.of(node_id, config.trusted_peer)
         return cls(
             node_id=node_id, name=config.node_name or default_name(), labels=parse_labels(config.node_label),
-            heartbeat=config.heartbeat, may_order=Trust.of(node_id, config.trusted_peer).may_originate,
+            heartbeat=config.heartbeat, may_order=trust.may_originate,
         )  # fmt: skip
 
     # -- what this node learns ---------------------------------------------------------------------
