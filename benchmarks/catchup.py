@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,14 +37,13 @@ from typing import Any
 import httpx
 import trio
 
-from benchmarks.common import IMAGE, call, median, pct
+from benchmarks.common import IMAGE, LoggedNode, call, median, pct
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, State
 from node.store import Store
 from node.trust import sign_execution
 
 NO_DOCKER = "unix:///nonexistent/cmnode-bench/docker.sock"
-READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 30.0
 TARGET_RPC_P99_MS = 100.0
@@ -113,39 +110,9 @@ def _counts(db: Path, *, besides: str = "") -> tuple[int, int]:
 # -- processes ------------------------------------------------------------------------------------
 
 
-class Proc:
-    """A ``cmnode run`` on loopback (mDNS off, no Docker), from ``code`` (a source tree), logging to a file."""
-
-    def __init__(self, data: Path, code: Path, *flags: str) -> None:
-        self.log = data.with_suffix(".log")
-        self.launched = time.monotonic()
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
-                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data), "--docker-host", NO_DOCKER,
-                 "--log-level", "warning", *flags],
-                cwd=code, stdout=subprocess.PIPE, stderr=log, text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(code)},
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        match = READY.search(self.proc.stdout.readline())
-        if match is None:
-            self.proc.kill()
-            raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
-        self.ready = time.monotonic()
-        self.node_id, self.url = match.group(1), match.group(2)
-
-    def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def start_node(data: Path, code: Path, *flags: str) -> LoggedNode:
+    """A ``cmnode run`` from source tree ``code``, its store in ``data/data``, with no Docker to reach."""
+    return LoggedNode(data, "--docker-host", NO_DOCKER, "--log-level", "warning", *flags, code=code)
 
 
 class Prober(threading.Thread):
@@ -211,8 +178,8 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
     expected = _counts(template / "data" / "cmnode.db")
     with tempfile.TemporaryDirectory(prefix="cmnode-bench-catchup-") as tmp, ExitStack() as stack:
         sender_dir, joiner_dir = Path(tmp) / "sender", Path(tmp) / "joiner"
-        shutil.copytree(template / "data", sender_dir)
-        sender = Proc(sender_dir, sender_code)
+        shutil.copytree(template / "data", sender_dir / "data")
+        sender = start_node(sender_dir, sender_code)
         stack.callback(sender.stop)
         with httpx.Client(timeout=30) as http:
             addresses = call(http, sender.url, "NodeService.Info")["addresses"]
@@ -221,7 +188,7 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
             stack.callback(prober.halt.set)
             time.sleep(1.0)  # a few idle samples first, so the prober's connection is warm
             prober.recording.set()
-            joiner = Proc(joiner_dir, joiner_code, "--bootstrap", addresses[0])
+            joiner = start_node(joiner_dir, joiner_code, "--bootstrap", addresses[0])
             stack.callback(joiner.stop)
             deadline = joiner.launched + timeout
             while True:
@@ -235,10 +202,10 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
             prober.recording.clear()
         sender_rss, joiner_rss = sender.peak_rss_mb(), joiner.peak_rss_mb()
         joiner.stop()
-        got = _counts(joiner_dir / "cmnode.db", besides=joiner.node_id)
+        got = _counts(joiner.data_dir / "cmnode.db", besides=joiner.node_id)
         if got != expected:
             raise SystemExit(f"{label}: the joiner holds {got} (jobs, executions), the sender {expected}")
-        rerun = _counts(joiner_dir / "cmnode.db")[1] - got[1]  # finished jobs the joiner took for active
+        rerun = _counts(joiner.data_dir / "cmnode.db")[1] - got[1]  # finished jobs the joiner took for active
     latencies = prober.latencies or [float("nan")]
     return Result(
         label=label,

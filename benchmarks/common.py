@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,25 +45,43 @@ READY = re.compile(r"node (\S+) ready, RPC at (\S+)")
 
 
 class LoggedNode:
-    """A ``cmnode run`` process on loopback (mDNS off, port 0) that logs to ``data/node.log``, for benchmarks
-    that read its log or outlive one ``with`` block; ``stop`` it."""
+    """A ``cmnode run`` process on loopback (mDNS off, port 0) with its store in ``data/data`` that logs to
+    ``data/node.log``, for benchmarks that read its log or outlive one ``with`` block; ``stop`` it.
 
-    def __init__(self, data: Path, *flags: str, queue_size: int = 10_000) -> None:
+    ``code``: run the node from that source tree (e.g. an older revision, see benchmarks/catchup.py) instead of
+    the installed one. ``launched`` and ``ready`` are the monotonic times of its launch and its ready line."""
+
+    def __init__(self, data: Path, *flags: str, queue_size: int = 10_000, code: Path | None = None) -> None:
         data.mkdir(parents=True, exist_ok=True)
         self.log = data / "node.log"
+        self.data_dir = data / "data"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if code is not None:
+            env["PYTHONPATH"] = str(code)
+        self.launched = time.monotonic()
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "run", "--listen-address", "127.0.0.1", "--port", "0",
-                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(data / "data"), "--queue-size", str(queue_size),
+                 "--p2p-port", "0", "--no-mdns", "--data-dir", str(self.data_dir), "--queue-size", str(queue_size),
                  *flags],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=code,
             )  # fmt: skip
         assert self.proc.stdout is not None
         match = READY.search(self.proc.stdout.readline())
         if match is None:
             self.proc.kill()
             raise SystemExit(f"node did not start:\n{self.log.read_text()[-2000:]}")
+        self.ready = time.monotonic()
         self.node_id, self.url = match.group(1), match.group(2)
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (``VmHWM``), in MB; NaN once it has exited."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else float("nan")
 
     @property
     def alive(self) -> bool:

@@ -37,7 +37,7 @@ from .mesh import Mesh
 from .metrics import NodeMetrics
 from .policy import Policy
 from .registry import Registry
-from .spec import memory_bytes
+from .spec_formats import memory_bytes
 from .store import Store
 from .trust import Trust
 

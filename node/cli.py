@@ -82,7 +82,10 @@ def run_command(schema: type[Config] = Config, *, start: Callable[[Config], int]
 
 
 def _start_node(config: Config) -> int:
-    from .runner import main as run_main  # heavy imports only when a node really starts
+    from .startup import imports_without_gc
+
+    with imports_without_gc():  # node/startup.py
+        from .runner import main as run_main  # heavy imports only when a node really starts
 
     return run_main(config)
 

@@ -1,19 +1,18 @@
 """The client commands of ``cmnode`` (create, status, jobs, logs, stop, peers, info, nodes, drain...): JSON-RPC.
 
 They must start fast, so this module imports only the standard library, cyclopts and ``rpc.client``
-(itself on ``http.client``); rich is imported only where a table is printed. Every failure ends as one
-line on stderr and an exit code of its own kind (``Exit``), never a traceback.
+(itself on ``http.client``); how an answer is shown (tables, short IDs) is ``node/client_tables.py``, which
+imports rich only where a table is printed. Every failure ends as one line on stderr and an exit code of its
+own kind (``Exit``), never a traceback. Its size is the commands' flags, each declared once with its help.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-import itertools
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -22,12 +21,21 @@ from cyclopts import Group, Parameter
 
 from rpc.client import DEFAULT_URL, BadResponseError, Client, NodeUnreachableError
 
+from .client_tables import (
+    SHORT_ID,
+    console,
+    print_info,
+    print_jobs,
+    print_nodes,
+    print_peers,
+    print_status,
+    short_node,
+    status_view,
+)
 from .errors import NodeError, NotFoundError, QueueFullError, UnauthorizedError, ValidationError
 
 if TYPE_CHECKING:
     import cyclopts
-    from rich.console import Console
-    from rich.table import Table
 
 FINAL = frozenset({"complete", "failed", "cancelled", "lost"})
 
@@ -145,59 +153,6 @@ def _fetch(conn: Conn, method: str, params: dict[str, Any] | None = None) -> Any
     """One call on a connection of its own."""
     with conn.client() as client:
         return client.call(method, params)
-
-
-def _console(*, wide: bool = False) -> Console:
-    from rich.console import Console
-
-    # Tables show short IDs and fit 80 columns when piped; ``--no-trunc`` (wide) shows full IDs on a wide one.
-    return Console(width=None if sys.stdout.isatty() else WIDE if wide else 80, highlight=False)
-
-
-WIDE = 250
-SHORT_JOB = 8
-"""The fewest characters of a job ID a table shows (more where two shown would share them): the nodes resolve
-a unique prefix back to the job."""
-
-
-def _table(*columns: str) -> Table:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:  # one line per row (free text cut with an ellipsis), but for what must be read whole
-        whole = column in ("ERROR", "ADDRESSES", "")
-        table.add_column(column, overflow="fold" if whole else "ellipsis", no_wrap=not whole,
-                         min_width=_UNCUT.get(column))  # fmt: skip
-    return table
-
-
-_UNCUT = {"JOB ID": SHORT_JOB, "NODE": 16, "NODE ID": 16, "STATUS": 9, "STATE": 9, "ATTEMPT": 7, "EXIT": 4,
-          "CONTAINER": 12, "CREATED": 11}  # fmt: skip
-"""Columns never cut below these widths (IDs, states, times); image, name and labels give way first."""
-
-
-def short_ids(ids: list[str], *, least: int = SHORT_JOB) -> dict[str, str]:
-    """Each ID cut to the shortest prefix, at least ``least`` characters, that no other of ``ids`` shares."""
-    unique = sorted(set(ids))
-    width = least
-    for a, b in itertools.pairwise(unique):
-        common = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        width = max(width, common + 1)
-    return {i: i[:width] for i in ids}
-
-
-def _node(node_id: str, conn: Conn) -> str:
-    return node_id if conn.no_trunc else node_id[:SHORT_ID]
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _when(stamp: Any, *, short: bool = False) -> str:
-    if not isinstance(stamp, int | float):
-        return ""
-    return time.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -372,7 +327,7 @@ def status(
             return _follow(client, result["job_id"], as_json=conn.json)
     if conn.json:
         return _print_json(result)
-    _print_status(result, full=conn.no_trunc)
+    print_status(result, full=conn.no_trunc)
     return Exit.OK
 
 
@@ -394,21 +349,7 @@ def jobs(
     result = _fetch(conn, "ContainerService.List", params)
     if conn.json:
         return _print_json(result)
-    table = _table("JOB ID", "STATUS", "IMAGE", "NAME", "LABELS", "CREATED")
-    ids = [job["job_id"] for job in result["jobs"]]
-    shown = {i: i for i in ids} if conn.no_trunc else short_ids(ids)
-    table.columns[0].min_width = max((len(s) for s in shown.values()), default=SHORT_JOB)
-    if not conn.no_trunc:  # 80 columns: free text gives way, IDs, states and times do not
-        for column, most in zip(table.columns[2:5], (18, 10, 14), strict=True):
-            column.max_width = most
-    for job in result["jobs"]:
-        labels = ",".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items())
-        table.add_row(shown[job["job_id"]], job["status"], job["image"], _text(job.get("name")), labels,
-                      _when(job.get("created_at"), short=not conn.no_trunc))  # fmt: skip
-    console = _console(wide=conn.no_trunc)
-    console.print(table)
-    if result.get("next_cursor"):
-        console.print(f"(more than {limit}: raise --limit to see more)", style="dim")
+    print_jobs(result, limit=limit, full=conn.no_trunc)
     return Exit.OK
 
 
@@ -483,7 +424,7 @@ def scale(job_id: str, replicas: int, *, conn: Conn | None = None) -> int:
     if conn.json:
         return _print_json(result)
     allocation = result.get("allocation") or {}
-    on = ", ".join(_node(n, conn) for n in allocation.get("nodes") or []) or "no node"
+    on = ", ".join(short_node(n, full=conn.no_trunc) for n in allocation.get("nodes") or []) or "no node"
     print(f"{result.get('job_id', job_id)}: {allocation.get('note', '')} on {on}")
     return Exit.OK
 
@@ -498,10 +439,7 @@ def peers(*, conn: Conn | None = None) -> int:
     if not result["peers"]:
         print("no peers connected")
         return Exit.OK
-    table = _table("NODE ID", "ADDRESSES")
-    for peer in result["peers"]:
-        table.add_row(_node(peer["node_id"], conn), "\n".join(peer.get("addresses", [])))
-    _console(wide=conn.no_trunc).print(table)
+    print_peers(result["peers"], full=conn.no_trunc)
     return Exit.OK
 
 
@@ -512,30 +450,11 @@ def info(*, conn: Conn | None = None) -> int:
     result = _fetch(conn, "NodeService.Info")
     if conn.json:
         return _print_json(result)
-    queue, workers, docker = result.get("queue", {}), result.get("workers", {}), result.get("docker", {})
-    rows = [
-        ("node ID", _text(result.get("node_id"))),
-        ("version", _text(result.get("version"))),
-        ("RPC", _text(result.get("rpc_url"))),
-        ("addresses", "\n".join(result.get("addresses", []))),
-        ("peers", _text(result.get("peers"))),
-        ("queue", f"{queue.get('depth')} / {queue.get('size')}"),
-        ("workers busy", f"{workers.get('busy')} / {workers.get('count')}"),
-        ("docker", "ok" if docker.get("ok") else f"down: {docker.get('error')}"),
-        ("uptime", f"{result.get('uptime', 0):.0f} s"),
-    ]
-    table = _table("", "")
-    table.show_header = False
-    for key, value in rows:
-        table.add_row(key, value)
-    _console().print(table)
+    print_info(result)
     return Exit.OK
 
 
 # -- nodes --------------------------------------------------------------------------------------------
-
-SHORT_ID = 16
-"""Characters of a node ID shown in the nodes table: a prefix, so what is shown can be typed back."""
 
 
 @_guarded
@@ -545,22 +464,7 @@ def nodes(*, conn: Conn | None = None) -> int:
     result = _fetch(conn, "NodeService.List")
     if conn.json:
         return _print_json(result)
-    # 80 columns: cut names and labels, not IDs. ALLOC: the copies placement gave it; RUN: containers running.
-    width = max([SHORT_ID, *(len(n["node_id"]) for n in result["nodes"])]) if conn.no_trunc else SHORT_ID
-    row = f"{{:<{width + 1}}} {{:<10}} {{:<8}} {{:<10}} {{:>4}} {{:>6}} {{:>5}} {{:>4}} {{}}"
-    print(row.format("NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "ALLOC", "RUN", "SEEN"))
-    now = time.time()
-    for n in result["nodes"]:
-        capacity = n.get("capacity") or {}
-        labels = ",".join(f"{k}={v}" for k, v in (n.get("labels") or {}).items())
-        cpus = capacity.get("cpus")
-        allocated = (n.get("allocated") or {}).get("jobs")
-        print(row.format(
-            n["node_id"][:width] + ("*" if n.get("self") else ""), _cut(_text(n.get("name")), 10), n["state"],
-            _cut(labels, 10), _cut(f"{cpus:g}", 4) if isinstance(cpus, int | float) else "-",
-            _size(capacity.get("memory")), _text(allocated), _text(n.get("running")), _ago(now, n.get("last_seen")),
-        ).rstrip())  # fmt: skip
-    print("(* this node; NODE is an ID prefix that drain and undrain take)")
+    print_nodes(result["nodes"], full=conn.no_trunc)
     return Exit.OK
 
 
@@ -600,34 +504,6 @@ def _drain(conn: Conn, method: str, node: str) -> int:
     return Exit.OK
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "~"
-
-
-def _size(value: Any) -> str:
-    """At most 5 characters (1.5G, 512G, 1023M); a whole number from 10 on."""
-    if not isinstance(value, int):
-        return "-"
-    for unit, size in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= size:
-            scaled = value / size
-            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
-    return str(value)
-
-
-def _ago(now: float, stamp: Any) -> str:
-    """At most 8 characters: now, 119s ago, 119m ago, 47h ago, 12d ago."""
-    if not isinstance(stamp, int | float):
-        return ""
-    seconds = max(0, int(now - stamp))
-    if seconds < 1:
-        return "now"
-    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120), ("h", 3600, 48)):
-        if seconds < size * up_to:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds // 86400}d ago"
-
-
 # -- following a job --------------------------------------------------------------------------------
 
 
@@ -643,9 +519,9 @@ def _follow(client: Client, job_id: str, *, as_json: bool) -> int:
     if live:
         from rich.live import Live
 
-        with Live("", console=_console(), refresh_per_second=4, transient=False) as view:
+        with Live("", console=console(), refresh_per_second=4, transient=False) as view:
             for result, event in job_updates(client, job_id):
-                view.update(progress_view(_status_view(result), result, event, pulls))
+                view.update(progress_view(status_view(result), result, event, pulls))
     else:
         for result, event in job_updates(client, job_id):
             if not as_json and (event is None or event.type != "progress"):
@@ -673,30 +549,6 @@ def _print_changes(result: dict[str, Any], seen: dict[str, tuple[Any, ...]]) -> 
         if e.get("error"):
             line += f" error={json.dumps(e['error'])}"
         print(line, flush=True)
-
-
-def _status_view(result: dict[str, Any], *, full: bool = False) -> Any:
-    """The job's row, its allocation in words, and a row per node; IDs cut to prefixes unless ``full``."""
-    from rich.console import Group as RichGroup
-
-    spec = result.get("spec") or {}
-    job_id = result["job_id"] if full else result["job_id"][:SHORT_JOB]
-    head = _table("JOB ID", "STATUS", "IMAGE", "CREATED")
-    head.add_row(job_id, result["status"], _text(spec.get("image")), _when(result.get("created_at")))
-    executions = _table("NODE", "STATE", "ATTEMPT", "EXIT", "CONTAINER", "ERROR")
-    for e in result.get("executions", []):
-        node_id = e["node_id"] if full else e["node_id"][:SHORT_ID]
-        executions.add_row(node_id, e.get("state", ""), _text(e.get("attempt")), _text(e.get("exit_code")),
-                           _text(e.get("container_id"))[:12], _text(e.get("error")))  # fmt: skip
-    allocation = result.get("allocation")
-    if allocation:
-        placed = f"allocation v{allocation.get('version')}: {allocation.get('note')}"
-        return RichGroup(head, placed, "", executions)
-    return RichGroup(head, "", executions)
-
-
-def _print_status(result: dict[str, Any], *, full: bool = False) -> None:
-    _console(wide=full).print(_status_view(result, full=full))
 
 
 HOISTED = ("--url", "--token", "--cacert")

@@ -183,7 +183,8 @@ class Config:
         1024 * 1024
     )
     heartbeat: Annotated[
-        float, Setting("Seconds between this node's records on the mesh; unheard for 3, a node is down",
+        float, Setting("Seconds between this node's records on the mesh (beyond 10 nodes, unchanged ones are "
+                       "spaced out to N/10 times this); unheard for 3 of them, a node is down",
                        check=between_seconds(0.05, 3600.0))
     ] = 2.0  # fmt: skip
     node_name: Annotated[

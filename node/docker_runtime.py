@@ -37,7 +37,8 @@ from .runtime import (
     RuntimeEvent,
     port_taken_message,
 )
-from .spec import Healthcheck, PortMapping
+from .spec import Healthcheck
+from .spec_formats import PortMapping
 
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 """How dockerd words a host port in use, when the proxy or the kernel refuses to bind it."""

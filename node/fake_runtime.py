@@ -34,7 +34,7 @@ from .runtime import (
     RuntimeEvent,
     port_taken_message,
 )
-from .spec import PortMapping
+from .spec_formats import PortMapping
 
 ImageScript = Literal["present", "pulls", "fails", "hangs"]
 Plan = Callable[[Job, int], "tuple[int, float] | None"]

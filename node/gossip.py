@@ -76,6 +76,10 @@ class MeshStats:
     dials: int = 0
     dial_failures: int = 0
     penalised: int = 0
+    trimmed: int = 0
+    unsubscribed: int = 0
+    """Connections closed because pubsub never heard the peer's subscription on them (``node/mesh.py``)."""
+    """Connections closed because this node had more than it keeps (``node/peering.py``, PEER_MAX)."""
 
     @property
     def dropped_total(self) -> int:

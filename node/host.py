@@ -30,6 +30,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
+from . import senderrecord
 from .config import Config
 from .gossip import SCORE_PARAMS
 from .identity import Identity
@@ -94,6 +95,7 @@ class Host:
             score_params=SCORE_PARAMS,  # "Peer scoring only gates, never disconnects": invalid messages count
         )
         free_inbound_slots(self.host.get_network())  # "Every inbound connection holds a slot until the node stops"
+        senderrecord.install()  # "Every pubsub RPC carries a signed peer record": made and checked once
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)

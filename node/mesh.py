@@ -20,23 +20,27 @@ from libp2p.request_response import RequestResponseError
 from .catchup import Catchup
 from .config import Config
 from .errors import NodeError, NotFoundError, PeerUnreachableError
-from .gossip import Gossip
+from .gossip import Gossip, MeshStats
 from .host import Host
 from .identity import Identity
 from .link import Directory, Inbound, MeshLink
 from .liveness import Liveness, abort, ping
 from .logfollow import Source
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
-from .peering import Peering
+from .peering import MAX_EXCHANGED, Peering
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
 from .wire import TOPIC
 
-__all__ = ["LOGS_PROTOCOL", "Mesh"]
+__all__ = ["LOGS_PROTOCOL", "Mesh", "cut_unsubscribed"]
 
 log = logging.getLogger("cmnode.p2p")
 
 LOGS_PROTOCOL = "/cmnode/logs/1"
+UNSUBSCRIBED_FOR = 15.0
+"""A peer connected this long (seconds) whose subscription pubsub has not heard is cut off, so that both ends
+start pubsub afresh on the next connection ("A connection can lose its pubsub streams", docs/py-libp2p.md)."""
+REPAIR_EVERY = 5.0
 
 
 class Mesh:
@@ -59,7 +63,8 @@ class Mesh:
         self.link = link
         self.gossip = Gossip(identity=identity, inbound=inbound, outbox=link.outbox, directory=directory)
         self.counters = self.gossip.stats
-        self.peering = Peering(config=config, stats=self.counters)
+        self.directory = directory
+        self.peering = Peering(config=config, stats=self.counters, members=self._members)
         self.sync = Sync(store=store, inbound=inbound, identity=identity, directory=directory)
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
@@ -88,6 +93,7 @@ class Mesh:
             nursery.start_soon(self.gossip.consumer)
             nursery.start_soon(self.catchup.run, host)
             nursery.start_soon(self.gossip.police, host)
+            nursery.start_soon(cut_unsubscribed, host, self.counters)
             await nursery.start(self.peering.run, host)
             self.liveness = Liveness(
                 peers=host.host.get_connected_peers,
@@ -107,6 +113,13 @@ class Mesh:
                 task_status.started()
                 await trio.sleep_forever()
         raise AssertionError("unreachable")
+
+    def _members(self) -> list[str]:
+        """The addresses of the other nodes the registry heard of (their records say where they listen)."""
+        if self.directory is None:
+            return []
+        records, _ = self.directory.known(MAX_EXCHANGED)
+        return [a for record, _ in records if record.node_id != self.node_id for a in record.addresses]
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""
@@ -139,6 +152,11 @@ class Mesh:
             "dropped_total": self.counters.dropped_total,
             "outbox": self.link.queued,
             "peers": len(self.host.host.get_connected_peers()) if self.host is not None else 0,
+            "gossip_mesh": len(self.host.router.mesh.get(TOPIC, ())) if self.host is not None else 0,
+            "gossip_peers": len(self.host.pubsub.peer_topics.get(TOPIC, ())) if self.host is not None else 0,
+            "trimmed": self.counters.trimmed,
+            "unsubscribed": self.counters.unsubscribed,
+            "pubsub_peers": len(self.host.pubsub.peers) if self.host is not None else 0,
             "dials": self.counters.dials,
             "dial_failures": self.counters.dial_failures,
             "penalised": self.counters.penalised,
@@ -202,3 +220,28 @@ class Mesh:
             return await self.inbound.local_logs(request["job_id"], tail)
         except NodeError as exc:
             return {"error": exc.message}
+
+
+async def cut_unsubscribed(host: Any, stats: MeshStats) -> NoReturn:
+    """Every REPAIR_EVERY: cut the connections whose peer pubsub has not known as subscribed for UNSUBSCRIBED_FOR
+    (at 30 nodes a third of the connections carried no gossip at all: "A connection can lose its pubsub
+    streams"). ``host`` is the mesh's ``Host``."""
+    since: dict[ID, float] = {}
+    while True:
+        await trio.sleep(REPAIR_EVERY)
+        now = trio.current_time()
+        connected = set(host.host.get_connected_peers())
+        subscribed = host.pubsub.peer_topics.get(TOPIC, set())
+        for peer_id in list(since):
+            if peer_id not in connected or peer_id in subscribed:
+                del since[peer_id]
+        for peer_id in connected - subscribed:
+            if now - since.setdefault(peer_id, now) < UNSUBSCRIBED_FOR:
+                continue
+            del since[peer_id]
+            stats.unsubscribed += 1
+            log.debug("peer %s connected without pubsub for %gs: reconnecting", peer_id, UNSUBSCRIBED_FOR)
+            try:
+                await host.host.disconnect(peer_id)
+            except Exception as exc:  # a library failure costs this round, not the node
+                log.debug("disconnecting %s failed: %r", peer_id, exc)

@@ -5,14 +5,30 @@ process, as they do in tests. RPC calls are counted as they happen (``on_call``,
 everything else is read from the node when scraped: jobs by status from the store, the queue and
 workers from the executor, and the gossip counters from the mesh's ``stats()`` (``node/mesh.py``), whose
 keys are those of ``MeshStatsSource``. A node without a mesh reports them as 0.
+
+What shows a leak is here too (``benchmarks/soak.py`` watches it): the process's RSS and open file descriptors
+(prometheus_client's standard ``process_*`` collector), the trio tasks alive, the store's file sizes and rows per
+table, and the job purge's counters (``node/purge.py``). The first three are the process's: several nodes run in
+one process (tests) share them.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+import trio
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +40,8 @@ if TYPE_CHECKING:
 PREFIX = "cmnode"
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds; most calls take about a millisecond, Logs from a peer up to its 30 s request bound."""
+TABLES = ("jobs", "executions", "allocations", "logs", "job_labels", "tombstones", "meta")
+"""The store's tables whose rows are counted (node/store.py, node/tombstones.py)."""
 
 
 class MeshStatsSource(TypedDict, total=False):
@@ -57,6 +75,9 @@ class NodeMetrics:
             registry=self.registry,
         )
         self._jobs: dict[str, int] = {}
+        self._rows: dict[str, int] = {}
+        self._tasks = 0
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, CPU...
         self.registry.register(_Scraped(self))
 
     def on_call(self, method: str, seconds: float, error_code: int | None) -> None:
@@ -67,7 +88,42 @@ class NodeMetrics:
     async def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type; reads the store first (it is async, collectors are not)."""
         self._jobs = await self.node.store.count_by_status()
+        self._rows = await self.node.store.query(_count_rows)
+        self._tasks = trio_tasks()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def trio_tasks() -> int:
+    """The tasks alive in this trio run (every nursery's children, from the root task down)."""
+    root = trio.lowlevel.current_root_task()
+    count, stack = 0, [root] if root is not None else []
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
+
+
+def store_files(db: Path) -> dict[str, int]:
+    """Bytes of the database file and its write-ahead log (0 where absent)."""
+    sizes = {}
+    for name, path in (("db", db), ("wal", db.with_name(db.name + "-wal"))):
+        try:
+            sizes[name] = os.stat(path).st_size
+        except OSError:
+            sizes[name] = 0
+    return sizes
+
+
+def _count_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = {}
+    for table in TABLES:
+        try:
+            rows[table] = int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        except sqlite3.Error:  # a table an older store lacks
+            rows[table] = 0
+    return rows
 
 
 class _Scraped(Collector):
@@ -109,6 +165,21 @@ class _Scraped(Collector):
         yield _gauge("peers_connected", "Peers this node has a connection to.", stats.get("peers", 0))
         yield _counter("sync_rounds", "Catch-up rounds with peers.", stats.get("sync_rounds", 0))
         yield _counter("sync_failures", "Catch-up rounds that failed.", stats.get("sync_failures", 0))
+
+        yield _gauge("trio_tasks", "Trio tasks alive in this process.", self._metrics._tasks)
+        sizes = GaugeMetricFamily(f"{PREFIX}_store_bytes", "Size of the store's files (db, wal).", labels=["file"])
+        for name, size in store_files(node.config.db_path).items():
+            sizes.add_metric([name], size)
+        yield sizes
+        rows = GaugeMetricFamily(f"{PREFIX}_store_rows", "Rows in the store, by table.", labels=["table"])
+        for table, count in self._metrics._rows.items():
+            rows.add_metric([table], count)
+        yield rows
+        purge = node.purge.stats
+        yield _counter("purge_passes", "Passes of the job purge (--job-retention).", purge.passes)
+        yield _counter("jobs_purged", "Finished jobs purged after --job-retention.", purge.purged)
+        yield _counter("tombstones_expired", "Tombstones of purged jobs expired.", purge.expired)
+        yield _counter("purge_containers_removed", "Containers removed with their purged jobs.", purge.containers)
 
 
 def _mesh_stats(source: Callable[[], Mapping[str, Any]]) -> MeshStatsSource:

@@ -28,15 +28,15 @@ from .spec import MAX_RETRIES as MAX_RETRIES
 from .spec import MAX_STRING as MAX_STRING
 from .spec import MAX_TIMEOUT as MAX_TIMEOUT
 from .spec import MAX_VOLUMES as MAX_VOLUMES
-from .spec import MIN_MEMORY as MIN_MEMORY
 from .spec import PULL_POLICIES as PULL_POLICIES
 from .spec import SPEC_FIELDS as SPEC_FIELDS
 from .spec import JobSpec as JobSpec
 from .spec import Placement as Placement
 from .spec import Resources as Resources
-from .spec import Volume as Volume
-from .spec import memory_bytes as memory_bytes
-from .spec import parse_volume as parse_volume
+from .spec_formats import MIN_MEMORY as MIN_MEMORY
+from .spec_formats import Volume as Volume
+from .spec_formats import memory_bytes as memory_bytes
+from .spec_formats import parse_volume as parse_volume
 
 
 class State(enum.StrEnum):

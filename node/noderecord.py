@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import schema
 from .model import ID_SCHEMA, canonical_json
-from .spec import MAX_CPUS, MIN_MEMORY, memory_bytes
+from .spec import MAX_CPUS
+from .spec_formats import MIN_MEMORY, memory_bytes
 
 if TYPE_CHECKING:
     from .identity import Identity

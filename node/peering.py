@@ -1,8 +1,12 @@
 """Finding and keeping peers: bootstrap addresses (redialled with backoff), mDNS, and peer exchange.
 
-Which peers a node connects to is a separate job from what it says to them: this module only dials. It tells
-whoever listens (``on_connect``, the catch-up scheduler) about every new connection, so a node that joins or
-returns catches up with each peer it meets.
+Which peers a node connects to is a separate job from what it says to them: this module only dials (and closes).
+It tells whoever listens (``on_connect``, the catch-up scheduler) about every new connection, so a node that
+joins or returns catches up with each peer it meets.
+
+It keeps the number of connections between PEER_TARGET and PEER_MAX (topping up from peers heard of, trimming a
+hub), which with the dial diagnostics makes it longer than most modules: all of it is one job, which connections
+this node holds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -48,8 +53,21 @@ FLAPPING = 10.0
 FLAPPING_DELAY = 5.0
 MAX_REDIALS = 200
 MAX_EXCHANGED = 200
-PEER_TARGET = 2
-"""Connections a node seeks through peer exchange (bootstrap and mDNS peers are always dialled)."""
+PEER_TARGET = 6
+"""Connections a node keeps to other members, met through peer exchange (bootstrap and mDNS peers are dialled
+as well): gossipsub's mesh degree D (node/host.py). With 2, a mesh of 30 fell apart: the bootstrap node (everyone's
+first connection) pruned its gossip mesh to D and the rest hung on one link each, so most jobs came by catch-up."""
+PEER_MAX = 12
+"""Above this many connections (gossipsub's D_high), a node closes some (``_trim``): a bootstrap node need not
+stay connected to the whole mesh (at 30 nodes that node alone used a quarter of a core on pings and gossip)."""
+MAINTAIN_EVERY = 2.0
+"""Seconds between two checks of the connection count (topping up from known peers, trimming)."""
+SETTLE = 30.0
+"""A connection younger than this is never trimmed: a newcomer first learns other peers through it."""
+HOLD = 60.0
+"""A trimmed peer is not dialled by us, and (while we are above PEER_MAX) not accepted from, for this long; a
+peer we lost is not chosen to top up for as long (its own redial covers it)."""
+MAX_KNOWN = 1000
 DIAL_QUEUE = 1000
 PROBE_TIMEOUT = 1.0
 """A dial that timed out: a bare TCP connection tells an unreachable peer from one that would not handshake."""
@@ -108,11 +126,16 @@ def _remote(conn: INetConn) -> str:
 class Peering:
     """Dials peers for one host. ``watch`` before the host runs, then ``run`` in the mesh's nursery."""
 
-    def __init__(self, *, config: Config, stats: MeshStats) -> None:
+    def __init__(self, *, config: Config, stats: MeshStats, members: Callable[[], list[str]] | None = None) -> None:
+        """``members``: the addresses of the nodes the registry knows, where a node short of connections looks
+        when peer exchange told it too few."""
         self.config = config
         self.stats = stats
+        self._members = members
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](DIAL_QUEUE)
         self._dialing: set[ID] = set()
+        self._queued: set[ID] = set()
+        """Peers put in the dial queue by a top-up and not yet taken by the dialer (bounded by DIAL_QUEUE)."""
         self._host: Host | None = None
         self._nursery: trio.Nursery | None = None
         self._redialing: set[ID] = set()
@@ -120,11 +143,31 @@ class Peering:
         """When each peer was last reconnected by ``redial`` (bounded by MAX_REDIALS, oldest forgotten first)."""
         self._told: set[ID] = set()
         """Peers whose failed handshake was logged: one line per peer until it connects."""
+        self._known: OrderedDict[ID, PeerInfo] = OrderedDict()
+        """Peers heard of by peer exchange, newest last (bounded by MAX_KNOWN): where ``_maintain`` tops up."""
+        self._since: dict[ID, float] = {}
+        """When each connected peer connected (trio time; forgotten on disconnect)."""
+        self._held: dict[ID, float] = {}
+        """Peers trimmed or lost, until when they are not chosen (bounded: pruned every MAINTAIN_EVERY)."""
+        self._trimmed: dict[ID, float] = {}
+        """Peers we trimmed, until when they are refused while we are above PEER_MAX (pruned likewise)."""
+        self._bootstrap: set[ID] = set()
 
     def watch(
         self, host: Host, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None] | None = None
     ) -> None:
-        host.host.get_network().register_notifee(ConnectionWatch(on_connect, on_disconnect))
+        def connected(peer_id: ID) -> None:
+            if self._refuse(peer_id):
+                return
+            self._since.setdefault(peer_id, trio.current_time())
+            on_connect(peer_id)
+
+        def disconnected(peer_id: ID) -> None:
+            self._since.pop(peer_id, None)
+            if on_disconnect is not None:
+                on_disconnect(peer_id)
+
+        host.host.get_network().register_notifee(ConnectionWatch(connected, disconnected))
 
     async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dial what is found, keep bootstrap peers connected and discover over mDNS until cancelled."""
@@ -132,6 +175,7 @@ class Peering:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._dialer, nursery)
+            nursery.start_soon(self._maintain)
             for address in self.config.bootstrap:
                 nursery.start_soon(self._keep_connected, address)
             if self.config.mdns:
@@ -139,14 +183,13 @@ class Peering:
             task_status.started()
 
     def meet(self, addresses: list[Any]) -> None:
-        """Peer exchange: dial some of the peers a peer told us about, until this node has PEER_TARGET
-        connections. A node that joined through a bootstrap node gains another path, so losing that node need
-        not split the mesh, while gossip is not repeated between every pair of nodes (measured: on one 2-core
-        machine, 10 nodes with 25 connections spent far more CPU per message than with 9 to 16)."""
+        """Peer exchange: remember the peers a peer told us about, and dial some until this node has PEER_TARGET
+        connections: gossipsub's degree, so its mesh can form (with 2, a mesh of 30 fell apart into islands).
+        Fewer would save CPU per message (at 10 nodes, 25 connections cost more than 9 to 16), but a gossip mesh
+        below its lower degree does not carry messages to everyone."""
         host = self._host
         if host is None:
             return
-        room = PEER_TARGET - len(host.host.get_connected_peers()) - len(self._dialing)
         candidates: dict[ID, PeerInfo] = {}
         for address in addresses[:MAX_EXCHANGED]:
             try:
@@ -154,17 +197,88 @@ class Peering:
             except Exception:
                 continue
             peer_id = info.peer_id
-            if peer_id == host.peer_id or host.connected(peer_id) or peer_id in self._dialing:
+            if peer_id == host.peer_id:
                 continue
             if peer_id in candidates:
                 candidates[peer_id].addrs.extend(info.addrs)
             else:
                 candidates[peer_id] = info
-        chosen = list(candidates.values())
+        for peer_id, info in candidates.items():
+            self._known.pop(peer_id, None)
+            self._known[peer_id] = info
+        while len(self._known) > MAX_KNOWN:
+            self._known.popitem(last=False)
+        self._top_up(list(candidates))
+
+    def _top_up(self, among: list[ID]) -> None:
+        """Dial random peers of ``among`` (known ones, not connected, dialled or held) until PEER_TARGET."""
+        host = self._host
+        if host is None:
+            return
+        room = PEER_TARGET - len(host.host.get_connected_peers()) - len(self._dialing) - len(self._queued)
+        if room <= 0:
+            return
+        now = trio.current_time()
+        chosen = [
+            peer_id
+            for peer_id in among
+            if peer_id in self._known
+            and peer_id not in self._dialing
+            and peer_id not in self._queued
+            and self._held.get(peer_id, now) <= now
+            and not host.connected(peer_id)
+        ]
         random.shuffle(chosen)  # so that nodes told the same list do not all pick the same few peers
-        for info in chosen[: max(room, 0)]:
+        for peer_id in chosen[:room]:
             with contextlib.suppress(trio.WouldBlock):
-                self._dial_send.send_nowait(info)
+                self._dial_send.send_nowait(self._known[peer_id])
+                self._queued.add(peer_id)
+
+    async def _maintain(self) -> None:
+        """Every MAINTAIN_EVERY: below PEER_TARGET connections, dial known peers; above PEER_MAX, trim."""
+        assert self._host is not None
+        while True:
+            await trio.sleep(MAINTAIN_EVERY)
+            now = trio.current_time()
+            for held in (self._held, self._trimmed):
+                for peer_id in [p for p, until in held.items() if until <= now]:
+                    del held[peer_id]
+            host = self._host
+            short = len(host.host.get_connected_peers()) + len(self._dialing) + len(self._queued) < PEER_TARGET
+            if self._members is not None and short:
+                with contextlib.suppress(Exception):  # a registry failure costs this round
+                    self.meet(self._members())
+            self._top_up(list(self._known))
+            await self._trim()
+
+    async def _trim(self) -> None:
+        """Above PEER_MAX connections, close the excess (settled ones, not our bootstrap peers, chosen at random),
+        down to PEER_MAX. The peer's top-up finds others, and it is held off meanwhile (``_refuse``)."""
+        host = self._host
+        assert host is not None
+        peers = list(host.host.get_connected_peers())
+        excess = len(peers) - PEER_MAX
+        if excess <= 0:
+            return
+        now = trio.current_time()
+        movable = [p for p in peers if p not in self._bootstrap and now - self._since.get(p, now) >= SETTLE]
+        random.shuffle(movable)
+        for peer_id in movable[:excess]:
+            self._held[peer_id] = self._trimmed[peer_id] = now + HOLD
+            log.debug("closing the connection to %s: %d connections, more than %d", peer_id, len(peers), PEER_MAX)
+            with contextlib.suppress(Exception):
+                await host.host.disconnect(peer_id)
+        self.stats.trimmed += min(excess, len(movable))
+
+    def _refuse(self, peer_id: ID) -> bool:
+        """A trimmed peer back while we are still above PEER_MAX: closed again, quietly."""
+        host, nursery = self._host, self._nursery
+        if host is None or nursery is None or self._trimmed.get(peer_id, 0.0) <= trio.current_time():
+            return False
+        if len(host.host.get_connected_peers()) <= PEER_MAX:
+            return False
+        nursery.start_soon(_disconnect, host, peer_id)
+        return True
 
     def redial(self, peer_id: ID) -> None:
         """Dial a peer whose connection died or closed (``node/liveness.py``, ``ConnectionWatch``) at the
@@ -173,6 +287,7 @@ class Peering:
         host, nursery = self._host, self._nursery
         if host is None or nursery is None or peer_id in self._redialing or len(self._redialing) >= MAX_REDIALS:
             return
+        self._held[peer_id] = max(self._held.get(peer_id, 0.0), trio.current_time() + HOLD)  # not a top-up choice
         self._redialing.add(peer_id)
         nursery.start_soon(self._redial, peer_id)
 
@@ -188,8 +303,8 @@ class Peering:
             while trio.current_time() - began < REDIAL_FOR:
                 await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
                 attempt += 1
-                if host.connected(peer_id):
-                    return
+                if host.connected(peer_id) or len(host.host.get_connected_peers()) >= PEER_TARGET:
+                    return  # enough other connections: the mesh stays whole without this one
                 try:
                     addrs = list(host.host.get_peerstore().addrs(peer_id))
                 except Exception:  # the peerstore forgot it: nothing to dial
@@ -241,6 +356,7 @@ class Peering:
         host = self._host
         async for info in self._dial_recv:
             peer_id = info.peer_id
+            self._queued.discard(peer_id)
             if peer_id != host.peer_id and peer_id not in self._dialing and not host.connected(peer_id):
                 self._dialing.add(peer_id)
                 nursery.start_soon(self._dial_once, info)
@@ -307,9 +423,11 @@ class Peering:
         except Exception as exc:
             log.warning("ignoring bootstrap address %s: %s", address, exc)
             return
+        self._bootstrap.add(info.peer_id)
         failures = 0
         while True:
-            if self._host.connected(info.peer_id) or await self._dial(info):
+            enough = len(self._host.host.get_connected_peers()) >= PEER_TARGET  # a member: the mesh keeps us
+            if self._host.connected(info.peer_id) or enough or await self._dial(info):
                 failures = 0
                 await trio.sleep(BOOTSTRAP_BACKOFF[0] * 5)
                 continue
@@ -317,6 +435,11 @@ class Peering:
                 log.info("bootstrap peer %s not reachable yet; retrying", address)
             await trio.sleep(BOOTSTRAP_BACKOFF[min(failures, len(BOOTSTRAP_BACKOFF) - 1)])
             failures += 1
+
+
+async def _disconnect(host: Host, peer_id: ID) -> None:
+    with contextlib.suppress(Exception):
+        await host.host.disconnect(peer_id)
 
 
 async def _answers_tcp(info: PeerInfo) -> bool:

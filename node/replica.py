@@ -140,18 +140,21 @@ class Replica:
                 quiet.append(i)
         if quiet:
             try:  # only recorded: a peer can tell us again, so no fsync of its own (see Store.add_job)
-                await self.store.add_jobs([(jobs[i][0], None) for i in quiet], durable=False)
+                new = await self.store.add_jobs_each([(jobs[i][0], None) for i in quiet], durable=False)
             except Exception:  # one job the store refuses fails the batch: then each on its own
                 one_by_one += quiet
             else:
-                for i in quiet:
-                    outcomes[i] = True
-                    log.info("job from peer job_id=%s origin=%s run_here=False", jobs[i][0].job_id, jobs[i][0].origin)
+                for i, added in zip(quiet, new, strict=True):
+                    outcomes[i] = added  # False: another round (or gossip) recorded it since ``facts`` was read
+                    if added:
+                        log.info("job from peer job_id=%s origin=%s run_here=False", jobs[i][0].job_id,
+                                 jobs[i][0].origin)  # fmt: skip
 
         async def one(i: int) -> None:
             job, cancel = jobs[i]
             try:
-                outcomes[i] = await self.on_job(job, cancel=cancel)
+                with Store.spans(None):  # run or cancelled here: rows of this node's own making
+                    outcomes[i] = await self.on_job(job, cancel=cancel)
             except Exception as exc:
                 outcomes[i] = exc
 

@@ -14,6 +14,7 @@ import trio
 from . import logsetup
 from .config import Config
 from .errors import ConfigError, StoreDamagedError
+from .startup import imports_without_gc
 
 __all__ = ["main", "reachable"]
 
@@ -25,7 +26,8 @@ def main(config: Config) -> int:
     log = logging.getLogger("cmnode.node")
 
     async def serve() -> None:
-        from .app import run_node  # after logging is configured (libp2p logs on the root logger)
+        with imports_without_gc():  # node/startup.py: most of a start is imports
+            from .app import run_node  # after logging is configured (libp2p logs on the root logger)
 
         logsetup.adopt_libp2p()  # after libp2p is imported: its import unhooks its logger
 

@@ -18,10 +18,12 @@ Rows are built with ``from_valid``: they were checked by the model's schemas on 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,10 +171,14 @@ class JobRecord:
     seq: int
 
 
+_SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
+"""Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
+
+
 class _Pending:
     """One write waiting for its group commit."""
 
-    __slots__ = ("done", "durable", "error", "fn", "result")
+    __slots__ = ("done", "durable", "error", "fn", "result", "span")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
@@ -180,6 +186,8 @@ class _Pending:
         self.done = trio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.span: tuple[int, int] | None = None
+        """The change numbers this write handed out, first and last (none: it handed out none)."""
 
 
 def _connect(path: Path | str, *, synchronous: str) -> sqlite3.Connection:
@@ -339,9 +347,11 @@ class Store:
             for item in batch:
                 conn.execute("SAVEPOINT item")
                 mark = len(self._log) if self._log is not None else 0
+                first = self._chg
                 try:
                     item.result = item.fn(conn)
                     conn.execute("RELEASE item")
+                    item.span = (first + 1, self._chg) if self._chg > first else None
                 except Exception as exc:
                     if _code(exc) == _FULL or not conn.in_transaction:  # the whole transaction cannot go on
                         raise
@@ -382,8 +392,24 @@ class Store:
             if _code(item.error) == _FULL:
                 raise _full_error() from item.error
             raise item.error
+        spans = _SPANS.get()
+        if spans is not None and item.span is not None:
+            spans.append(item.span)
         result: T = item.result
         return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def spans(into: list[tuple[int, int]] | None) -> Iterator[None]:
+        """Collect into ``into`` the change numbers (first, last) handed out by each write that the current task
+        (and the tasks it starts) makes in this block; ``None`` stops collecting. Every row changed by such a
+        write carries a number in its span until it changes again, so catch-up knows which rows hold exactly
+        what one peer sent (``node/sync.py``: not sent back to it)."""
+        token = _SPANS.set(into)
+        try:
+            yield
+        finally:
+            _SPANS.reset(token)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # The connection is looked up under the limiter: ``_reopen`` may swap it.
@@ -415,6 +441,61 @@ class Store:
             lambda conn: sum(self._insert_job(conn, job, e) for job, e in batch if not is_purged(conn, job.job_id)),
             durable=durable,
         )
+
+    async def add_jobs_each(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> list[bool]:
+        """As ``add_jobs``, one flag per item: whether that job was new. What a caller that counts or logs each
+        new job needs: another writer (gossip, a second catch-up round) may record some of them between that
+        caller's read and this write (``Replica.on_jobs``)."""
+        batch = list(items)
+        return await self._write(lambda conn: self._insert_jobs(conn, batch), durable=durable)
+
+    def _insert_jobs(self, conn: sqlite3.Connection, items: list[tuple[Job, Execution | None]]) -> list[bool]:
+        """As ``_insert_job`` for each item (a purged job is not stored: False), in a few statements: a page of
+        catch-up is a thousand jobs, and one statement per row, plus a status update per job, was most of the
+        writer's time. Each new job is inserted with its status, read from the executions already stored."""
+        ids = json.dumps([job.job_id for job, _ in items])
+        skipped = {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM tombstones"), (ids,))}
+        skipped |= {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM jobs"), (ids,))}
+        fresh: dict[str, tuple[Job, Execution | None]] = {}
+        for job, execution in items:
+            if job.job_id not in skipped and job.job_id not in fresh:
+                fresh[job.job_id] = (job, execution)
+        if not fresh:
+            return [False] * len(items)
+        states: dict[str, dict[str, tuple[int, str]]] = {}
+        for job_id, node_id, version, state in conn.execute(
+            _IN_IDS.format("job_id, node_id, version, state FROM executions"), (json.dumps(list(fresh)),)
+        ):
+            states.setdefault(job_id, {})[node_id] = (version, state)
+        rows = []
+        for job_id, (job, execution) in fresh.items():
+            held = states.setdefault(job_id, {})
+            if execution is not None and execution.version > held.get(execution.node_id, (-1, ""))[0]:
+                held[execution.node_id] = (execution.version, execution.state.value)
+            status = _status_of(tuple(sorted(state for _, state in held.values())))
+            rows.append((job_id, job.origin, job.created_at, status, json.dumps(job.to_json()), self._next_chg()))
+        first = rows[0][-1]
+        conn.executemany(
+            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, status, body, chg) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+        seqs = dict(conn.execute("SELECT job_id, seq FROM jobs WHERE chg BETWEEN ? AND ?", (first, rows[-1][-1])))
+        labels = []
+        for job_id, *_, chg in rows:
+            job, _ = fresh[job_id]
+            self._changed(chg, "job", job_id, job)
+            labels += [(job_id, k, v, job.created_at, seqs[job_id]) for k, v in job.spec.labels.items()]
+        conn.executemany(
+            "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)", labels
+        )
+        for _, execution in fresh.values():
+            if execution is not None:  # a job made here, with its first execution: the status counted it
+                self._put_execution(conn, execution)
+        new = set(fresh)
+        out = []
+        for job, _ in items:
+            out.append(job.job_id in new)
+            new.discard(job.job_id)
+        return out
 
     def _insert_job(self, conn: sqlite3.Connection, job: Job, execution: Execution | None) -> bool:
         refuse_purged(conn, job.job_id)  # purged here: never stored again (node/tombstones.py)
@@ -457,14 +538,47 @@ class Store:
         """Apply many executions in one commit; returns those that were newer than what was stored.
         ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
         batch = list(executions)
+        return await self._write(lambda conn: self._put_executions(conn, batch), durable=durable)
 
-        def write(conn: sqlite3.Connection) -> list[Execution]:
+    def _put_executions(self, conn: sqlite3.Connection, batch: list[Execution]) -> list[Execution]:
+        """As ``_put_execution`` for each and the jobs' statuses refreshed, in a few statements (a catch-up
+        page holds a thousand executions)."""
+        if len(batch) < 4:  # a few: one by one is as quick
             applied = [e for e in batch if self._put_execution(conn, e)]
             for job_id in {e.job_id for e in applied}:
                 _refresh_status(conn, job_id)
             return applied
-
-        return await self._write(write, durable=durable)
+        ids = _ids_of(batch)
+        purged = {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM tombstones"), (ids,))}
+        query = _IN_IDS.format("job_id, node_id, version FROM executions")
+        stored = {(r[0], r[1]): r[2] for r in conn.execute(query, (ids,))}
+        applied, rows = [], []
+        for e in batch:  # only the newer versions are written (a repeat in the batch as it would be one by one)
+            if e.job_id not in purged and e.version > stored.get((e.job_id, e.node_id), -1):
+                stored[(e.job_id, e.node_id)] = e.version
+                chg = self._next_chg()
+                applied.append(e)
+                rows.append((e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json()), chg))
+                self._changed(chg, "execution", e.job_id, e)
+        conn.executemany(
+            "INSERT INTO executions (job_id, node_id, state, version, body, chg) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+            "body = excluded.body, chg = excluded.chg WHERE excluded.version > executions.version",
+            rows,
+        )
+        if applied:
+            states: dict[str, list[str]] = {}
+            for job_id, state in conn.execute(
+                "SELECT e.job_id, e.state FROM executions e WHERE e.job_id IN "
+                "(SELECT job_id FROM jobs WHERE job_id IN (SELECT value FROM json_each(?)))",
+                (_ids_of(applied),),
+            ):
+                states.setdefault(job_id, []).append(state)
+            conn.executemany(
+                "UPDATE jobs SET status = ?1 WHERE job_id = ?2 AND status != ?1",
+                [(_status_of(tuple(sorted(found))), job_id) for job_id, found in states.items()],
+            )
+        return applied
 
     async def mark_cancelled(self, job_id: str, execution: Execution | None = None) -> bool:
         """Flag the job cancelled and keep ``execution`` (this node's, now CANCELLED) in the same transaction,
@@ -864,6 +978,19 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
         (e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json()), chg),
     )
     return cur.rowcount > 0
+
+
+_IN_IDS = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"
+
+
+def _ids_of(executions: list[Execution]) -> str:
+    return json.dumps(sorted({e.job_id for e in executions}))
+
+
+@functools.lru_cache(maxsize=256)
+def _status_of(states: tuple[str, ...]) -> str:
+    """A job's status from its executions' states (sorted): ``derive_status``, once per combination."""
+    return derive_status(Execution(job_id="", node_id=str(i), state=State(s)) for i, s in enumerate(states))
 
 
 def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:

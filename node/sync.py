@@ -8,11 +8,18 @@ saw from that peer (kept in the store's ``meta`` table), page by page, and merge
 when to run it and carries the requests; ``syncpage.py`` reads the pages.
 
 A page is bounded in bytes as well as in entries (``PAGE_BYTES``), and each job comes with its executions. The
-receiver skips what it holds already, checks the rest off the trio thread while it merges the page before
-(executions in one write, the jobs that are only recorded in another), and fetches the next meanwhile
-(``benchmarks/catchup.py`` measures a join to 100,000 jobs). The wire is the previous version's: a node of that
-version asks without ``max_bytes`` and is served pages of ``PAGE_SIZE``; a page from such a node is merged as
-any other.
+receiver skips what it holds already, checks the rest off the trio thread (in two threads: verifying signatures
+releases the GIL) while it merges the page before (executions in one write, the jobs that are only recorded in
+another), and fetches the next meanwhile (``benchmarks/catchup.py`` measures a join to 100,000 jobs).
+
+Nothing is sent back where it came from: the rows a node writes from a peer's page get new change numbers here,
+so that peer's own round with it would fetch them all back (a fifth of a joiner's time). Each node names its
+store (``run_id``, new each process, so a restarted node whose store may have been replaced is a stranger) in
+its requests and pages; the receiver remembers which change numbers hold exactly what that store sent
+(``Store.spans``: a row changed since has a new number) and leaves them out of its answers to it.
+
+The wire is the previous version's: a node of that version asks without ``max_bytes`` (nor ``store``) and is
+served pages of ``PAGE_SIZE``, every row; a page from such a node is merged as any other.
 
 A peer's page is untrusted: a malformed page fails the round, a malformed entry (or one the node cannot
 store) is dropped and counted under a reason, and nothing a peer sends raises out of ``apply_page`` except
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -41,7 +50,7 @@ from .link import Directory, Inbound
 from .model import Execution
 from .replica import cancel_key
 from .store import Store
-from .synccheck import Checked, check_entries
+from .synccheck import Checked, check_in_threads
 from .syncpage import Held, RawPage, held, read_page
 from .trust import Refused, sign_execution
 from .wire import WireError, parse_drain, parse_node_record
@@ -55,10 +64,15 @@ PAGE_SIZE = 200
 """The entries a node of the previous version asks for (and served, at most) when it sends no ``max_bytes``."""
 PAGE_LIMIT = 10_000
 """Entries of each kind in one page at most, as this node asks: in practice ``PAGE_BYTES`` ends a page first."""
-PAGE_BYTES = 1_000_000
-"""The stored JSON of one page at most (about 1,300 small jobs with an execution each): what bounds the memory
+PAGE_BYTES = 500_000
+"""The stored JSON of one page at most (about 650 small jobs with an execution each): what bounds the memory
 of both ends (the receiver holds at most three pages of a round, see ``Sync.catch_up``; the sender builds one
-page at a time), and how long encoding or decoding one page holds either node's trio thread (tens of ms)."""
+page at a time), and how long encoding or decoding one page holds either node's trio thread (JSON encoding is
+on it, in the request/response codec: ~5 ms a page, where 1 MB pages kept the sender's RPC p99 above 100 ms)."""
+MAX_ECHO_STORES = 64
+"""Peers' stores whose rows this node remembers (``Sync._echo``); a round with one forgotten sends them back."""
+MAX_ECHO_SPANS = 1000
+"""Ranges of change numbers remembered per peer store (contiguous writes merge into one)."""
 MAX_NODE_RECORDS = 1000
 """Node records (and drain orders) in one answer at most: the most recently heard. They come with the first
 page of a round only (``"nodes": true`` in the request), so a node that joins learns every node at once."""
@@ -91,6 +105,11 @@ class Sync:
         self.stats = SyncStats()
         self._warned: set[str] = set()
         self._serving = trio.Lock()
+        self.run_id = f"{identity.node_id}/{secrets.token_hex(8)}"
+        """This node's store as it is while this process runs: sent with every request and page, so that a peer
+        sends back none of the rows it took from it (a restarted node, its store possibly replaced, is new)."""
+        self._echo: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
+        """A peer's ``run_id`` -> the change numbers of this store's rows that hold exactly what it sent."""
 
     async def serve(self, request: Any) -> dict[str, Any]:
         """Answer a peer's ``{"since": N, "limit": L, "max_bytes": B}`` with a page of the changes after N (and,
@@ -103,15 +122,18 @@ class Sync:
         if not _is_count(since) or not _is_count(limit) or not _is_count(max_bytes):
             return {"error": "since, limit and max_bytes must be non-negative integers"}
         limit, max_bytes = max(1, min(limit, PAGE_LIMIT)), max(1, min(max_bytes, PAGE_BYTES))
+        asker = request.get("store")
+        skip = tuple(self._echo.get(asker, ())) if isinstance(asker, str) else ()  # what it gave us: it holds it
         async with self._serving:  # a page at a time per node: bounded memory, however many peers ask
             head = self.store.head
             raw = await self.store.query(
-                lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head)
+                lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head, skip=skip)
             )
             cancelled = [job_id for job_id, _, flag in raw.jobs if flag]
             cancels = await self.store.query(lambda conn: _metas(conn, [cancel_key(j) for j in cancelled]))
             # JSON and this node's signatures off the trio thread: RPC keeps answering while a page is built
             answer = await trio.to_thread.run_sync(self._answer, raw, cancels)
+        answer["store"] = self.run_id
         if request.get("nodes") is True and self.directory is not None:
             records, drains = self.directory.known(MAX_NODE_RECORDS)
             answer["nodes"] = [{"record": r.to_json(), "age": round(age, 3)} for r, age in records]
@@ -173,19 +195,26 @@ class Sync:
         known = await held(self.store, _job_ids(jobs, executions))
         jobs = [entry for entry in jobs if not self._holds_job(known, entry)]
         executions = [entry for entry in executions if not self._holds_execution(known, entry)]
-        checked = await trio.to_thread.run_sync(check_entries, jobs, executions, allocations)
+        checked = await check_in_threads(jobs, executions, allocations)
         checked.upto, checked.more = upto, more
+        store = page.get("store")
+        checked.store = store if isinstance(store, str) else None
         return checked
 
-    async def _merge(self, checked: Checked) -> tuple[int, bool]:
-        """Merge what ``_prepare`` checked; returns the watermark to keep and whether more pages follow."""
+    async def _merge(self, checked: Checked, echo: list[tuple[int, int]] | None = None) -> tuple[int, bool]:
+        """Merge what ``_prepare`` checked; returns the watermark to keep and whether more pages follow.
+        ``echo`` collects the change numbers of the rows written as the page says (``Sync.serve`` skips them
+        for that peer); what this node does of its own meanwhile (runs, cancels, placements) is not in it."""
         for reason, exc in checked.drops:
             self._drop(reason, exc)
         # Executions first: a job learned late runs here only if it is still active somewhere.
-        self.stats.executions += await self._merge_executions(checked.executions)
+        with Store.spans(echo):
+            self.stats.executions += await self._merge_executions(checked.executions)
         # Allocations before their jobs: a replicas job runs here only where its allocation says.
         await self._merge_allocations(checked.allocations)
-        for outcome in await self.inbound.on_jobs(list(checked.jobs.values())) if checked.jobs else ():
+        with Store.spans(echo):  # Replica.on_jobs leaves out the jobs it runs or cancels here
+            outcomes = await self.inbound.on_jobs(list(checked.jobs.values())) if checked.jobs else []
+        for outcome in outcomes:
             if outcome is True:
                 self.stats.jobs += 1
             elif isinstance(outcome, Refused):  # the trust rule (logged there, once per peer), or purged here
@@ -268,7 +297,9 @@ class Sync:
                 more, first = True, True
                 try:
                     while more:
-                        asked: dict[str, Any] = {"since": since, "limit": PAGE_LIMIT, "max_bytes": PAGE_BYTES}
+                        asked: dict[str, Any] = {
+                            "since": since, "limit": PAGE_LIMIT, "max_bytes": PAGE_BYTES, "store": self.run_id
+                        }  # fmt: skip
                         if first:
                             asked["nodes"] = True  # the node records once a round, with its first page
                         page = await request(asked)
@@ -300,7 +331,7 @@ class Sync:
                 try:
                     if isinstance(item, Exception):
                         raise item
-                    since, more = await self._merge(item)
+                    since, more = await self._merge(item, self._echo_of(peer_id, item.store))
                     await self.store.set_meta(key, str(since))
                 except Exception as exc:
                     failure = exc
@@ -313,6 +344,25 @@ class Sync:
             raise failure
         self.stats.rounds += 1
         return pages
+
+    def _echo_of(self, peer_id: str, store: str | None) -> list[tuple[int, int]] | None:
+        """Where to collect the rows written from ``peer_id``'s page (its ``store`` as it says; one claiming
+        another node's store is not believed), merged into ranges; bounded in stores and ranges."""
+        if store is None or not store.startswith(f"{peer_id}/"):
+            return None
+        spans = self._echo.pop(store, [])
+        self._echo[store] = spans
+        while len(self._echo) > MAX_ECHO_STORES:
+            self._echo.popitem(last=False)
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for first, last in spans:
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
+            else:
+                merged.append((first, last))
+        spans[:] = merged[-MAX_ECHO_SPANS:]  # the newest: older ones lie below the peer's watermark by now
+        return spans
 
     def _merge_nodes(self, records: Any, drains: Any) -> None:
         """Each verified record and drain order into the registry (an older peer sends none; nor does a page

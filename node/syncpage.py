@@ -8,9 +8,10 @@ whether the job is still running somewhere before deciding to run it (without th
 job and its execution made a late joiner run a job that had finished everywhere). Those executions are sent
 again in their own turn; the receiver skips what it holds already (``held``).
 
-Rows stay the JSON text they are stored as: the serving side re-reads nothing per job, and the receiving side
-checks and verifies only what it does not hold yet. The SQL runs on the store's read connection
-(``Store.query``), one snapshot per read.
+Rows the requester gave this node itself (ranges of change numbers, ``skip``) are left out, the watermark passing
+over them (``node/sync.py`` says why). Rows stay the JSON text they are stored as: the serving side re-reads
+nothing per job, and the receiving side checks and verifies only what it does not hold yet. The SQL runs on the
+store's read connection (``Store.query``), one snapshot per read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import heapq
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .model import State
@@ -46,27 +47,54 @@ class RawPage:
     """The bytes of the bodies in the page."""
 
 
-def read_page(conn: sqlite3.Connection, since: int, *, limit: int, max_bytes: int, head: int) -> RawPage:
+MIN_ROW_BYTES = 300
+"""Fewer bytes than any stored job or execution body: a page of ``max_bytes`` reads at most ``max_bytes //
+MIN_ROW_BYTES`` rows of each kind (reading ``limit`` rows for the ~1,300 a page of 1 MB holds was most of the
+sender's cost). Smaller rows only end a page on that count instead of on bytes."""
+MAX_SKIPPED = 64
+"""Ranges of ``skip`` at most put in the query (the lowest above the watermark); rows in others are sent."""
+
+
+def read_page(
+    conn: sqlite3.Connection,
+    since: int,
+    *,
+    limit: int,
+    max_bytes: int,
+    head: int,
+    skip: Sequence[tuple[int, int]] = (),
+) -> RawPage:
     """The changes after ``since`` (see the module's docstring); at least one entry when there is any, even one
-    larger than ``max_bytes``. ``head``: the store's (``Store.head``), passed on."""
+    larger than ``max_bytes``. ``head``: the store's (``Store.head``), passed on. ``skip``: ranges of change
+    numbers (first, last) whose rows the requester holds (``node/sync.py``): left out, the watermark passing
+    over them."""
+    limit = max(1, min(limit, max_bytes // MIN_ROW_BYTES))
+    ranges = sorted(r for r in skip if r[1] > since)[:MAX_SKIPPED]
+    besides = "".join(" AND chg NOT BETWEEN ? AND ?" for _ in ranges)
+    bounds = [n for r in ranges for n in r]
     conn.execute("BEGIN")  # one snapshot for every table, or a commit between two reads could be skipped
     try:
         jobs = conn.execute(
-            "SELECT chg, job_id, body, cancelled FROM jobs WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+            f"SELECT chg, job_id, body, cancelled FROM jobs WHERE chg > ?{besides} ORDER BY chg LIMIT ?",
+            (since, *bounds, limit),
         ).fetchall()
         execs = conn.execute(
-            "SELECT chg, job_id, node_id, body FROM executions WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+            f"SELECT chg, job_id, node_id, body FROM executions WHERE chg > ?{besides} ORDER BY chg LIMIT ?",
+            (since, *bounds, limit),
         ).fetchall()
         allocs = conn.execute(
-            "SELECT chg, body FROM allocations WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
+            f"SELECT chg, body FROM allocations WHERE chg > ?{besides} ORDER BY chg LIMIT ?", (since, *bounds, limit)
         ).fetchall()
         attached: dict[str, list[tuple[str, str]]] = {}  # job ID -> [(node ID, body)] changed after ``since``
         ids = json.dumps([row[1] for row in jobs])
         for job_id, node_id, body in conn.execute(
-            "SELECT job_id, node_id, body FROM executions WHERE job_id IN (SELECT value FROM json_each(?)) AND chg > ?",
-            (ids, since),
+            "SELECT job_id, node_id, body FROM executions WHERE job_id IN (SELECT value FROM json_each(?)) "
+            f"AND chg > ?{besides}",
+            (ids, since, *bounds),
         ):
             attached.setdefault(job_id, []).append((node_id, body))
+        # the highest number committed: with nothing more to send, the watermark passes skipped rows up to it
+        top = conn.execute(_TOP).fetchone()[0] or 0
     finally:
         conn.execute("COMMIT")
     # A full list may hide later rows of its kind: nothing past the lowest end of a full list is sent.
@@ -107,6 +135,8 @@ def read_page(conn: sqlite3.Connection, since: int, *, limit: int, max_bytes: in
                 out_execs.append(row[3])
         else:
             out_allocs.append(row[1])
+    if not stopped:  # everything up to the cut (or, with no full list, every committed row) was sent or skipped
+        upto = max(upto, cut if cut is not None else top)
     return RawPage(jobs=out_jobs, executions=out_execs, allocations=out_allocs, upto=upto, head=head,
                    more=stopped or bool(ends), size=size)  # fmt: skip
 
@@ -151,4 +181,8 @@ async def held(store: Store, job_ids: Iterable[str]) -> Held:
     return await store.query(read)
 
 
+_TOP = (
+    "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions "
+    "UNION ALL SELECT MAX(chg) FROM allocations)"
+)
 _IN = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"

@@ -248,7 +248,7 @@ class Client:
                     raise BadResponseError(f"{self.url} answered GET /{route} with HTTP {response.status}")
                 raise error_from(error)
             stream = EventStream(conn, response, self.url)
-            stream.opening()  # the node sends a comment first: past it, nothing after now is missed
+            stream.opening()  # the node sends a first block: past it, nothing after now is missed
             return stream
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -303,23 +303,29 @@ class EventStream:
         return raw.decode("utf-8", "replace").rstrip("\r\n") if raw else None
 
     def opening(self) -> None:
-        """Read up to the end of the node's first block (a comment): the subscription is in place."""
-        while self._line() not in (None, ""):
+        """Read the node's first block: the subscription is in place, and its id is where to resume."""
+        for _ in self._events(until_first_block=True):
             pass
 
     def __iter__(self) -> Iterator[Event]:
+        return self._events(until_first_block=False)
+
+    def _events(self, *, until_first_block: bool) -> Iterator[Event]:
         fields: dict[str, str] = {}
         while (line := self._line()) is not None:
             if line == "":
+                # An id with no data (the node's opening block) still moves the resume point, as the format says.
+                event_id = int(fields["id"]) if fields.get("id", "").isdigit() else None
+                if event_id is not None:
+                    self.last_id = event_id
                 if "data" in fields:
-                    event_id = int(fields["id"]) if fields.get("id", "").isdigit() else None
                     try:
                         data = json.loads(fields["data"])
                     except ValueError:
                         raise BadResponseError(f"{self._url} sent an event that is not JSON") from None
-                    if event_id is not None:
-                        self.last_id = event_id
                     yield Event(event_id, fields.get("event", "message"), data)
+                if until_first_block:
+                    return
                 fields = {}
             elif not line.startswith(":"):
                 name, _, value = line.partition(":")

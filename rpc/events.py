@@ -65,7 +65,10 @@ def add_events_route(app: QuartTrio, hub: EventHub) -> None:
             return _bad_request(f"invalid Last-Event-ID {given!r}: expected the id of an event (an integer)")
 
         async def body() -> AsyncIterator[bytes]:
-            yield f"retry: {RETRY_MS}\n: cmnode events after {hub.last_id if since is None else since}\n\n".encode()
+            start = hub.last_id if since is None else since
+            # The opening block's id is where a reader that sees no event resumes (an id with no data sets the
+            # reader's last event id without dispatching an event, per the format); the comment is for humans.
+            yield f"retry: {RETRY_MS}\nid: {start}\n: cmnode events after {start}\n\n".encode()
             async for event in hub.stream(since, wanted):
                 yield b": ping\n\n" if event is None else event.frame()
 

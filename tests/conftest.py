@@ -4,13 +4,20 @@ A test that needs dockerd carries the ``docker`` marker; one that starts OS proc
 namespaces, or takes more than a second, carries ``slow``. A test taking one of the fixtures in ``MARKS`` carries
 its marker by that alone, so ``-m "not docker and not slow"`` (``scripts/test --fast``) cannot pick it up. A test
 with neither marker may not start a process: it fails if it tries.
+
+The run fails if a test leaves a job container on the engine (``pytest_sessionfinish``, once every node is
+stopped): a container is the tests' own when its ``cmnode.node_id`` label is a node of this run (an identity
+under the session's temporary directory, or an id of the ``node_id`` fixture); other containers, such as those
+of another run on the same engine, are never flagged. The leftovers are named, then removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -22,6 +29,12 @@ from tests.support import missing, remove_containers
 pytest_plugins = ["pytester"]  # tests/test_support.py runs a test module as CI would
 
 TEST_IMAGE = "cmnode-test/busybox:latest"
+LABEL_NODE = "cmnode.node_id"  # node/runtime.py's label on every container a node makes
+
+_BASETEMP = pytest.StashKey[Path]()
+"""The session's temporary directory, once a test reached dockerd: the data dirs of this run's nodes are there."""
+_TEST_IDS = pytest.StashKey[set[str]]()
+"""Ids the ``node_id`` fixture handed out (a test may label with one plus a suffix)."""
 
 MARKS: dict[str, tuple[str, ...]] = {
     "docker_available": ("docker",),
@@ -57,7 +70,9 @@ def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: py
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[DockerClient | None]:
+def docker_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DockerClient | None]:
     """A plain SDK client for set-up and clean-up, or None when no daemon answers."""
     try:
         client = DockerClient.from_env(timeout=10)
@@ -65,6 +80,7 @@ def docker_client() -> Iterator[DockerClient | None]:
     except (docker.errors.DockerException, OSError):
         yield None
         return
+    request.config.stash[_BASETEMP] = tmp_path_factory.getbasetemp()  # the session's leftovers are checked
     yield client
     client.close()
 
@@ -94,8 +110,68 @@ def test_image(docker_available: DockerClient) -> str:
 
 
 @pytest.fixture
-def node_id(docker_client: DockerClient | None) -> Iterator[str]:
+def node_id(request: pytest.FixtureRequest, docker_client: DockerClient | None) -> Iterator[str]:
     """A node id unique to the test; every container labelled with it is removed afterwards."""
     value = f"test-{uuid.uuid4().hex[:12]}"
+    request.config.stash.setdefault(_TEST_IDS, set()).add(value)
     yield value
     remove_containers(docker_client, value)
+
+
+# -- the run leaves no container behind --------------------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Name and remove the job containers this run's nodes left on the engine, and fail the run if any."""
+    basetemp = session.config.stash.get(_BASETEMP, None)
+    if basetemp is None:  # no test reached dockerd
+        return
+    left = leftover_containers(basetemp, session.config.stash.get(_TEST_IDS, set()))
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [
+        f"{c['Names'][0].lstrip('/')} ({c['Image']}, {c['State']}) node {c['Labels'].get(LABEL_NODE)} "
+        f"job {c['Labels'].get('cmnode.job_id')}"
+        for c in left
+    ]
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", f"{len(left)} container(s) left on the engine by this run's nodes", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    remove_leftovers(left)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def leftover_containers(basetemp: Path, test_ids: set[str]) -> list[dict[str, Any]]:
+    """Containers (running or not) whose node is one of this run's: an identity under ``basetemp`` or an id the
+    ``node_id`` fixture handed out (or one with a suffix to it)."""
+    ours = node_ids_under(basetemp)
+    with contextlib.closing(DockerClient.from_env(timeout=30)) as client:
+        listed = client.api.containers(all=True, filters={"label": LABEL_NODE})
+    return [
+        c
+        for c in listed
+        if (node := (c.get("Labels") or {}).get(LABEL_NODE, "")) in ours
+        or any(node.startswith(test_id) for test_id in test_ids)
+    ]
+
+
+def node_ids_under(root: Path) -> set[str]:
+    """The node ids of every data directory under ``root`` (its ``identity.key``)."""
+    from node.identity import KEY_FILE, load_or_create
+
+    ids = set()
+    for key in root.rglob(KEY_FILE):
+        with contextlib.suppress(Exception):  # a key a test damaged on purpose
+            ids.add(load_or_create(key.parent).node_id)
+    return ids
+
+
+def remove_leftovers(containers: list[dict[str, Any]]) -> None:
+    with contextlib.closing(DockerClient.from_env(timeout=30)) as client:
+        for c in containers:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.api.remove_container(c["Id"], force=True)

@@ -69,12 +69,8 @@
         this.reset();
         return;
       }
-      if (line.startsWith(':')) {
-        // The node opens each stream with ": cmnode events after N": where a stream that saw no event resumes
-        const opening = /^: ?cmnode events after (\d+)$/.exec(line);
-        if (opening && this.lastId === null) this.lastId = opening[1];
-        return;
-      }
+      // A comment; the node's opening block carries an id with no data: where a quiet stream resumes.
+      if (line.startsWith(':')) return;
       const colon = line.indexOf(':');
       const field = colon < 0 ? line : line.slice(0, colon);
       let value = colon < 0 ? '' : line.slice(colon + 1);

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .harness import IMAGE, Cluster, arrivals, each, wait
+from .harness import IMAGE, Cluster, arrivals, each, logged, wait
 
 __all__ = [
     "Flapping",
@@ -51,6 +51,9 @@ class Partition:
     """Heal to agreement of the nodes that were not killed (the restarted one is still starting meanwhile)."""
     restart: float | None = None
     """Heal until the killed node's RPC answered again (the process start, on this machine)."""
+    restart_phases: dict[str, float] = field(default_factory=dict)
+    """The restarted node's start, from its exec (at the heal): ``ready`` (its ready line), ``peer`` (its first
+    connection, from its log) and ``caught up`` (the last catch-up that brought it news, from its log)."""
 
 
 def partition(
@@ -81,7 +84,7 @@ def partition(
         cluster.nodes[kill].kill()
     time.sleep(max(0.0, seconds - (time.monotonic() - began)))
     cluster.lan.heal()
-    healed = time.monotonic()
+    healed, healed_at = time.monotonic(), time.time()
     survivors = restart = None
     if kill is not None:
         with ThreadPoolExecutor(1) as pool:  # the restart, while the others are watched
@@ -92,13 +95,20 @@ def partition(
             restart = started.result()
     cluster.wait_agreement(jobs, timeout=timeout)
     heal_to_agreement = time.monotonic() - healed
+    phases: dict[str, float] = {}
+    if kill is not None and restart is not None:
+        phases["ready"] = restart
+        for name, text, last in (("peer", "peer connected", False), ("caught up", "caught up with peer=", True)):
+            at = logged(cluster.nodes[kill], text, after=healed_at, last=last)
+            if at is not None:
+                phases[name] = at - healed_at
     join = None
     if late is not None:
         joined = time.monotonic()
         cluster.start([late])
         cluster.wait_agreement(jobs, timeout=timeout)
         join = time.monotonic() - joined
-    return Partition(heal_to_agreement, join, jobs, survivors, restart)
+    return Partition(heal_to_agreement, join, jobs, survivors, restart, phases)
 
 
 @dataclass

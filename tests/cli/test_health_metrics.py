@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node import errors
 from rpc.client import Client, RemoteError
-from tests.support import NodeProcess, Nodes, base_config, poll
+from tests.support import NodeProcess, Nodes, base_config, http_client, poll
 
 pytestmark = pytest.mark.slow  # every test here starts nodes
 
@@ -99,7 +99,7 @@ def test_metrics_count_what_happened(node: NodeProcess, test_image: str) -> None
 
 async def test_each_node_has_its_own_registry(tmp_path: Path, nursery: trio.Nursery) -> None:
     """Two nodes in one process (as in the mesh tests): a call to one is not counted by the other."""
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with http_client() as http:
         nodes = Nodes(nursery, http)
         no_docker = "unix:///nonexistent.sock"
         configs = [base_config(tmp_path / name, worker_count=2, docker_host=no_docker) for name in "ab"]

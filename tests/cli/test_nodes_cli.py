@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from node import client_cli
+from node.client_tables import SHORT_ID
 
 ID = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
 
@@ -37,6 +38,6 @@ def test_nodes_table_fits_80_columns(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert all(len(line) <= 80 for line in lines), lines
     assert lines[0].split() == ["NODE", "NAME", "STATE", "LABELS", "CPUS", "MEMORY", "ALLOC", "RUN", "SEEN"]
     first, second = lines[1].split(), lines[2].split()
-    assert first[0] == ID[: client_cli.SHORT_ID] + "*" and first[2] == "ready" and "512G" in first
+    assert first[0] == ID[:SHORT_ID] + "*" and first[2] == "ready" and "512G" in first
     assert first[-3:] == ["17", "1234", "now"]  # allocated copies, then running containers
-    assert second[:3] == [ID[: client_cli.SHORT_ID], "b", "down"] and second[-2:] == ["60m", "ago"]
+    assert second[:3] == [ID[:SHORT_ID], "b", "down"] and second[-2:] == ["60m", "ago"]

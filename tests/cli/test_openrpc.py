@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from jsonschema import Draft7Validator
 
 from rpc.methods import build_methods
-from tests.support import Nodes, base_config
+from tests.support import Nodes, base_config, http_client
 
 _EXTENSIONS: dict[str, Any] = {"^x-": {}}
 _TEXT = {"type": "string"}
@@ -102,7 +101,7 @@ def test_the_structural_schema_is_itself_valid() -> None:
 
 @pytest.mark.slow  # a node in this process: a libp2p host
 async def test_discover_is_valid_openrpc_and_lists_every_method(tmp_path: Path, nursery: trio.Nursery) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with http_client() as http:
         config = base_config(tmp_path / "node", docker_host="unix:///nonexistent.sock")  # no job runs
         node = await Nodes(nursery, http).start(config)
         with trio.fail_after(30):

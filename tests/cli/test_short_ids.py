@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from node import client_cli
-from node.client_cli import UsageError, hoist, resolve_nodes, short_ids
+from node.client_cli import UsageError, hoist, resolve_nodes
+from node.client_tables import print_status, short_ids
 from tests.support import NodeProcess
 
 from .conftest import cmnode, one_line
@@ -63,11 +64,11 @@ def test_tables_fit_80_columns_with_short_ids(monkeypatch: pytest.MonkeyPatch, c
     answers = {"ContainerService.List": jobs, "ContainerService.Status": status, "NodeService.Peers":
                {"peers": [{"node_id": A, "addresses": ["/ip4/127.0.0.1/tcp/4001/p2p/" + A]}]}}  # fmt: skip
     monkeypatch.setattr(client_cli, "_fetch", lambda conn, method, params=None: answers[method])
-    for command in (client_cli.jobs, client_cli.peers, lambda: client_cli._print_status(status)):
+    for command in (client_cli.jobs, client_cli.peers, lambda: print_status(status)):
         assert command() in (client_cli.Exit.OK, None)
         out = capsys.readouterr().out
         assert all(len(line) <= 80 for line in out.splitlines()), out
-    client_cli._print_status(status)
+    print_status(status)
     out = capsys.readouterr().out
     assert A not in out and [A[:16], "running"] in [line.split()[:2] for line in out.splitlines()]
     assert "00000000 " in out

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-import httpx
 import pytest
 import trio
 from docker.client import DockerClient
@@ -27,8 +26,10 @@ from tests.support import (
     base_config,
     end_process,
     eventually,
+    http_client,
     poll,
     remove_containers,
+    stop_and_remove,
 )
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
 
 @pytest.fixture
 async def nodes(nursery: trio.Nursery, docker_client: DockerClient | None) -> AsyncIterator[Nodes]:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with http_client(timeout=60) as client:
         started = Nodes(nursery, client)
         yield started
     remove_containers(docker_client, *started.node_ids)
@@ -133,9 +134,7 @@ async def listing_fails_until_ping(path: Path) -> AsyncIterator[None]:
 def node_processes(docker_client: DockerClient | None) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
     yield started
-    for node in started:
-        node.kill()
-    remove_containers(docker_client, *(node.node_id for node in started if node.node_id))
+    stop_and_remove(docker_client, started)  # not kill -9: a create in flight would leak its container
 
 
 # -- a second dockerd ----------------------------------------------------------------------------------------

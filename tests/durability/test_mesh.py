@@ -4,7 +4,6 @@ ran it has removed the container."""
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 async def _joined(cluster: Cluster, count: int, *flags: str) -> list[NodeProc]:
     first = await cluster.start("n1", *flags)
     seed = await cluster.address(first)
-    nodes = [first, *[await cluster.start(f"n{i}", "--bootstrap", seed, *flags) for i in range(2, count + 1)]]
+    nodes = [first, *await cluster.start_all(*[(f"n{i}", "--bootstrap", seed, *flags) for i in range(2, count + 1)])]
 
     async def meshed() -> bool:
         for node in nodes:
@@ -114,5 +113,4 @@ async def test_logs_of_10000_lines_from_another_node_after_removal(
     assert full["stderr"] == "bye\n"
     tail = await cluster.call(n2, "ContainerService.Logs", {"job_id": job_id, "node_id": n1.node_id, "tail": 2})
     assert (tail["stdout"], tail["stderr"]) == ("9999\n10000\n", "bye\n")
-    for node in nodes:
-        assert node.stop(signal.SIGTERM) == 0
+    assert await cluster.stop_all(nodes) == [0, 0]

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from docker.client import DockerClient
 
-from tests.support import NodeProcess, poll
+from tests.support import NodeProcess, poll, stop_and_remove
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -47,10 +48,10 @@ def curl(node: NodeProcess, payload: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def node_process(tmp_path: Path, test_image: str) -> Iterator[NodeProcess]:
+def node_process(tmp_path: Path, test_image: str, docker_client: DockerClient | None) -> Iterator[NodeProcess]:
     node = NodeProcess(tmp_path / "data").start()
     yield node
-    node.stop(signal.SIGKILL)
+    stop_and_remove(docker_client, [node])  # the seed job's nginx stand-in keeps running after its node stops
 
 
 def stops_cleanly(node: NodeProcess, sig: int) -> None:

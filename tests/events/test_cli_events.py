@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from docker.client import DockerClient
 
+from rpc.client import Client
 from tests.cli.conftest import cmnode
 from tests.support import COMMAND, NodeProcess, clean_env, end_process, remove_containers
 
@@ -82,3 +83,17 @@ def test_create_wait_follows_the_stream(node: NodeProcess, test_image: str) -> N
     job_id = lines[0]
     again = cmnode("status", job_id, "--wait", "--json", url=node.url, env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "complete"
+
+
+def test_a_quiet_stream_knows_where_to_resume(node: NodeProcess, test_image: str) -> None:
+    """A reader that saw no event resumes where its stream began: the opening block carries that id, so what
+    happened while it was away is not lost (it used to resume from "now", skipping the gap)."""
+    client = Client(node.url, token="tok")
+    with client.events(types=["job"]) as quiet:
+        begun = quiet.last_id
+    assert isinstance(begun, int)
+    out = cmnode("create", test_image, "--", "true", env={"CMNODE_TOKEN": "tok"}, url=node.url)
+    job_id = out.stdout.strip()
+    with client.events(types=["job"], last_event_id=begun) as resumed:
+        first = next(iter(resumed))
+    assert first.type == "job" and first.data["job_id"] == job_id and first.id is not None and first.id > begun

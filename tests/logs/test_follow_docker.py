@@ -5,7 +5,6 @@ command exits 0 when the job ends. Also ``GET /logs`` itself: its token, its ref
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import trio
 from docker.client import DockerClient
 
 from tests.cli.conftest import cmnode
-from tests.support import NodeProcess, Nodes, Rpc, base_config, eventually, remove_containers
+from tests.support import NodeProcess, Nodes, Rpc, base_config, eventually, remove_containers, stop_and_remove
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,9 +33,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def nodes(tmp_path: Path, docker_client: DockerClient) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
     yield started
-    for node in started:
-        node.stop(signal.SIGKILL)
-    remove_containers(docker_client, *(n.node_id for n in started))
+    stop_and_remove(docker_client, started)  # not kill -9: a create in flight would leak its container
 
 
 def start(nodes: list[NodeProcess], root: Path, name: str, *flags: str) -> NodeProcess:

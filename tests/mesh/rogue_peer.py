@@ -156,6 +156,10 @@ def findings(me: Identity) -> list[bytes]:
     ]
 
 
+PAGE_ENTRIES = 4
+"""Entries (jobs and executions) in ``finding_page``: one catch-up round with the rogue drops every one."""
+
+
 def finding_page(me: Identity) -> bytes:
     """Finding 3: a ``/cmnode/sync/1`` answer holding the same values."""
     page = {
@@ -166,6 +170,7 @@ def finding_page(me: Identity) -> bytes:
         "head": 5,
         "more": False,
     }
+    assert len(page["jobs"]) + len(page["executions"]) == PAGE_ENTRIES
     return _json(page).replace(b'"job_id":"f3-infinity"', b'"job_id":"f3-surrogate\\udfff"')
 
 

@@ -21,8 +21,7 @@ ABSENT = "cmnode-test/absent:latest"
 async def test_thousand_creates_reach_every_node(cluster: Cluster) -> None:
     n1 = await cluster.start("n1", "--queue-size", "5000", "--worker-count", "4")
     seed = await cluster.address(n1)
-    n2 = await cluster.start("n2", "--bootstrap", seed)
-    n3 = await cluster.start("n3", "--bootstrap", seed)
+    n2, n3 = await cluster.start_all(("n2", "--bootstrap", seed), ("n3", "--bootstrap", seed))
 
     async def joined() -> bool:
         peers = await cluster.call(n1, "NodeService.Peers")

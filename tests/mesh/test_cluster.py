@@ -21,7 +21,7 @@ from .conftest import Cluster
 async def _three(cluster: Cluster) -> list[NodeProc]:
     first = await cluster.start("n1")
     seed = await cluster.address(first)
-    others = [await cluster.start(f"n{i}", "--bootstrap", seed) for i in (2, 3)]
+    others = await cluster.start_all(*[(f"n{i}", "--bootstrap", seed) for i in (2, 3)])
     nodes = [first, *others]
 
     async def full_mesh() -> bool:  # both joined through node 1; peer exchange connects them to each other
@@ -80,8 +80,8 @@ async def test_job_created_on_one_node_completes_on_all_three(cluster: Cluster, 
     await cluster.call(n2, "ContainerService.Stop", {"job_id": long["job_id"]})
     await _status_everywhere(cluster, nodes, long["job_id"], {"cancelled"})
 
+    assert await cluster.stop_all(nodes, signal.SIGINT) == [0, 0, 0]
     for node in nodes:
-        assert node.stop(signal.SIGINT) == 0
         assert "Traceback" not in node.log.read_text()
 
 

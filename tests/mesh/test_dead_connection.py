@@ -10,8 +10,6 @@ and that the nodes talk again after the heal.
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import trio
 
@@ -93,6 +91,6 @@ async def test_a_silently_dead_connection_is_noticed_and_replaced(cluster: Clust
         # each side may have judged the dead connection (once each); none judged the new one
         assert await connected() and await dead_connections() <= 2
         nursery.cancel_scope.cancel()
+    assert await cluster.stop_all([a, b]) == [0, 0]
     for node in (a, b):
-        assert node.stop(signal.SIGTERM) == 0
         assert "Traceback" not in node.log.read_text()

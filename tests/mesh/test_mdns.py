@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support import missing
+from tests.support import NodeProcess, missing, start_all, stop_all
 
-from .cluster import NodeProc, eventually, start_node
+from .cluster import NodeProc, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -81,9 +81,9 @@ async def _call(ns: str, node: NodeProc, method: str, params: Any = None) -> Any
 async def test_nodes_find_each_other_with_mdns(lan: list[str], tmp_path: Path) -> None:
     nodes: list[NodeProc] = []
     try:
-        for i, ns in enumerate(lan, start=1):
-            node = await start_node(tmp_path / f"n{i}", prefix=["ip", "netns", "exec", ns], listen="0.0.0.0", mdns=True)
-            nodes.append(node)
+        nodes += [NodeProcess(tmp_path / f"n{i}", prefix=["ip", "netns", "exec", ns], listen="0.0.0.0", mdns=True)
+                  for i, ns in enumerate(lan, start=1)]  # fmt: skip
+        await trio.to_thread.run_sync(start_all, nodes)  # at once: none waits for another to start
         ids = {n.node_id for n in nodes}
         for i, (ns, node) in enumerate(zip(lan, nodes, strict=True), start=1):
             info = await _call(ns, node, "NodeService.Info")
@@ -108,7 +108,7 @@ async def test_nodes_find_each_other_with_mdns(lan: list[str], tmp_path: Path) -
 
         await eventually(heard, timeout=30, interval=0.3)
     finally:
-        codes = [node.stop(signal.SIGINT, timeout=15) for node in nodes]  # as Ctrl-C
+        codes = await trio.to_thread.run_sync(lambda: stop_all(nodes, signal.SIGINT, timeout=15))  # as Ctrl-C
     assert codes == [0] * NODES, codes  # zeroconf's threads do not hold the process back
     for node in nodes:
         assert "Traceback" not in node.log.read_text()

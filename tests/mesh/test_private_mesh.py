@@ -7,7 +7,6 @@ both. A node without a key warns at start that its mesh is open."""
 from __future__ import annotations
 
 import re
-import signal
 import time
 from pathlib import Path
 
@@ -55,8 +54,8 @@ async def test_nodes_with_different_keys_never_connect_and_say_so_within_5_s(
     assert len(HANDSHAKE_LINE.findall(n2.log.read_text())) == 1
     assert (await cluster.call(n1, "NodeService.Peers"))["peers"] == []
     assert (await cluster.call(n2, "NodeService.Peers"))["peers"] == []
+    assert await cluster.stop_all([n1, n2]) == [0, 0]
     for node in (n1, n2):
-        assert node.stop(signal.SIGTERM) == 0
         assert "Traceback" not in node.log.read_text()
 
 

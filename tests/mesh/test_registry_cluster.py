@@ -39,10 +39,8 @@ async def test_three_nodes_know_each_other_see_a_death_and_a_drain(
     engine = docker_available.info()
     first = await cluster.start("n0", "--heartbeat", HEARTBEAT, "--node-name", "n0", "--node-label", "zone=a")
     boot = await cluster.address(first)
-    nodes = [first]
-    for i, zone in ((1, "a"), (2, "b")):
-        nodes.append(await cluster.start(f"n{i}", "--heartbeat", HEARTBEAT, "--node-name", f"n{i}",
-                                         "--node-label", f"zone={zone}", "--bootstrap", boot))  # fmt: skip
+    nodes = [first, *await cluster.start_all(*[(f"n{i}", "--heartbeat", HEARTBEAT, "--node-name", f"n{i}",
+             "--node-label", f"zone={zone}", "--bootstrap", boot) for i, zone in ((1, "a"), (2, "b"))])]  # fmt: skip
 
     async def all_ready(node: NodeProc) -> dict[str, dict[str, Any]] | None:
         seen = await listing(cluster, node)

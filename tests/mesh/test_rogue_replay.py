@@ -9,7 +9,6 @@ created right after reaches every node."""
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from node.model import Execution, Job
 
 from .cluster import eventually, job_ids
 from .conftest import Cluster
-from .rogue_peer import BAD_JOB_IDS, NOWHERE
+from .rogue_peer import BAD_JOB_IDS, NOWHERE, PAGE_ENTRIES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -67,7 +66,7 @@ def _read_back(db: Path) -> set[str]:
 async def test_the_findings_replayed_kill_no_node_and_store_nothing(cluster: Cluster) -> None:
     first = await cluster.start("n1")
     seed = await cluster.address(first)
-    nodes = [first, await cluster.start("n2", "--bootstrap", seed), await cluster.start("n3", "--bootstrap", seed)]
+    nodes = [first, *await cluster.start_all(("n2", "--bootstrap", seed), ("n3", "--bootstrap", seed))]
     addresses = [await cluster.address(node) for node in nodes]
     rogue = subprocess.Popen([sys.executable, "-m", "tests.mesh.rogue_peer", "replay", *addresses],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
@@ -76,9 +75,9 @@ async def test_the_findings_replayed_kill_no_node_and_store_nothing(cluster: Clu
         assert line.startswith("sent 4"), line
 
         async def synced_with_rogue() -> bool:  # every node caught up with the rogue and dropped its entries
-            for node in nodes:
+            for node in nodes:  # (the round a connection starts: a periodic round, later, drops them again)
                 info = await cluster.call(node, "NodeService.Info")
-                if sum(info["mesh"]["sync_dropped"].values()) < 5:
+                if sum(info["mesh"]["sync_dropped"].values()) < PAGE_ENTRIES:
                     return False
             return True
 
@@ -108,8 +107,8 @@ async def test_the_findings_replayed_kill_no_node_and_store_nothing(cluster: Clu
     finally:
         rogue.kill()
         rogue.wait()
+    assert await cluster.stop_all(nodes) == [0, 0, 0]
     for node in nodes:
-        assert node.stop(signal.SIGTERM) == 0
         stored = _read_back(node.data_dir / "cmnode.db")
         assert good in stored and not {i for i in stored if i.startswith(BAD_JOB_IDS)}, stored
         assert "Traceback" not in node.log.read_text(), node.log.read_text()[-3000:]

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from docker.client import DockerClient
 
 from node.app import RunningNode
-from tests.support import NodeHandle, Nodes, Rpc, base_config, remove_containers
+from tests.support import NodeHandle, Nodes, Rpc, base_config, http_client, remove_containers
 
 __all__ = ["NodeFactory", "Rpc", "start_node"]
 
@@ -25,7 +24,7 @@ async def start_node(
 ) -> AsyncIterator[NodeFactory]:
     """Start nodes on loopback, port 0, mDNS off (``Config`` fields as keywords); their containers are removed
     afterwards."""
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with http_client() as client:
         nodes = Nodes(nursery, client)
         handles: list[NodeHandle] = []
 

@@ -20,7 +20,7 @@ from hypothesis_jsonschema import from_schema
 
 from node.errors import ValidationError
 from node.model import EXECUTION_SCHEMA, JOB_SPEC_SCHEMA, MIN_MEMORY, Execution, JobSpec
-from node.spec import PortMapping, parse_port
+from node.spec_formats import PortMapping, parse_port
 
 _SIZES = st.builds(
     lambda n, unit: f"{n}{unit}",

@@ -120,9 +120,9 @@ async def test_pages_are_fetched_checked_and_merged_at_once_never_more(
             most = max(most, held)
             return page
 
-        async def merged(checked: Any) -> tuple[int, bool]:
+        async def merged(checked: Any, *args: Any) -> tuple[int, bool]:
             nonlocal held
-            result = await merge(checked)
+            result = await merge(checked, *args)
             held -= 1
             return result
 

@@ -1,0 +1,88 @@
+"""The scale simulation (benchmarks/simulate.py) against docs/scaling.md's formulas: the counting alone on a
+topology (milliseconds), then a whole small cluster with real stores, merge and placement."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from benchmarks.sim import formulas as f
+from benchmarks.sim.measure import periodic_rounds
+from benchmarks.sim.params import Params, current
+from benchmarks.sim.topology import Topology
+from benchmarks.simulate import Settings, main
+
+
+def params(**changes: object) -> Params:
+    base = Params(degree=6, degree_low=4, degree_high=12, gossip_heartbeat=1.0, gossip_window=3,
+                  record_interval=2.0, nodes_per_beat=None, peer_target=2, peer_max=None, sync_interval=15.0,
+                  sync_peers=None, records_every=None, max_node_records=1000, inbound_cap=250)  # fmt: skip
+    return Params(**{**base.__dict__, **changes})
+
+
+def test_a_flood_reaches_every_node_at_the_formulas_cost() -> None:
+    for n, target in ((30, 2), (60, 6)):
+        topo = Topology(n, params(peer_target=target), random.Random(3))
+        for origin in (0, n // 2, n - 1):
+            flood = topo.flood(origin)
+            assert flood.reached == n
+            assert flood.total == pytest.approx(f.copies(n, topo.mean_degree))
+            assert sum(flood.received) == flood.total
+
+
+def test_the_mesh_keeps_gossipsubs_bounds_and_the_bootstrap_node_its_inbound_cap() -> None:
+    topo = Topology(80, params(peer_target=8, inbound_cap=20), random.Random(5))
+    assert all(len(m) <= 12 for m in topo.mesh)
+    assert all(m <= c for m, c in zip(topo.mesh, topo.conns, strict=True))
+    assert max(topo.inbound) <= 20 and topo.refused_by_seed == 80 - 1 - 20
+    assert all(topo.mesh[q].__contains__(i) for i in range(80) for q in topo.mesh[i])  # grafts are mutual
+
+
+def test_connection_upkeep_keeps_every_node_between_target_and_max() -> None:
+    topo = Topology(300, params(peer_target=6, peer_max=12), random.Random(7))
+    assert all(6 <= len(c) <= 12 for c in topo.conns)
+    assert topo.refused_by_seed == 0 and topo.flood(0).reached == 300
+
+
+def test_anti_entropy_rounds_follow_the_policy() -> None:
+    every = Topology(50, params(), random.Random(1))
+    asked, served = every.anti_entropy(random.Random(2))
+    assert sum(served) == sum(asked) == pytest.approx(f.anti_entropy_rounds(50, every.mean_connections, None))
+    few = Topology(50, params(sync_peers=1), random.Random(1))
+    asked, served = few.anti_entropy(random.Random(2))
+    assert asked == [1] * 50 and sum(served) == f.anti_entropy_rounds(50, few.mean_connections, 1)
+
+
+def test_the_real_scheduler_asks_k_peers_each_interval_as_the_formula_says() -> None:
+    p = current()
+    topo = Topology(60, p, random.Random(4))
+    assert p.sync_peers is not None
+    counted = periodic_rounds(topo.conns, random.Random(5), p.sync_peers)
+    assert counted is not None  # Catchup.tick exists in this tree
+    asked, served = counted
+    assert sum(served) == sum(asked) == f.anti_entropy_rounds(60, topo.mean_connections, p.sync_peers)
+    assert asked == [min(p.sync_peers, len(c)) for c in topo.conns]
+
+
+def test_the_parameters_are_the_codes() -> None:
+    from node import catchup, peering
+
+    p = current()
+    assert (p.peer_target, p.sync_interval) == (peering.PEER_TARGET, catchup.SYNC_INTERVAL)
+    assert p.degree_low <= p.degree <= p.degree_high
+
+
+@pytest.mark.slow
+async def test_a_small_cluster_agrees_with_the_formulas() -> None:
+    (report,) = await main([20], Settings(jobs=8, replicas=2, all_jobs=1), calibration=300, quiet=True)
+    exact = [r for r in report.rows if r.name.startswith(("gossip", "  received", "node-record c", "anti-entropy r"))]
+    exact += [report.row("  anti-entropy bytes served per node per s (mean)")]
+    assert len(exact) == 10
+    for row in exact:
+        assert row.ratio == pytest.approx(1.0, abs=0.01), row
+    for kind in ("replicas=2", "all"):
+        stored = report.row(f"bytes stored per node per job ({kind})")
+        assert stored.ratio is not None and 0.85 <= stored.ratio <= 1.15, stored
+    catch_up = report.row("catch-up of those rows (s)")
+    assert catch_up.ratio is not None and 0.2 <= catch_up.ratio <= 5, catch_up  # timed on a shared machine
