@@ -24,7 +24,7 @@ from .gossip import Gossip, MeshStats
 from .host import Host
 from .identity import Identity
 from .link import Directory, Inbound, MeshLink
-from .liveness import Liveness, abort, ping
+from .liveness import Liveness, Pinger, abort
 from .logfollow import Source
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
@@ -97,7 +97,7 @@ class Mesh:
             await nursery.start(self.peering.run, host)
             self.liveness = Liveness(
                 peers=host.host.get_connected_peers,
-                ping=lambda peer_id: ping(host, peer_id),
+                ping=Pinger(host),  # one long-lived stream per peer
                 disconnect=lambda peer_id: abort(host, peer_id),
                 redial=self.peering.redial,
             )  # "A silent partition leaves connections open"
