@@ -176,14 +176,9 @@ class Mesh:
             PeerUnreachableError: not connected to that node, or it did not answer.
             NotFoundError: it has no execution of the job.
         """
+        host, peer_id = self._connected(node_id)
         try:
-            peer_id = ID.from_base58(node_id)
-        except Exception:
-            raise NotFoundError(f"{node_id!r} is not a node ID") from None
-        if self.host is None or not self.host.connected(peer_id):
-            raise PeerUnreachableError(f"node {node_id} is not connected to this node", data={"node_id": node_id})
-        try:
-            answer = await self.host.request(peer_id, LOGS_PROTOCOL, {"job_id": job_id, "tail": tail})
+            answer = await host.request(peer_id, LOGS_PROTOCOL, {"job_id": job_id, "tail": tail})
         except RequestResponseError as exc:
             raise PeerUnreachableError(f"node {node_id} did not answer: {exc}", data={"node_id": node_id}) from exc
         if not isinstance(answer, dict):
@@ -199,13 +194,19 @@ class Mesh:
             PeerUnreachableError: not connected to that node, or it did not answer.
             NodeError: it refused (NotFoundError: it has no execution of the job).
         """
+        host, peer_id = self._connected(node_id)
+        return await RemoteLogs.open(host.host, peer_id, job_id, tail)
+
+    def _connected(self, node_id: str) -> tuple[Host, ID]:
+        """The host and peer ID to reach ``node_id`` by (NotFoundError: not a node ID; PeerUnreachableError: not
+        connected)."""
         try:
             peer_id = ID.from_base58(node_id)
         except Exception:
             raise NotFoundError(f"{node_id!r} is not a node ID") from None
         if self.host is None or not self.host.connected(peer_id):
             raise PeerUnreachableError(f"node {node_id} is not connected to this node", data={"node_id": node_id})
-        return await RemoteLogs.open(self.host.host, peer_id, job_id, tail)
+        return self.host, peer_id
 
     async def _serve_follow(self, stream: INetStream) -> None:
         await serve_follow(stream, self.inbound.local_follow)
