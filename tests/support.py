@@ -403,3 +403,14 @@ def remove_containers(client: DockerClient | None, *node_ids: str) -> None:
         for c in client.api.containers(all=True, filters={"label": f"cmnode.node_id={node_id}"}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # gone, or going already
                 client.api.remove_container(c["Id"], force=True)
+
+
+def run_threads_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``trio.to_thread.run_sync`` calls inline (after a checkpoint), so that under ``autojump_clock`` the
+    clock jumps only when the tasks idle, not while a store call runs in a thread."""
+
+    async def run_sync(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)

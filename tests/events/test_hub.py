@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from node.events import Event, EventFilter, EventHub
 from node.model import Execution, Job, JobSpec, State
 from node.registry import NodeInfo, NodeState
 from node.store import Store
+from tests.support import run_threads_inline
 
 NODE = "node-a"
 
@@ -27,11 +28,7 @@ NODE = "node-a"
 def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the store's ``trio.to_thread.run_sync`` calls inline: autojump_clock then jumps only when idle."""
 
-    async def run_sync(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
-        await trio.lowlevel.checkpoint()
-        return fn(*args)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+    run_threads_inline(monkeypatch)
 
 
 def make_job(**spec: Any) -> Job:

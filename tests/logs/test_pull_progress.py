@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from node.jobqueue import JobQueue
 from node.model import Execution, Job, JobSpec, State
 from node.pullprogress import PullProgress, PullReport
 from node.store import Store
+from tests.support import run_threads_inline
 
 
 def downloading(layer: str, current: int, total: int) -> dict[str, Any]:
@@ -65,11 +65,7 @@ def test_odd_lines_change_nothing() -> None:
 def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """The store's calls inline, so autojump_clock advances only when the executor idles."""
 
-    async def run_sync(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
-        await trio.lowlevel.checkpoint()
-        return fn(*args)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+    run_threads_inline(monkeypatch)
 
 
 async def test_a_pull_reports_about_once_a_second_while_pulling(

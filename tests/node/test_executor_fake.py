@@ -29,6 +29,7 @@ from node.jobqueue import JobQueue
 from node.model import Execution, Job, JobSpec, State
 from node.policy import Policy
 from node.store import Store
+from tests.support import run_threads_inline
 
 NODE = "fake-node"
 
@@ -37,11 +38,7 @@ NODE = "fake-node"
 def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ``trio.to_thread.run_sync`` calls inline: only the store uses threads in these tests."""
 
-    async def run_sync(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
-        await trio.lowlevel.checkpoint()
-        return fn(*args)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+    run_threads_inline(monkeypatch)
 
 
 def make_job(image: str = "img:1", *, origin: str = "origin", **spec: Any) -> Job:
