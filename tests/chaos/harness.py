@@ -209,8 +209,9 @@ class ChaosNode:
         self.process.kill()
 
     def stop(self) -> None:
-        """Kill it (the harness keeps no state a graceful stop would save)."""
-        self.process.stop(signal.SIGKILL)
+        """Stop it gracefully: a node killed -9 with a container create or start in flight gets that container
+        from dockerd after the harness has removed the node's (a leak)."""
+        self.process.stop(signal.SIGTERM)
 
     @property
     def running(self) -> bool:
@@ -465,6 +466,7 @@ def cluster(
             try:
                 yield chaos
             finally:
+                http.close()  # a kept-alive connection would hold each node's graceful stop for its full timeout
                 chaos.stop_all()
                 _remove_containers(chaos)
     finally:
