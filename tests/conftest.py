@@ -126,15 +126,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     basetemp = session.config.stash.get(_BASETEMP, None)
     if basetemp is None:  # no test reached dockerd
         return
-    left = leftover_containers(basetemp, session.config.stash.get(_TEST_IDS, set()))
+    dirs = node_dirs_under(basetemp)
+    left = leftover_containers(set(dirs), session.config.stash.get(_TEST_IDS, set()))
     if not left:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = [
-        f"{c['Names'][0].lstrip('/')} ({c['Image']}, {c['State']}) node {c['Labels'].get(LABEL_NODE)} "
-        f"job {c['Labels'].get('cmnode.job_id')}"
-        for c in left
-    ]
+    lines = []
+    for c in left:
+        node = c["Labels"].get(LABEL_NODE, "")
+        where = dirs[node].relative_to(basetemp) if node in dirs else "a node_id fixture"
+        lines.append(
+            f"{c['Names'][0].lstrip('/')} ({c['Image']}, {c['Status']}) node {node} (data dir {where}) "
+            f"job {c['Labels'].get('cmnode.job_id')} created {c.get('Created')}"
+        )
     if reporter is not None:
         reporter.ensure_newline()
         reporter.write_sep("=", f"{len(left)} container(s) left on the engine by this run's nodes", red=True)
@@ -145,10 +149,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def leftover_containers(basetemp: Path, test_ids: set[str]) -> list[dict[str, Any]]:
-    """Containers (running or not) whose node is one of this run's: an identity under ``basetemp`` or an id the
-    ``node_id`` fixture handed out (or one with a suffix to it)."""
-    ours = node_ids_under(basetemp)
+def leftover_containers(ours: set[str], test_ids: set[str]) -> list[dict[str, Any]]:
+    """Containers (running or not) whose node is one of this run's: one of ``ours`` (the identities under the
+    session's directory) or an id the ``node_id`` fixture handed out (or one with a suffix to it)."""
     with contextlib.closing(DockerClient.from_env(timeout=30)) as client:
         listed = client.api.containers(all=True, filters={"label": LABEL_NODE})
     return [
@@ -159,15 +162,16 @@ def leftover_containers(basetemp: Path, test_ids: set[str]) -> list[dict[str, An
     ]
 
 
-def node_ids_under(root: Path) -> set[str]:
-    """The node ids of every data directory under ``root`` (its ``identity.key``)."""
+def node_dirs_under(root: Path) -> dict[str, Path]:
+    """The node id of every data directory under ``root`` (its ``identity.key``), to the directory: its first
+    part names the test that made it."""
     from node.identity import KEY_FILE, load_or_create
 
-    ids = set()
+    dirs = {}
     for key in root.rglob(KEY_FILE):
         with contextlib.suppress(Exception):  # a key a test damaged on purpose
-            ids.add(load_or_create(key.parent).node_id)
-    return ids
+            dirs[load_or_create(key.parent).node_id] = key.parent
+    return dirs
 
 
 def remove_leftovers(containers: list[dict[str, Any]]) -> None:

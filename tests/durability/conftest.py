@@ -49,6 +49,7 @@ async def nodes(nursery: trio.Nursery, docker_client: DockerClient | None) -> As
     async with http_client(timeout=60) as client:
         started = Nodes(nursery, client)
         yield started
+        await started.stop_all()
     remove_containers(docker_client, *started.node_ids)
 
 

@@ -11,7 +11,7 @@ import trio
 from docker.client import DockerClient
 
 from node.app import RunningNode
-from tests.support import NodeHandle, Nodes, Rpc, base_config, http_client, remove_containers
+from tests.support import Nodes, Rpc, base_config, http_client, remove_containers
 
 __all__ = ["NodeFactory", "Rpc", "start_node"]
 
@@ -26,14 +26,11 @@ async def start_node(
     afterwards."""
     async with http_client() as client:
         nodes = Nodes(nursery, client)
-        handles: list[NodeHandle] = []
 
         async def factory(**overrides: Any) -> tuple[RunningNode, Rpc]:
-            handle = await nodes.start(base_config(tmp_path / f"node{len(handles)}", **overrides))
-            handles.append(handle)
+            handle = await nodes.start(base_config(tmp_path / f"node{len(nodes.handles)}", **overrides))
             return handle.running, handle.rpc
 
         yield factory
-        for handle in handles:
-            await handle.stop()
+        await nodes.stop_all()
     remove_containers(docker_client, *nodes.node_ids)
