@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .allocation import Allocation, sign_allocation
+from .allocation import Allocation
 from .config import Config
 from .errors import NotFoundError, ValidationError
 from .executor import Executor
@@ -28,8 +28,9 @@ from .noderecord import sign_drain
 from .purge import JobPurge
 from .registry import NodeState, NodesView, Registry
 from .replica import Replica
+from .replicas import Replicas, allocation_view
 from .rescheduler import Rescheduler
-from .scheduler import allocate, loads_of, revise, runs_here
+from .scheduler import runs_here
 from .store import JobRecord, Store
 from .trust import Trust, sign_cancel
 
@@ -67,8 +68,13 @@ class Node:
             trust=self.trust, place=self._place_here, release=self._release_here,
             labels=self._labels,
         )  # fmt: skip
+        self.replicas = Replicas(
+            identity=identity, store=store, nodes=self.nodes, executor=executor, mesh=self.mesh, replica=self._replica,
+            reschedule_after=config.reschedule_after,
+        )  # fmt: skip
+        """Replicas jobs' allocations as this node writes them (``node/replicas.py``)."""
         self.rescheduler = Rescheduler(
-            node_id=identity.node_id, store=store, nodes=self.nodes, write=self.write_allocation,
+            node_id=identity.node_id, store=store, nodes=self.nodes, write=self.replicas.write,
             place=self._place_here, release=self._release_here, interval=config.heartbeat,
             reschedule_after=config.reschedule_after,
         )  # fmt: skip
@@ -76,7 +82,6 @@ class Node:
         self.purge = JobPurge(store=store, node_id=identity.node_id, retention=config.job_retention,
                               remove=self._remove_container)  # fmt: skip
         """Finished jobs older than ``--job-retention``: run ``purge.run`` in the node's nursery if ``enabled``."""
-        self._allocating = trio.Lock()
         self.started_at = time.time()
         self.followers = LogFollowers()
         """Every follow of output this node pumps (node/logfollow.py): run ``followers.run`` in its nursery."""
@@ -114,7 +119,7 @@ class Node:
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
         if spec.placement.mode == "replicas":
-            return await self._create_replicas(job)
+            return await self.replicas.create(job)
         if runs_here(job, self.node_id, labels=self._labels()):
             await self.executor.submit(job)
         else:
@@ -122,65 +127,14 @@ class Node:
         await self.mesh.publish_job(job)
         return job
 
-    async def _create_replicas(self, job: Job) -> Job:
-        """Allocate, keep the allocation, then the job (run here if allocated here); the allocation goes out
-        first, so a peer hearing the job finds where it runs (heard the other way round, it runs on arrival
-        of the allocation)."""
-        async with self._allocating:  # two Creates at once each see the other's copies when counting load
-            loads = loads_of((j.spec, a.nodes) for j, a, _ in await self.store.active_allocations())
-            choice = allocate(job, self.nodes.nodes(), loads)
-            allocation = sign_allocation(self.identity, Allocation(
-                job_id=job.job_id, version=1, replicas=job.spec.placement.replicas or 0, nodes=choice.nodes,
-                by=self.node_id, at=time.time(), note=choice.note,
-            ))  # fmt: skip
-            await self.store.put_allocation(allocation)
-        if self.node_id in allocation.nodes:
-            await self.executor.submit(job)
-        else:
-            await self.executor.accept(job, run_here=False)
-        await self.mesh.publish_allocation(allocation)
-        await self.mesh.publish_job(job)
-        return job
-
     async def scale(self, job_id: str, replicas: int) -> dict[str, Any]:
-        """A new allocation version with ``replicas`` copies: more are placed as for Create, fewer keep the
-        running ones. Any node may scale (its trust rule lets peers believe it as for a Stop).
+        """A new allocation version with ``replicas`` copies (``Replicas.scale``).
 
         Raises:
             NotFoundError: no such job here. ValidationError: not a replicas job, or stopped.
         """
-        record, executions = await self._record(job_id)
-        job_id = record.job.job_id  # ``job_id`` may have been a unique prefix
-        if record.job.spec.placement.mode != "replicas":
-            raise ValidationError([{"field": "job_id", "message": "is not a replicas job (placement has no replicas)"}])
-        if record.cancelled:
-            raise ValidationError([{"field": "job_id", "message": "was stopped"}])
-        with trio.CancelScope(shield=True):
-            async with self._allocating:
-                current = await self.store.get_allocation(job_id)
-                if current is None:
-                    current = Allocation(job_id=job_id, version=0, replicas=0, nodes=(), by="", at=0.0)
-                active = await self.store.active_allocations()
-                loads = loads_of((j.spec, a.nodes) for j, a, _ in active)
-                states = {e.node_id: e.state for e in executions}
-                choice = revise(
-                    record.job, current, self.nodes.nodes(), loads, states,
-                    reschedule_after=self.config.reschedule_after, replicas=replicas,
-                )  # fmt: skip
-                assert choice is not None  # a new count always gives a choice
-                allocation = Allocation(
-                    job_id=job_id, version=current.version + 1, replicas=replicas, nodes=choice.nodes,
-                    by=self.node_id, at=time.time(), note=choice.note,
-                )  # fmt: skip
-                signed = await self.write_allocation(allocation)
-        return {"job_id": job_id, "allocation": _allocation_view(signed)}
-
-    async def write_allocation(self, allocation: Allocation) -> Allocation:
-        """Sign a new allocation version, keep it, act on it here and tell the mesh."""
-        signed = sign_allocation(self.identity, allocation)
-        await self._replica.on_allocation(signed, local=True)
-        await self.mesh.publish_allocation(signed)
-        return signed
+        record, executions = await self._record(job_id)  # ``job_id`` may be a unique prefix
+        return await self.replicas.scale(record, executions, replicas)
 
     def _labels(self) -> Mapping[str, str]:
         me = self.nodes.get(self.node_id)
@@ -229,7 +183,7 @@ class Node:
         if record.job.spec.placement.mode == "replicas":
             allocation = await self.store.get_allocation(job_id)
             if allocation is not None:
-                answer["allocation"] = _allocation_view(allocation)
+                answer["allocation"] = allocation_view(allocation)
         return answer
 
     async def list_jobs(
@@ -298,10 +252,10 @@ class Node:
         return await self.executor.accept(job, run_here=True)
 
     async def _place_here(self, job: Job) -> bool:
-        return await self.executor.place(job)
+        return await self.executor.copies.place(job)
 
     async def _release_here(self, job_id: str) -> None:
-        await self.executor.release(job_id)
+        await self.executor.copies.release(job_id)
 
     async def _remove_container(self, container_id: str) -> None:
         await self.executor.retention.remove(container_id)
@@ -461,13 +415,6 @@ def _status(executions: list[Execution], down: frozenset[str]) -> str:
     live = [e for e in executions if e.node_id not in down]
     status = derive_status(live)
     return UNKNOWN if not live or status == State.REJECTED.value else status
-
-
-def _allocation_view(a: Allocation) -> dict[str, Any]:
-    """What Status shows of an allocation: where the copies run and, when fewer than wanted, why."""
-    placed = f"{len(a.nodes)} of {a.replicas} replicas placed"
-    return {"version": a.version, "replicas": a.replicas, "nodes": list(a.nodes), "by": a.by, "at": a.at,
-            "note": a.note or placed}  # fmt: skip
 
 
 def _tail(text: str, tail: int | None) -> str:

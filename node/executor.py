@@ -10,9 +10,10 @@ peer's job placed here) spawns nothing: ``Admission`` (``node/admission.py``) ru
 beyond its rate or the queue). A job this node's ``Policy`` (``node/policy.py``) refuses, and a refused one, is
 recorded as a ``rejected`` execution: final, not run, not failed, never retried.
 
-Its size (~620 lines) is one job: the life of an attempt, from the queue through start, health, exit, timeout,
+Its size (~550 lines) is one job: the life of an attempt, from the queue through start, health, exit, timeout,
 retry or restart (``node/restart.py`` decides which) and cancel, kept in one place because each step must see
-the others' in-memory state without an await between.
+the others' in-memory state without an await between. Which copies of a replicas job run here, as allocations
+place and release them, is ``Copies`` (``node/copies.py``): it only queues attempts and stops them.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import trio
 
 from .admission import Admission, Verdict
 from .backlog import WAITING_FOR_SLOT, Backlog
+from .copies import Copies
 from .docker_health import DaemonHealth
 from .errors import QueueFullError, RuntimeFailureError, StorageFullError
 from .executions import Executions, Publish
@@ -106,6 +108,11 @@ class Executor:
         self.docker = DaemonHealth()
         self.executions = Executions(node_id=node_id, store=store, publish=publish, on_attempt_over=self._attempt_over)
         self.backlog = Backlog(node_id=node_id, store=store, queue=queue, executions=self.executions)
+        self.copies = Copies(
+            node_id=node_id, store=store, queue=queue, executions=self.executions, policy=self.policy,
+            lock=self.backlog.lock, spawn=self._spawn, abandon_start=self._abandon_start, remove=self._remove_quietly,
+        )  # fmt: skip
+        """This node's copies of replicas jobs, placed here or released by allocations (``node/copies.py``)."""
         self.recovery = Recovery(runtime=runtime, executions=self.executions, on_adopted=self._start_timer)
         self.retention = Retention(
             node_id=node_id, store=store, runtime=runtime, seconds=retention, in_progress=self.executions.is_current
@@ -118,7 +125,6 @@ class Executor:
         self._streak: dict[tuple[str, int], int] = {}
         """Quick runs in a row before each waiting attempt (absent: none), for ``restart.streak_after``."""
         self._starts: dict[str, _Start] = {}
-        self._placing: set[str] = set()
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -527,88 +533,6 @@ class Executor:
             cancelled = await self.executions.cancel(job_id, untracked=untracked)
         self._abandon_start(job_id)  # a worker may have taken the job up while this waited for the lock
         if current is not None and cancelled is not None and current.container_id is not None:
-            self._spawn(self._remove_quietly, job_id, current.attempt, current.container_id)
-
-    # -- allocations: a replicas job placed here or moved away -----------------------------------
-
-    async def place(self, job: Job) -> bool:
-        """Run here a job already recorded, which a newer allocation placed here (``node/allocation.py``).
-
-        Nothing happens while this node runs it already, or if its copy here ended otherwise than ``released``
-        (the reviser never places a job back where it failed). The queue is never waited for: a full one holds
-        the job until a slot frees up. True if an execution was started."""
-        if self.executions.get(job.job_id) is not None or job.job_id in self._placing:
-            return False
-        self._placing.add(job.job_id)  # the allocation's arrival and the rescheduler's round may both ask
-        try:
-            return await self._place(job)
-        finally:
-            self._placing.discard(job.job_id)
-
-    async def _place(self, job: Job) -> bool:
-        mine = next((e for e in await self.store.executions_of(job.job_id) if e.node_id == self.node_id), None)
-        if mine is None:
-            new = self._new_execution(job)
-        elif mine.state == State.RELEASED:  # placed back: a new run, a newer version of the same row
-            new = mine.advance(
-                state=State.PENDING, attempt=1, history=(), container_id=None, exit_code=None, error=None,
-                started_at=None, finished_at=None, created_at=time.time(),
-            )  # fmt: skip
-        else:
-            return False
-        refusal = self.policy.refusal(job.spec)
-        if refusal is not None:
-            new = new.advance(state=State.REJECTED, error=str(refusal))
-            await self.store.put_execution(new)
-            await self.executions.announce(new)
-            return False
-        try:
-            self.queue.reserve()
-        except QueueFullError:
-            new = replace(new, error=WAITING_FOR_SLOT)
-            await self.store.put_execution(new)
-            await self.executions.announce(new)
-            self._spawn(self._place_when_free, job, new)
-            return True
-        try:
-            await self.store.put_execution(new)
-        except BaseException:
-            self.queue.release()
-            raise
-        self.executions.track(job, new)
-        await self.executions.announce(new)
-        self.queue.put_reserved(WorkItem(job, new.attempt))
-        return True
-
-    async def _place_when_free(self, job: Job, waiting: Execution) -> None:
-        """Queue a placed job once a slot frees up, unless it was released or cancelled meanwhile."""
-        await self.queue.reserve_wait()
-        async with self.backlog.lock:
-            mine = next((e for e in await self.store.executions_of(job.job_id) if e.node_id == self.node_id), None)
-            if mine is None or mine.version != waiting.version or self.executions.get(job.job_id) is not None:
-                self.queue.release()
-                return
-            self.executions.track(job, waiting)
-            self.queue.put_reserved(WorkItem(job, waiting.attempt))
-
-    async def release(self, job_id: str) -> None:
-        """Stop this node's copy of a job that a newer allocation moved elsewhere: its execution becomes
-        ``released`` (final, counted nowhere) and its container is stopped and removed, its output kept."""
-        self._abandon_start(job_id)
-        async with self.backlog.lock:  # the backlog cannot queue the job meanwhile
-            current = self.executions.get(job_id)
-            reason = "released: a newer allocation placed this copy on another node"
-            if current is not None:
-                await self.executions.transition(job_id, current.attempt, state=State.RELEASED, error=reason)
-            else:
-                mine = next((e for e in await self.store.executions_of(job_id) if e.node_id == self.node_id), None)
-                if mine is None or mine.state.final:
-                    return
-                released = mine.advance(state=State.RELEASED, error=reason)
-                await self.store.put_execution(released)
-                await self.executions.announce(released)
-        self._abandon_start(job_id)
-        if current is not None and current.container_id is not None:
             self._spawn(self._remove_quietly, job_id, current.attempt, current.container_id)
 
     def _abandon_start(self, job_id: str) -> None:

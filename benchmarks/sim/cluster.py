@@ -150,7 +150,7 @@ class Cluster:
         self._limit = trio.CapacityLimiter(CONCURRENCY)
 
     async def create(self, origin: SimNode, placement: Placement, counts: Counts) -> Job:
-        """A job created on ``origin`` (``Node._create`` / ``_create_replicas``), gossiped, merged on every node,
+        """A job created on ``origin`` (``Node._create`` / ``Replicas.create``), gossiped, merged on every node,
         run where placement says; then every runner's execution versions gossiped and merged."""
         spec = JobSpec(image="busybox", arguments=("true",), placement=placement)
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=origin.id, created_at=time.time())

@@ -1,7 +1,7 @@
 """Rescheduling without a leader, in process: several simulated nodes, each with its own real store, Replica
 and Rescheduler, over fake views and a fake network that the tests partition and heal; and the executor's
-place/release on FakeRuntime. The races of docs/scheduling.md: two revisers at once, a node back during a
-revision, a 2+3 partition healing.
+copies (``node/copies.py``: place/release) on FakeRuntime. The races of docs/scheduling.md: two revisers at
+once, a node back during a revision, a 2+3 partition healing.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Sim:
         await self.cluster.send(self, signed)
 
     async def create(self, job_id: str, replicas: int) -> Job:
-        """As ``Node._create_replicas``: allocate, keep, run here if chosen, then tell the peers."""
+        """As ``Replicas.create``: allocate, keep, run here if chosen, then tell the peers."""
         spec = JobSpec(image="busybox", placement=Placement(mode="replicas", replicas=replicas))
         job = Job(job_id=job_id, spec=spec, origin=self.id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
@@ -343,10 +343,10 @@ async def test_the_executor_places_releases_and_places_back(
     async with running(tmp_path, rt) as h:
         job = make_job(placement={"replicas": 1})
         await h.store.add_job(job)
-        assert await h.executor.place(job)
+        assert await h.executor.copies.place(job)
         first = await h.until_state(job.job_id, State.RUNNING)
-        assert not await h.executor.place(job)  # running already: nothing more
-        await h.executor.release(job.job_id)
+        assert not await h.executor.copies.place(job)  # running already: nothing more
+        await h.executor.copies.release(job.job_id)
         released = await h.until_state(job.job_id, State.RELEASED)
         with trio.fail_after(60):  # the container is removed after the release is announced (virtual clock)
             while [c for c in rt.of_job(job.job_id) if c.status == "running"]:
@@ -354,7 +354,7 @@ async def test_the_executor_places_releases_and_places_back(
         assert released.version > first.version and "released" in (released.error or "")
         assert (await h.store.get_job(job.job_id)) is not None
         assert (await h.store.get_job(job.job_id)).status == "pending"  # type: ignore[union-attr]
-        assert await h.executor.place(job)  # placed back: a new run, a newer version
+        assert await h.executor.copies.place(job)  # placed back: a new run, a newer version
         again = await h.until_state(job.job_id, State.RUNNING)
         assert again.version > released.version and again.attempt == 1 and again.history == ()
 
@@ -365,5 +365,5 @@ async def test_release_of_a_copy_never_started_here_changes_nothing(
     async with running(tmp_path) as h:
         job = make_job(placement={"replicas": 1})
         await h.store.add_job(job)
-        await h.executor.release(job.job_id)
+        await h.executor.copies.release(job.job_id)
         assert await h.store.executions_of(job.job_id) == [] and h.published == []
