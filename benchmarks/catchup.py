@@ -164,6 +164,8 @@ class Result:
     executions: int
     sender_rss: float
     joiner_rss: float
+    sender_cpu: float
+    joiner_cpu: float
     rpc_p50: float
     rpc_p99: float
     rpc_samples: int
@@ -188,6 +190,7 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
             stack.callback(prober.halt.set)
             time.sleep(1.0)  # a few idle samples first, so the prober's connection is warm
             prober.recording.set()
+            sender_cpu = sender.cpu_seconds()
             joiner = start_node(joiner_dir, joiner_code, "--bootstrap", addresses[0])
             stack.callback(joiner.stop)
             deadline = joiner.launched + timeout
@@ -201,6 +204,7 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
             done = time.monotonic()
             prober.recording.clear()
         sender_rss, joiner_rss = sender.peak_rss_mb(), joiner.peak_rss_mb()
+        sender_cpu, joiner_cpu = sender.cpu_seconds() - sender_cpu, joiner.cpu_seconds()
         joiner.stop()
         got = _counts(joiner.data_dir / "cmnode.db", besides=joiner.node_id)
         if got != expected:
@@ -215,6 +219,8 @@ def run_once(label: str, template: Path, sender_code: Path, joiner_code: Path, t
         executions=expected[1],
         sender_rss=sender_rss,
         joiner_rss=joiner_rss,
+        sender_cpu=sender_cpu,
+        joiner_cpu=joiner_cpu,
         rpc_p50=median(latencies),
         rpc_p99=pct(latencies, 99),
         rpc_samples=len(prober.latencies),
@@ -238,6 +244,8 @@ def report(result: Result, baseline: Result | None) -> None:
           f"{ratio(result.rpc_p99, b.rpc_p99 if b else 0)}")  # fmt: skip
     print(f"  peak RSS         sender {result.sender_rss:5.0f} MB   joiner {result.joiner_rss:5.0f} MB"
           f"{ratio(result.joiner_rss, b.joiner_rss if b else 0)}")  # fmt: skip
+    print(f"  CPU time         sender {result.sender_cpu:5.1f} s    joiner {result.joiner_cpu:5.1f} s (from launch)"
+          f"{ratio(result.joiner_cpu, b.joiner_cpu if b else 0)}")  # fmt: skip
     print(f"  finished jobs the joiner ran again: {result.rerun} (target 0)")
 
 

@@ -83,6 +83,14 @@ class LoggedNode:
         match = re.search(r"VmHWM:\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else float("nan")
 
+    def cpu_seconds(self) -> float:
+        """The CPU time (user and system) the process has used so far, in seconds; NaN once it has exited."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -112,9 +120,9 @@ def median(values: list[float]) -> float:
 
 
 def remove_containers(label: str) -> None:
-    import docker
+    from docker.client import DockerClient
 
-    client = docker.from_env()
+    client = DockerClient.from_env()
     for c in client.containers.list(all=True, filters={"label": label}):
         c.remove(force=True)
     client.close()

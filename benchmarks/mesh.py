@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import LoggedNode, call, pct
+from node import topology
 
 RECORDED = re.compile(r"^(\S+)Z level=info logger=cmnode.sync msg=job from peer job_id=(\S+)")
 NOWHERE = "12D3KooWNowhereNowhereNowhereNowhereNowhereNowhere1"
@@ -94,9 +95,10 @@ def cmnode_cluster(n: int, data_root: str | None = None, extra: tuple[str, ...] 
 
 
 def formed(http: httpx.Client, nodes: list[Node]) -> bool:
-    """Every node holds at least gossipsub's D_low (4) connections, or all the others when fewer."""
+    """Every node holds its connection target for a cluster of this size (node/topology.py; at least gossipsub's
+    D_low), or all the others when fewer."""
     counts = [len(call(http, node.url, "NodeService.Peers")["peers"]) for node in nodes]
-    return all(c >= min(4, len(nodes) - 1) for c in counts)
+    return all(c >= min(topology.target(len(nodes)), len(nodes) - 1) for c in counts)
 
 
 @dataclass
@@ -139,6 +141,17 @@ def start_bare(n: int, edges: set[tuple[int, int]]) -> tuple[list[Bare], list[fl
     return peers, [rss_mb(p.proc.pid) for p in peers]
 
 
+def peer_edges(http: httpx.Client, nodes: list[Node]) -> set[tuple[int, int]]:
+    """The cmnode side's connections, as pairs of node indexes: the bare side dials the same ones."""
+    index = {node.node_id: i for i, node in enumerate(nodes)}
+    return {
+        (min(i, index[p["node_id"]]), max(i, index[p["node_id"]]))
+        for i, node in enumerate(nodes)
+        for p in call(http, node.url, "NodeService.Peers")["peers"]
+        if p["node_id"] in index
+    }
+
+
 def run(
     n: int,
     samples: int,
@@ -156,20 +169,14 @@ def run(
         deadline = time.monotonic() + 60 + 3 * n  # 30 processes take about a minute to start on 2 cores
         while not formed(http, nodes):
             if time.monotonic() > deadline:
-                print("the mesh did not form (a node has fewer than 4 connections): measuring anyway", flush=True)
+                print("the mesh did not form (a node is short of its connection target): measuring anyway", flush=True)
                 break
             time.sleep(0.5)
         time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
         gossip_mesh = [call(http, node.url, "NodeService.Info")["mesh"].get("gossip_mesh", 0) for node in nodes]
         cpu = idle_cpu(nodes, idle) if idle > 0 else None
         reach = {rate: _reach(http, nodes, samples, 1 / rate) for rate in rates}
-        index = {node.node_id: i for i, node in enumerate(nodes)}
-        edges = {
-            (min(i, index[p["node_id"]]), max(i, index[p["node_id"]]))
-            for i, node in enumerate(nodes)
-            for p in call(http, node.url, "NodeService.Peers")["peers"]
-            if p["node_id"] in index
-        }
+        edges = peer_edges(http, nodes)
         rss = [rss_mb(node.proc.pid) for node in nodes]
         peers: list[Bare] = []
         jobs: list[tuple[str, int]] = []

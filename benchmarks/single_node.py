@@ -19,9 +19,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import docker
 import httpx
 import trio
+from docker.client import DockerClient  # not docker.DockerClient: mypy would take the repository's docker/ folder
 
 from benchmarks.common import IMAGE, call, median, node_process, pct, remove_containers
 
@@ -47,7 +47,7 @@ trio.run(main)
 """
 
 
-def raw_run(client: docker.DockerClient) -> tuple[float, float]:
+def raw_run(client: DockerClient) -> tuple[float, float]:
     """create+start+wait of the trivial container; returns (to running, to exit) in seconds."""
     t0 = time.time()
     c = client.containers.create(IMAGE, ["true"], labels={"cmnode-bench.raw": "1"}, init=True)
@@ -72,7 +72,7 @@ def cmnode_run(http: httpx.Client, url: str) -> tuple[float, float]:
 
 
 def latency(samples: int, url: str) -> None:
-    client = docker.from_env()
+    client = DockerClient.from_env()
     raw: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
     with httpx.Client(timeout=30) as http:
@@ -93,7 +93,7 @@ def latency(samples: int, url: str) -> None:
 
 
 def throughput(burst: int, url: str) -> None:
-    client = docker.from_env(max_pool_size=16)
+    client = DockerClient.from_env(max_pool_size=16)
     t0 = time.time()
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: raw_run(client), range(burst)))

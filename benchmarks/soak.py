@@ -26,9 +26,12 @@ containers the nodes left on the engine, then stops them. Targets (exit 1 if one
 * open fds, trio tasks, and the rows of jobs, executions, allocations, labels and logs bounded: their peak in
   the second half of the run (after warm-up) at most their peak in the first half plus a small slack, and the
   job rows back to what is not yet old enough to purge once the retention has passed;
-* the idle cluster's trio tasks (and fds) after the last job, within a small slack of the idle cluster's before
+* the idle cluster's trio tasks and fds after the last job, within a small slack of the idle cluster's before
   the first, the benchmark's own HTTP connections closed both times (each open one is a socket and a few tasks
-  in the node's HTTP server, kept 75 s: the figures during the run include up to ``POOL`` of them);
+  in the node's HTTP server, kept 75 s: the figures during the run include up to ``POOL`` of them). The tasks of
+  libp2p connections are held apart (``CONNECTION_TASKS``): the connections may be more after a reconnection (the
+  swarm bounds them per peer), so they are checked per connection, and the rest against the slack; the names
+  whose count changed are printed. So are the connections to dockerd (``DOCKER_SOCKETS``), counted with ``ss``;
 * zero leftover containers once the retention has passed.
 
 Tombstones (one per purged job) are kept for ``max(4 x retention, 30 days)`` by design (node/tombstones.py):
@@ -41,17 +44,21 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 import trio
+from docker.client import DockerClient  # not docker.DockerClient: mypy would take the repository's docker/ folder
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import IMAGE, LoggedNode
@@ -68,11 +75,29 @@ POOL = CREATES + 8
 socket and a few tasks in the node's HTTP server, kept 75 s idle (rpc/server.py): the run's figures include them."""
 SLACK = {"fds": POOL + 8.0, "tasks": 5.0 * POOL}
 """How much above the first half's peak the second half's may go: the benchmark's connections, a sync round's."""
-IDLE_SLACK = {"fds": 40.0, "tasks": 24.0}
+IDLE_SLACK = {"fds": 12.0, "tasks": 8.0}
 """How much above the idle cluster's before the first job the idle cluster's after the last may be (the
-benchmark's connections closed both times): a leak of one task per 100 jobs would show as 100. The fds' slack is
-the Docker SDK's connection pool (node/docker_client.py: up to 16, one per thread, and the events stream), which
-opens with the first containers and stays open; the run's peak bounds them anyway."""
+benchmark's connections closed both times). Tasks: those of the node itself and of pubsub, not those of libp2p
+connections (``CONNECTION_TASKS``, checked per connection): a leak of one task per 100 jobs would show as 100, one
+per reconnection (pubsub's orphaned sending loop, fixed in node/host.py) as ~20. Fds: those not connected to
+dockerd (``DOCKER_SOCKETS`` apart): one more libp2p connection per peer, an HTTP connection."""
+DOCKER_SOCKETS = 60
+"""The node's idle connections to dockerd, at most. The Docker SDK (docker/transport/unixconn.py) keeps one
+connection pool per request URL, path and query included, up to 25 pools (least recently used first out), each
+keeping the connections it opened: after the first containers, ~40-45 stay open (measured the same after 2,000
+and 10,000 jobs), bounded by the 25 pools, not by the jobs. They open with the first containers, so they are
+counted apart from the rest of the fds."""
+CONNECTION_TASKS = ("libp2p.stream_muxer.", "libp2p.network.connection.", "start[daemon=", "node.host._cancel_when")
+"""Task names (prefixes) that live as long as one libp2p connection: its muxer and its streams' handlers. Their
+number follows the connections, which the swarm bounds (3 per peer: two nodes that dial each other at once keep
+both connections), not the jobs: a cluster that reconnected during the run may end with one more connection per
+pair than it began with, ~7 tasks on each end."""
+RTT_LOOP = "libp2p.stream_muxer.yamux.yamux.Yamux._measure_rtt_loop"
+"""One per libp2p connection: counts them."""
+CONNECTIONS_PER_PEER = 3
+"""py-libp2p's ``max_connections_per_peer``."""
+STREAMS_SLACK = 4.0
+"""Connection tasks per connection above the idle node's before: a stream opened for a catch-up round, a ping."""
 
 
 @dataclass
@@ -87,6 +112,10 @@ class Sample:
     rows: dict[str, float]
     purged: float
     expired: float
+    task_names: dict[str, float] = field(default_factory=dict)
+    """Trio tasks alive by name (``cmnode_trio_tasks_by_name``): what the idle checks compare."""
+    docker_sockets: float = float("nan")
+    """The node's connections to dockerd (idle samples only; NaN where ``ss`` cannot say)."""
 
 
 @dataclass
@@ -129,9 +158,12 @@ async def rpc(run: Run, node: SoakNode, method: str, params: Any) -> Any:
 async def scrape(run: Run, node: SoakNode) -> None:
     text = (await run.http.get(node.url + "/metrics")).text
     values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    task_names: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            if s.name == "cmnode_trio_tasks_by_name":
+                task_names[s.labels["name"]] = s.value
 
     def get(name: str, **labels: str) -> float:
         return values.get((name, tuple(sorted(labels.items()))), float("nan"))
@@ -141,7 +173,7 @@ async def scrape(run: Run, node: SoakNode) -> None:
         t=time.monotonic() - run.started, jobs_created=run.created, rss=get("process_resident_memory_bytes"),
         fds=get("process_open_fds"), tasks=get("cmnode_trio_tasks"), db=get("cmnode_store_bytes", file="db"),
         wal=get("cmnode_store_bytes", file="wal"), rows=rows, purged=get("cmnode_jobs_purged_total"),
-        expired=get("cmnode_tombstones_expired_total"),
+        expired=get("cmnode_tombstones_expired_total"), task_names=task_names,
     ))  # fmt: skip
 
 
@@ -229,9 +261,7 @@ async def submit(run: Run, jobs: int, rate: float, real_cap: int, deadline: floa
 
 def leftovers(node_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The containers (running or not) the nodes labelled, still on the engine."""
-    import docker
-
-    client = docker.from_env(timeout=60)
+    client = DockerClient.from_env(timeout=60)
     try:
         return [c for n in node_ids for c in client.api.containers(all=True, filters={"label": f"cmnode.node_id={n}"})]
     finally:
@@ -239,9 +269,7 @@ def leftovers(node_ids: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def remove(containers: list[dict[str, Any]]) -> None:
-    import docker
-
-    client = docker.from_env(timeout=60)
+    client = DockerClient.from_env(timeout=60)
     try:
         for c in containers:
             with contextlib.suppress(docker.errors.APIError):
@@ -267,12 +295,29 @@ async def settle(run: Run, retention: float, interval: float, limit: float) -> t
 
 async def idle_samples(run: Run) -> list[Sample]:
     """One sample per node through a fresh connection, the client's pool closed first (and the nodes given a
-    moment to end their side of it)."""
+    moment to end their side of it), with its connections to dockerd counted."""
     await run.http.aclose()
     run.http = client()
     await trio.sleep(2)
     await sample_all(run)
-    return [node.samples.pop() for node in run.nodes]
+    samples = [node.samples.pop() for node in run.nodes]
+    counts = await trio.to_thread.run_sync(docker_sockets, [node.process.proc.pid for node in run.nodes])
+    for sample, count in zip(samples, counts, strict=True):
+        sample.docker_sockets = count
+    return samples
+
+
+def docker_sockets(pids: Sequence[int]) -> list[float]:
+    """Per process, its unix sockets whose other end is dockerd's (``ss``: the daemon's end is named after its
+    socket file); NaN for all when ``ss`` is missing or fails."""
+    try:
+        out = subprocess.run(["ss", "-xanp"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [float("nan")] * len(pids)
+    rows = [line.split() for line in out.splitlines()[1:]]
+    daemon = {row[5] for row in rows if len(row) >= 8 and row[4].endswith("docker.sock")}
+    return [float(sum(1 for row in rows if len(row) >= 9 and row[7] in daemon and f"pid={pid}," in row[8]))
+            for pid in pids]  # fmt: skip
 
 
 def client() -> httpx.AsyncClient:
@@ -293,6 +338,10 @@ class Verdict:
             self.failed.append(what)
 
 
+GAUGES: dict[str, Callable[[Sample], float]] = {"fds": lambda s: s.fds, "tasks": lambda s: s.tasks}
+"""The process gauges held to a bound during the run and compared while idle."""
+
+
 def after_warmup(node: SoakNode, warm_jobs: int) -> list[Sample]:
     return [s for s in node.samples if s.jobs_created >= warm_jobs]
 
@@ -304,6 +353,26 @@ def halves(samples: list[Sample], end: float) -> tuple[list[Sample], list[Sample
         return during, during
     middle = (during[0].t + during[-1].t) / 2
     return [s for s in during if s.t <= middle], [s for s in during if s.t > middle]
+
+
+def nan_to_0(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+def idle_tasks(sample: Sample) -> tuple[float, float, float]:
+    """The node's own tasks (pubsub's included), its libp2p connections' tasks, and its libp2p connections."""
+    names = sample.task_names
+    of_connections = sum(n for name, n in names.items() if name.startswith(CONNECTION_TASKS))
+    return sample.tasks - of_connections, of_connections, names.get(RTT_LOOP, 0.0)
+
+
+def task_diff(before: Sample, after: Sample) -> str:
+    """The task names whose count differs between two samples, most changed first."""
+    names = set(before.task_names) | set(after.task_names)
+    diff = {n: after.task_names.get(n, 0) - before.task_names.get(n, 0) for n in names}
+    changed = sorted((n for n in names if diff[n]), key=lambda n: (-abs(diff[n]), n))
+    counts = (f"{n} {before.task_names.get(n, 0):.0f}->{after.task_names.get(n, 0):.0f}" for n in changed)
+    return ", ".join(counts) or "none"
 
 
 def report(run: Run, args: argparse.Namespace, retention: float, left: list[dict[str, Any]], waited: float) -> Verdict:
@@ -337,7 +406,7 @@ def report(run: Run, args: argparse.Namespace, retention: float, left: list[dict
         v.check(max(growth, rss_max - base.rss) <= RSS_TARGET,
                 f"{node.name}: RSS growth after warm-up {growth / mb:+.1f} MB (peak {(rss_max - base.rss) / mb:+.1f})"
                 f" <= {RSS_TARGET / mb:.0f} MB")  # fmt: skip
-        for name, get in (("fds", lambda s: s.fds), ("tasks", lambda s: s.tasks)):
+        for name, get in GAUGES.items():
             a, b = max(map(get, first)), max(map(get, second))
             v.check(b <= a + SLACK[name] and get(last) <= a + SLACK[name],
                     f"{node.name}: {name} bounded: peak {a:.0f} then {b:.0f}, end {get(last):.0f}")  # fmt: skip
@@ -347,10 +416,20 @@ def report(run: Run, args: argparse.Namespace, retention: float, left: list[dict
             slack = 0.25 * a + 50
             v.check(b <= a + slack, f"{node.name}: {table} rows bounded: peak {a:.0f} then {b:.0f}")
         idle_before, idle_after = run.idle[node.name]
-        for name, get in (("fds", lambda s: s.fds), ("tasks", lambda s: s.tasks)):
-            v.check(get(idle_after) <= get(idle_before) + IDLE_SLACK[name],
-                    f"{node.name}: {name} of the idle node {get(idle_before):.0f} before the first job, "
-                    f"{get(idle_after):.0f} after the last")  # fmt: skip
+        fds_b, fds_a = (s.fds - nan_to_0(s.docker_sockets) for s in (idle_before, idle_after))
+        v.check(fds_a <= fds_b + IDLE_SLACK["fds"] and nan_to_0(idle_after.docker_sockets) <= DOCKER_SOCKETS,
+                f"{node.name}: fds of the idle node (not to dockerd) {fds_b:.0f} before the first job, {fds_a:.0f} "
+                f"after the last; to dockerd {idle_before.docker_sockets:.0f} then {idle_after.docker_sockets:.0f} "
+                f"(at most {DOCKER_SOCKETS}; all: {idle_before.fds:.0f}, {idle_after.fds:.0f})")  # fmt: skip
+        (own_b, conn_b, n_b), (own_a, conn_a, n_a) = idle_tasks(idle_before), idle_tasks(idle_after)
+        v.check(own_a <= own_b + IDLE_SLACK["tasks"],
+                f"{node.name}: tasks of the idle node (not a connection's) {own_b:.0f} before the first job, "
+                f"{own_a:.0f} after the last (all: {idle_before.tasks:.0f}, {idle_after.tasks:.0f})")  # fmt: skip
+        peers = len(run.nodes) - 1
+        v.check(n_a <= CONNECTIONS_PER_PEER * peers and conn_a / max(n_a, 1) <= conn_b / max(n_b, 1) + STREAMS_SLACK,
+                f"{node.name}: libp2p connections of the idle node {n_b:.0f} then {n_a:.0f} (at most "
+                f"{CONNECTIONS_PER_PEER} x {peers} peers), their tasks {conn_b:.0f} then {conn_a:.0f}")  # fmt: skip
+        notes.append(f"  {node.name}: idle tasks by name, before -> after: {task_diff(idle_before, idle_after)}")
         v.check(
             last.rows["jobs"] <= 0.01 * run.created + 10,
             f"{node.name}: job rows after the retention {last.rows['jobs']:.0f} (of {run.created:,} jobs)",

@@ -82,8 +82,9 @@ def run_command(schema: type[Config] = Config, *, start: Callable[[Config], int]
 
 
 def _start_node(config: Config) -> int:
-    from .startup import imports_without_gc
+    from .startup import LEFT_OUT, REFUSED, WITHOUT_MDNS, imports_without_gc, leave_out
 
+    leave_out({**LEFT_OUT, **({} if config.mdns else WITHOUT_MDNS)}, REFUSED)  # never run here (node/startup.py)
     with imports_without_gc():  # node/startup.py
         from .runner import main as run_main  # heavy imports only when a node really starts
 

@@ -4,6 +4,18 @@ The Docker SDK is blocking, so every call crosses into a worker thread here (``r
 ``CapacityLimiter`` and inside ``map_docker_errors``. Construction does not contact the daemon (a node starts
 while dockerd is down); the client is built on first use, in a worker thread, with the API version negotiated
 then. Also here: reading our labels and inspect data back, which both users need.
+
+One pool of connections, not one per URL: the SDK's adapter for a unix socket (``UnixHTTPAdapter`` in
+docker/transport/unixconn.py) looks its urllib3 pool up by the whole request URL, path and query included, so
+every container's ``/containers/<id>/json``, ``/start``, ``/logs?...`` and ``DELETE`` gets a pool of its own,
+each keeping the socket it used open. Up to 25 such pools live at once (an LRU; ``num_pools`` cannot lower that
+for a unix socket: the SDK only reads it for ssh), so a busy node sat on 26-45 idle sockets to dockerd. Over one
+socket every URL reaches the same daemon, so ``SharedPoolAdapter`` looks every request up under the socket's
+path: one pool, whose idle sockets are bounded by ``pool_size`` and in practice by the most calls in flight at
+once. It replaces the SDK's adapter on the client's session right after the client is built; a daemon reached
+over TCP keeps requests' own adapter, which already pools by host. Each request still sets its own timeouts on
+the socket it borrows, so sharing sockets changes no timeout. The pool does not block: a call finding every
+socket in use opens another, and the surplus is closed when returned.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import trio
 
 # Not `docker.DockerClient`: mypy would resolve `docker` to the repository's docker/ folder.
 from docker.client import DockerClient
+from docker.transport.unixconn import UnixHTTPAdapter
 
 from .docker_errors import describe, map_docker_errors
 from .errors import RuntimeFailureError
@@ -26,6 +39,8 @@ from .runtime import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, Contai
 
 _T = TypeVar("_T")
 _NEVER_STARTED = "0001-01-01T00:00:00Z"
+_UNBOUNDED_CALLS = 4
+"""Connections used outside ``max_threads``: the exit watcher's event stream and its inspects (no limiter)."""
 
 
 async def in_thread(fn: Callable[[], _T], *, limiter: trio.CapacityLimiter | None, abandon: bool) -> _T:
@@ -36,12 +51,21 @@ async def in_thread(fn: Callable[[], _T], *, limiter: trio.CapacityLimiter | Non
 class DockerConnection:
     """One lazily built SDK client for one daemon, and the bounded thread boundary in front of it."""
 
-    def __init__(self, *, node_id: str, docker_timeout: float, max_threads: int, base_url: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        docker_timeout: float,
+        max_threads: int,
+        base_url: str | None,
+        followers: int = 0,
+    ) -> None:
+        """``followers``: the most log streams open at once; each holds a connection while it lasts."""
         self.node_id = node_id
         self.timeout = docker_timeout
         self._limiter = trio.CapacityLimiter(max_threads)
-        # The watcher's threads and abandoned pulls come on top of max_threads, hence the extra connections.
-        self._pool_size = max_threads + 4
+        self.pool_size = max_threads + followers + _UNBOUNDED_CALLS
+        """The most idle connections to dockerd kept open (see the module docstring)."""
         self._kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
         if base_url is not None:
             self._kwargs["base_url"] = base_url
@@ -56,9 +80,11 @@ class DockerConnection:
             if self._closed:
                 raise RuntimeFailureError("the Docker runtime is closed")
             if self._client is None:
-                self._client = DockerClient(
-                    version="auto", timeout=self.timeout, max_pool_size=self._pool_size, **self._kwargs
+                client = DockerClient(
+                    version="auto", timeout=self.timeout, max_pool_size=self.pool_size, **self._kwargs
                 )
+                share_one_pool(client.api)
+                self._client = client
             return self._client.api
 
     def describe(self, exc: BaseException) -> str:
@@ -99,6 +125,25 @@ class DockerConnection:
                 client.close()
 
 
+class SharedPoolAdapter(UnixHTTPAdapter):  # type: ignore[misc]  # the SDK has no type hints
+    """The SDK's unix-socket adapter with every request drawn from one pool, keyed by the socket's path."""
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection(self.socket_path, proxies)
+
+
+def share_one_pool(api: Any) -> None:
+    """Put a ``SharedPoolAdapter`` in place of an APIClient's unix-socket adapter (same socket, timeout and pool
+    size), closing the one the client was built with; a client on any other transport is left as it is."""
+    old = api.adapters.get("http+docker://")
+    if not isinstance(old, UnixHTTPAdapter) or isinstance(old, SharedPoolAdapter):
+        return
+    shared = SharedPoolAdapter(old.socket_path, old.timeout, pool_connections=1, max_pool_size=old.max_pool_size)
+    api.mount("http+docker://", shared)
+    api._custom_adapter = shared  # what the SDK falls back on for a URL no mount matches
+    old.close()
+
+
 def labels_of(labels: dict[str, Any]) -> tuple[str, int]:
     """(job_id, attempt) from a container's labels; a garbled attempt reads as 0."""
     job_id = str(labels.get(LABEL_JOB, ""))
@@ -130,4 +175,4 @@ def info_of(attrs: dict[str, Any]) -> ContainerInfo:
     )
 
 
-__all__ = ["DockerConnection", "in_thread", "info_of", "labels_of"]
+__all__ = ["DockerConnection", "SharedPoolAdapter", "in_thread", "info_of", "labels_of", "share_one_pool"]

@@ -68,7 +68,11 @@ class DockerRuntime:
         self.policy = policy or Policy()
         self.pull_timeout = pull_timeout
         self._conn = DockerConnection(
-            node_id=node_id, docker_timeout=docker_timeout, max_threads=max_threads, base_url=base_url
+            node_id=node_id,
+            docker_timeout=docker_timeout,
+            max_threads=max_threads,
+            base_url=base_url,
+            followers=FOLLOW_THREADS,
         )
         self._exits = ExitWatcher(self._conn)
         self._followers = trio.CapacityLimiter(FOLLOW_THREADS)

@@ -6,9 +6,11 @@ queues drop beyond 32 messages"). It signs this node's executions on their way o
 peers accept it only signed by this node.
 
 In: pubsub calls ``validate`` (parse and check once; a rejected message is neither delivered nor forwarded) and
-then ``deliver``, which only queues into a large inbox; ``consumer`` applies the inbox in batches through the
-node's ``Inbound``. Nothing a peer sends may raise out of these: an unexpected exception costs that one message,
-counted in ``MeshStats.dropped`` under ``error`` (and logged once with its stack), never the node.
+then ``deliver``, which only queues into a large inbox, and only then forwards the message: both are on the path
+of every hop, so they do nothing more (the store is written after, by ``consumer``, which applies the inbox
+through the node's ``Inbound``, one lane per job). Nothing a peer sends may raise out of these: an unexpected
+exception costs that one message, counted in ``MeshStats.dropped`` under ``error`` (and logged once with its
+stack), never the node.
 
 Penalties: a rejected message lowers its forwarder's gossipsub score (``SCORE_PARAMS``, the library's own
 scorer); ``police`` disconnects a peer whose score falls below ``DISCONNECT_SCORE`` and keeps it out for
@@ -18,6 +20,7 @@ scorer); ``police`` disconnects a peer whose score falls below ``DISCONNECT_SCOR
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,7 +49,8 @@ STALLED = 1.0
 or dying (a partition), and waiting would stall gossip to every other peer until it is closed. What it misses,
 catch-up brings (docs/py-libp2p.md, "Outbound queues drop beyond 32 messages")."""
 INBOX_SIZE = 100_000
-INBOX_BATCH = 500
+PENDING = 500
+"""Messages being applied at once (each job's in a task of its own); the rest wait in the inbox."""
 VALIDATED_CACHE = 10_000
 
 SCORE_PARAMS = ScoreParams(
@@ -109,7 +113,9 @@ class Gossip:
         self.stats = MeshStats()
         self._outbox = outbox
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, Envelope]](INBOX_SIZE)
-        self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
+        self._own_id = identity.peer_id.to_bytes()
+        self._validated: OrderedDict[bytes, tuple[str, Envelope]] = OrderedDict()
+        """Messages validated and not yet delivered, by pubsub message ID: their sender and parsed value."""
         self._warned = False
         self._banned: OrderedDict[ID, float] = OrderedDict()
         self._kick_send, self._kick_recv = trio.open_memory_channel[ID](100)
@@ -152,9 +158,9 @@ class Gossip:
     def validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """Topic validator: a rejected message is neither delivered nor forwarded. Never raises."""
         try:
-            sender = ID(msg.from_id).to_base58()
-            if sender == self.node_id:
+            if msg.from_id == self._own_id:
                 return True
+            sender = _sender(msg.from_id)
             envelope = decode(msg.data, sender=sender)
         except WireError as exc:
             self.stats.drop(exc.reason)
@@ -164,7 +170,7 @@ class Gossip:
             self._unexpected("validating gossip", exc)
             return False
         # Pubsub delivers it next (unless it turns out to be a duplicate): keep the parsed value for deliver.
-        self._validated[msg.from_id + msg.seqno] = envelope
+        self._validated[msg.from_id + msg.seqno] = (sender, envelope)
         while len(self._validated) > VALIDATED_CACHE:
             self._validated.popitem(last=False)
         return True
@@ -172,36 +178,50 @@ class Gossip:
     def deliver(self, msg: rpc_pb2.Message) -> None:
         """Pubsub's delivery of a validated message: queue it, or count it dropped when the inbox is full."""
         try:
-            envelope = self._validated.pop(msg.from_id + msg.seqno, None)
-            if envelope is None or ID(msg.from_id).to_base58() == self.node_id:
+            validated = self._validated.pop(msg.from_id + msg.seqno, None)
+            if validated is None:  # ours (validate keeps none), or one validate never saw
                 return
-            self._inbox_send.send_nowait((ID(msg.from_id).to_base58(), envelope))
+            self._inbox_send.send_nowait(validated)
         except trio.WouldBlock:
             self.stats.drop("overload")
         except Exception as exc:
             self._unexpected("delivering gossip", exc)
 
     async def consumer(self) -> None:
-        """Apply what arrived in batches: one task per job, so messages about a job keep their order while
-        different jobs share the store's group commits instead of paying one fsync each. Until the node's
-        inbound gate opens, the first message waits there and the rest wait in the inbox."""
-        async for first in self._inbox_recv:
-            batch = [first]
-            while len(batch) < INBOX_BATCH:
-                try:
-                    batch.append(self._inbox_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            by_job: dict[str, list[tuple[str, Envelope]]] = {}
-            for sender, msg in batch:
+        """Apply what arrives as it arrives: one lane (a task) per job, so messages about a job keep their order,
+        while a message about another job goes to the store at once, beside the writes in flight, and joins the
+        store's next group commit instead of waiting for the previous message's commit to end (a commit behind a
+        local Create's fsync takes tens of milliseconds; each was added to the time until every node has a job).
+        At most PENDING messages are being applied; beyond, the rest wait in the inbox. Until the node's inbound
+        gate opens, they wait there."""
+        lanes: dict[str, list[tuple[str, Envelope]]] = {}
+        room = trio.Semaphore(PENDING)
+        async with trio.open_nursery() as nursery:
+            async for sender, msg in self._inbox_recv:
                 self.stats.messages_in += 1
-                by_job.setdefault(_job_of(msg), []).append((sender, msg))
-            if len(by_job) == 1:  # the usual case when not in a burst: no task to spawn
-                await self.apply(next(iter(by_job.values())))
-                continue
-            async with trio.open_nursery() as nursery:
-                for messages in by_job.values():
-                    nursery.start_soon(self.apply, messages)
+                await room.acquire()
+                key = _job_of(msg)
+                lane = lanes.get(key)
+                if lane is not None:  # its task is applying an earlier message about this job: this one follows
+                    lane.append((sender, msg))
+                else:
+                    lanes[key] = [(sender, msg)]
+                    nursery.start_soon(self._lane, key, lanes, room)
+
+    async def _lane(self, key: str, lanes: dict[str, list[tuple[str, Envelope]]], room: trio.Semaphore) -> None:
+        """Apply one job's messages in the order they came, until none is left (then the lane is gone)."""
+        lane = lanes[key]
+        try:
+            while lane:
+                messages = lane[:]
+                lane.clear()
+                try:
+                    await self.apply(messages)
+                finally:
+                    for _ in messages:
+                        room.release()
+        finally:
+            del lanes[key]  # no checkpoint since ``lane`` was found empty: nothing was added meanwhile
 
     async def apply(self, messages: list[tuple[str, Envelope]]) -> None:
         """Merge messages about one job, in order. Never raises (but for cancellation)."""
@@ -289,6 +309,12 @@ class Gossip:
             log.warning("gossip dropped: error %s: %r; later ones are logged at debug", doing, exc, exc_info=exc)
         else:
             log.debug("gossip dropped: error %s: %r", doing, exc)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sender(from_id: bytes) -> str:
+    """A pubsub ``from`` as a node ID, once per peer: it is on the path of every message before it is forwarded."""
+    return ID(from_id).to_base58()
 
 
 def _job_of(msg: Envelope) -> str:

@@ -30,7 +30,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
-from . import senderrecord
+from . import senderrecord, windowcredit
 from .config import Config
 from .gossip import SCORE_PARAMS
 from .identity import Identity
@@ -55,9 +55,25 @@ class DirectPubsub(Pubsub):
 
     deliver: Callable[[rpc_pb2.Message], None] = staticmethod(lambda msg: None)  # type: ignore[assignment]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registering: dict[ID, trio.Lock] = {}
+
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if TOPIC in publish_message.topicIDs:
             self.deliver(publish_message)
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        """One registration of a peer at a time ("Two connections at once leave a pubsub sending loop behind"):
+        the library checks ``peers`` before it opens the stream, so two at once each started a sending loop, and
+        the one whose queue the other replaced waited for ever. The second now finds the peer registered."""
+        lock = self._registering.setdefault(peer_id, trio.Lock())
+        try:
+            async with lock:
+                await super()._handle_new_peer(peer_id)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._registering.get(peer_id) is lock:
+                del self._registering[peer_id]
 
 
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any]]]
@@ -85,9 +101,9 @@ class Host:
         )
         self.router = GossipSub(
             protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],  # "meshsub/1.2 starves data with control messages"
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            degree=4,  # "Every connection costs while idle": node/topology.py keeps 3-6 connections, 2x that at most
+            degree_low=3,
+            degree_high=8,
             heartbeat_interval=1,  # "The heartbeat": the default is 120 s
             adaptive_gossip_enabled=False,  # "The heartbeat": adaptive gossip stretched it to 30 s
             spam_protection_enabled=False,  # "Spam protection drops our own publishes": 10 msg/s per topic
@@ -96,6 +112,7 @@ class Host:
         )
         free_inbound_slots(self.host.get_network())  # "Every inbound connection holds a slot until the node stops"
         senderrecord.install()  # "Every pubsub RPC carries a signed peer record": made and checked once
+        windowcredit.install()  # "Every read sends a window update": credit goes back in batches
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)

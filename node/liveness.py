@@ -11,7 +11,8 @@ re-dials (docs/py-libp2p.md, "A silent partition leaves connections open"). Two 
   library then sees the socket fail and drops the connection, and ``Peering`` dials the peer again. This is
   the fast path: a partition is noticed in ``USER_TIMEOUT`` s.
 - ``Liveness``: libp2p's own ping (``/ipfs/ping/1.0.0``, answered by every host) for what TCP cannot see (a
-  frozen peer process, a middlebox that acknowledges). Each peer is judged on its own: a ping is answered
+  frozen peer process, a middlebox that acknowledges), of each peer that has sent us nothing (no pubsub RPC)
+  for an interval: one that has is alive. Each peer is judged on its own: a ping is answered
   within ``TIMEOUT`` or it is a miss, whether or not the library lets the ping task go (one stuck behind a
   write on a dead connection is not waited for: docs/py-libp2p.md, "Closing a dead connection hangs").
   ``MISSES`` misses in a row cut the connection at its socket (``abort``), count it, and hand the peer to
@@ -78,6 +79,8 @@ class LivenessStats:
     """Counters of the probe, read by the metrics endpoint."""
 
     pings: int = 0
+    heard: int = 0
+    """Probes not sent because the peer had just sent us something."""
     misses: int = 0
     dead: int = 0
     """Connections closed because the peer stopped answering."""
@@ -215,8 +218,13 @@ class Liveness:
         interval: float = INTERVAL,
         timeout: float = TIMEOUT,
         misses: int = MISSES,
+        heard: Callable[[ID], float] | None = None,
     ) -> None:
+        """``heard``: seconds since a peer last sent us anything (``senderrecord.quiet_for``). A peer heard within
+        ``interval`` is alive without a ping: on a mesh with gossip flowing (node records every few seconds), a
+        ping per connection each interval, on both ends, was most of the remaining per-connection cost."""
         self._peers = peers
+        self._heard = heard
         self._ping = ping
         self._disconnect = disconnect
         self._redial = redial
@@ -250,6 +258,10 @@ class Liveness:
                 for gone in set(self._epoch) - set(peers):
                     del self._epoch[gone]
                 for peer_id in peers:
+                    if self._heard is not None and self._heard(peer_id) < self.interval:
+                        self.stats.heard += 1
+                        self._missed.pop(peer_id, None)  # it talks: whatever pings missed, it is there
+                        continue
                     nursery.start_soon(self._probe, peer_id, nursery)
                 await trio.sleep(self.interval)
 

@@ -17,6 +17,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.request_response import RequestResponseError
 
+from . import senderrecord
 from .catchup import Catchup
 from .config import Config
 from .errors import NodeError, NotFoundError, PeerUnreachableError
@@ -28,8 +29,10 @@ from .liveness import Liveness, Pinger, abort
 from .logfollow import Source
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
+from .registry import DOWN_AFTER
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
+from .topology import MAX_KNOWN
 from .wire import TOPIC
 
 __all__ = ["LOGS_PROTOCOL", "Mesh", "cut_unsubscribed"]
@@ -64,7 +67,7 @@ class Mesh:
         self.gossip = Gossip(identity=identity, inbound=inbound, outbox=link.outbox, directory=directory)
         self.counters = self.gossip.stats
         self.directory = directory
-        self.peering = Peering(config=config, stats=self.counters, members=self._members)
+        self.peering = Peering(config=config, stats=self.counters, members=self._members, size=self._size)
         self.sync = Sync(store=store, inbound=inbound, identity=identity, directory=directory)
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
@@ -100,6 +103,7 @@ class Mesh:
                 ping=Pinger(host),  # one long-lived stream per peer
                 disconnect=lambda peer_id: abort(host, peer_id),
                 redial=self.peering.redial,
+                heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
             )  # "A silent partition leaves connections open"
             nursery.start_soon(self.liveness.run)
             log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))
@@ -120,6 +124,14 @@ class Mesh:
             return []
         records, _ = self.directory.known(MAX_EXCHANGED)
         return [a for record, _ in records if record.node_id != self.node_id for a in record.addresses]
+
+    def _size(self) -> int:
+        """How many nodes the registry heard from lately (this one included): what the connection target follows."""
+        if self.directory is None:
+            return 1
+        records, _ = self.directory.known(MAX_KNOWN)
+        up = sum(1 for record, age in records if record.node_id != self.node_id and age < DOWN_AFTER * record.heartbeat)
+        return up + 1
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""

@@ -7,13 +7,15 @@ workers from the executor, and the gossip counters from the mesh's ``stats()`` (
 keys are those of ``MeshStatsSource``. A node without a mesh reports them as 0.
 
 What shows a leak is here too (``benchmarks/soak.py`` watches it): the process's RSS and open file descriptors
-(prometheus_client's standard ``process_*`` collector), the trio tasks alive, the store's file sizes and rows per
+(prometheus_client's standard ``process_*`` collector), the trio tasks alive (also by name, to tell a leak from a
+bounded set such as one per peer), the store's file sizes and rows per
 table, and the job purge's counters (``node/purge.py``). The first three are the process's: several nodes run in
 one process (tests) share them.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +44,8 @@ RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 """Seconds; most calls take about a millisecond, Logs from a peer up to its 30 s request bound."""
 TABLES = ("jobs", "executions", "allocations", "logs", "job_labels", "tombstones", "meta")
 """The store's tables whose rows are counted (node/store.py, node/tombstones.py)."""
+TASK_NAMES = 100
+"""Distinct task names reported at most (the rest as ``other``): a node runs about 60."""
 
 
 class MeshStatsSource(TypedDict, total=False):
@@ -76,7 +80,7 @@ class NodeMetrics:
         )
         self._jobs: dict[str, int] = {}
         self._rows: dict[str, int] = {}
-        self._tasks = 0
+        self._tasks: collections.Counter[str] = collections.Counter()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, CPU...
         self.registry.register(_Scraped(self))
 
@@ -89,20 +93,31 @@ class NodeMetrics:
         """The exposition text and its content type; reads the store first (it is async, collectors are not)."""
         self._jobs = await self.node.store.count_by_status()
         self._rows = await self.node.store.query(_count_rows)
-        self._tasks = trio_tasks()
+        self._tasks = trio_tasks_by_name()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def trio_tasks() -> int:
     """The tasks alive in this trio run (every nursery's children, from the root task down)."""
+    return sum(trio_tasks_by_name().values())
+
+
+def trio_tasks_by_name(limit: int = TASK_NAMES) -> collections.Counter[str]:
+    """The tasks alive in this trio run by name (trio's: the function's module and qualified name), walked from
+    the root task down through every nursery; past ``limit`` distinct names the rarest are counted as ``other``,
+    so the metric's label set stays bounded."""
     root = trio.lowlevel.current_root_task()
-    count, stack = 0, [root] if root is not None else []
+    names: collections.Counter[str] = collections.Counter()
+    stack = [root] if root is not None else []
     while stack:
         task = stack.pop()
-        count += 1
+        names[task.name] += 1
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
-    return count
+    if len(names) > limit:
+        kept = names.most_common(limit - 1)
+        names = collections.Counter({**dict(kept), "other": names.total() - sum(n for _, n in kept)})
+    return names
 
 
 def store_files(db: Path) -> dict[str, int]:
@@ -166,7 +181,14 @@ class _Scraped(Collector):
         yield _counter("sync_rounds", "Catch-up rounds with peers.", stats.get("sync_rounds", 0))
         yield _counter("sync_failures", "Catch-up rounds that failed.", stats.get("sync_failures", 0))
 
-        yield _gauge("trio_tasks", "Trio tasks alive in this process.", self._metrics._tasks)
+        tasks = self._metrics._tasks
+        yield _gauge("trio_tasks", "Trio tasks alive in this process.", tasks.total())
+        by_name = GaugeMetricFamily(
+            f"{PREFIX}_trio_tasks_by_name", "Trio tasks alive in this process, by task name.", labels=["name"]
+        )
+        for name, count in sorted(tasks.items()):
+            by_name.add_metric([name], count)
+        yield by_name
         sizes = GaugeMetricFamily(f"{PREFIX}_store_bytes", "Size of the store's files (db, wal).", labels=["file"])
         for name, size in store_files(node.config.db_path).items():
             sizes.add_metric([name], size)

@@ -4,18 +4,15 @@ Which peers a node connects to is a separate job from what it says to them: this
 It tells whoever listens (``on_connect``, the catch-up scheduler) about every new connection, so a node that
 joins or returns catches up with each peer it meets.
 
-It keeps the number of connections between PEER_TARGET and PEER_MAX (topping up from peers heard of, trimming a
-hub), which with the dial diagnostics makes it longer than most modules: all of it is one job, which connections
-this node holds.
+How many connections to keep, and which peers to top up from or trim, is ``node/topology.py``'s to decide;
+this module carries it out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +28,9 @@ from .gossip import MeshStats
 from .host import Host
 from .liveness import keepalive
 from .mdns import Discovery
+from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology
 
-__all__ = ["Peering"]
+__all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -52,22 +50,6 @@ FLAPPING = 10.0
 (a peer that cuts us off on purpose is not dialled four times a second)."""
 FLAPPING_DELAY = 5.0
 MAX_REDIALS = 200
-MAX_EXCHANGED = 200
-PEER_TARGET = 6
-"""Connections a node keeps to other members, met through peer exchange (bootstrap and mDNS peers are dialled
-as well): gossipsub's mesh degree D (node/host.py). With 2, a mesh of 30 fell apart: the bootstrap node (everyone's
-first connection) pruned its gossip mesh to D and the rest hung on one link each, so most jobs came by catch-up."""
-PEER_MAX = 12
-"""Above this many connections (gossipsub's D_high), a node closes some (``_trim``): a bootstrap node need not
-stay connected to the whole mesh (at 30 nodes that node alone used a quarter of a core on pings and gossip)."""
-MAINTAIN_EVERY = 2.0
-"""Seconds between two checks of the connection count (topping up from known peers, trimming)."""
-SETTLE = 30.0
-"""A connection younger than this is never trimmed: a newcomer first learns other peers through it."""
-HOLD = 60.0
-"""A trimmed peer is not dialled by us, and (while we are above PEER_MAX) not accepted from, for this long; a
-peer we lost is not chosen to top up for as long (its own redial covers it)."""
-MAX_KNOWN = 1000
 DIAL_QUEUE = 1000
 PROBE_TIMEOUT = 1.0
 """A dial that timed out: a bare TCP connection tells an unreachable peer from one that would not handshake."""
@@ -126,12 +108,18 @@ def _remote(conn: INetConn) -> str:
 class Peering:
     """Dials peers for one host. ``watch`` before the host runs, then ``run`` in the mesh's nursery."""
 
-    def __init__(self, *, config: Config, stats: MeshStats, members: Callable[[], list[str]] | None = None) -> None:
-        """``members``: the addresses of the nodes the registry knows, where a node short of connections looks
-        when peer exchange told it too few."""
+    def __init__(
+        self,
+        *,
+        config: Config,
+        stats: MeshStats,
+        members: Callable[[], list[str]] | None = None,
+        size: Callable[[], int] | None = None,
+    ) -> None:
+        """``members``, ``size``: what the registry knows of the cluster (``Topology``)."""
         self.config = config
         self.stats = stats
-        self._members = members
+        self.topology = Topology(stats=stats, members=members, size=size)
         self._dial_send, self._dial_recv = trio.open_memory_channel[PeerInfo](DIAL_QUEUE)
         self._dialing: set[ID] = set()
         self._queued: set[ID] = set()
@@ -143,15 +131,6 @@ class Peering:
         """When each peer was last reconnected by ``redial`` (bounded by MAX_REDIALS, oldest forgotten first)."""
         self._told: set[ID] = set()
         """Peers whose failed handshake was logged: one line per peer until it connects."""
-        self._known: OrderedDict[ID, PeerInfo] = OrderedDict()
-        """Peers heard of by peer exchange, newest last (bounded by MAX_KNOWN): where ``_maintain`` tops up."""
-        self._since: dict[ID, float] = {}
-        """When each connected peer connected (trio time; forgotten on disconnect)."""
-        self._held: dict[ID, float] = {}
-        """Peers trimmed or lost, until when they are not chosen (bounded: pruned every MAINTAIN_EVERY)."""
-        self._trimmed: dict[ID, float] = {}
-        """Peers we trimmed, until when they are refused while we are above PEER_MAX (pruned likewise)."""
-        self._bootstrap: set[ID] = set()
 
     def watch(
         self, host: Host, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None] | None = None
@@ -159,11 +138,11 @@ class Peering:
         def connected(peer_id: ID) -> None:
             if self._refuse(peer_id):
                 return
-            self._since.setdefault(peer_id, trio.current_time())
+            self.topology.connected(peer_id)
             on_connect(peer_id)
 
         def disconnected(peer_id: ID) -> None:
-            self._since.pop(peer_id, None)
+            self.topology.disconnected(peer_id)
             if on_disconnect is not None:
                 on_disconnect(peer_id)
 
@@ -171,7 +150,7 @@ class Peering:
 
     async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dial what is found, keep bootstrap peers connected and discover over mDNS until cancelled."""
-        self._host = host
+        self._host = self.topology.host = host
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._dialer, nursery)
@@ -183,99 +162,37 @@ class Peering:
             task_status.started()
 
     def meet(self, addresses: list[Any]) -> None:
-        """Peer exchange: remember the peers a peer told us about, and dial some until this node has PEER_TARGET
-        connections: gossipsub's degree, so its mesh can form (with 2, a mesh of 30 fell apart into islands).
-        Fewer would save CPU per message (at 10 nodes, 25 connections cost more than 9 to 16), but a gossip mesh
-        below its lower degree does not carry messages to everyone."""
+        """Peer exchange: remember the peers a peer told us about, and dial some until this node holds its target
+        (``Topology.target``)."""
         host = self._host
         if host is None:
             return
-        candidates: dict[ID, PeerInfo] = {}
-        for address in addresses[:MAX_EXCHANGED]:
-            try:
-                info = info_from_p2p_addr(multiaddr.Multiaddr(str(address)))
-            except Exception:
-                continue
-            peer_id = info.peer_id
-            if peer_id == host.peer_id:
-                continue
-            if peer_id in candidates:
-                candidates[peer_id].addrs.extend(info.addrs)
-            else:
-                candidates[peer_id] = info
-        for peer_id, info in candidates.items():
-            self._known.pop(peer_id, None)
-            self._known[peer_id] = info
-        while len(self._known) > MAX_KNOWN:
-            self._known.popitem(last=False)
-        self._top_up(list(candidates))
+        self._top_up(self.topology.remember(addresses, host.peer_id))
 
     def _top_up(self, among: list[ID]) -> None:
-        """Dial random peers of ``among`` (known ones, not connected, dialled or held) until PEER_TARGET."""
-        host = self._host
-        if host is None:
-            return
-        room = PEER_TARGET - len(host.host.get_connected_peers()) - len(self._dialing) - len(self._queued)
-        if room <= 0:
-            return
-        now = trio.current_time()
-        chosen = [
-            peer_id
-            for peer_id in among
-            if peer_id in self._known
-            and peer_id not in self._dialing
-            and peer_id not in self._queued
-            and self._held.get(peer_id, now) <= now
-            and not host.connected(peer_id)
-        ]
-        random.shuffle(chosen)  # so that nodes told the same list do not all pick the same few peers
-        for peer_id in chosen[:room]:
+        """Queue dials to the peers of ``among`` the topology chooses."""
+        for info in self.topology.top_up(among, self._dialing | self._queued):
             with contextlib.suppress(trio.WouldBlock):
-                self._dial_send.send_nowait(self._known[peer_id])
-                self._queued.add(peer_id)
+                self._dial_send.send_nowait(info)
+                self._queued.add(info.peer_id)
 
     async def _maintain(self) -> None:
-        """Every MAINTAIN_EVERY: below PEER_TARGET connections, dial known peers; above PEER_MAX, trim."""
+        """Every MAINTAIN_EVERY: short of the target, dial known peers (the registry's members too); above the
+        ceiling, trim."""
         assert self._host is not None
+        topology = self.topology
         while True:
             await trio.sleep(MAINTAIN_EVERY)
-            now = trio.current_time()
-            for held in (self._held, self._trimmed):
-                for peer_id in [p for p, until in held.items() if until <= now]:
-                    del held[peer_id]
-            host = self._host
-            short = len(host.host.get_connected_peers()) + len(self._dialing) + len(self._queued) < PEER_TARGET
-            if self._members is not None and short:
-                with contextlib.suppress(Exception):  # a registry failure costs this round
-                    self.meet(self._members())
-            self._top_up(list(self._known))
-            await self._trim()
-
-    async def _trim(self) -> None:
-        """Above PEER_MAX connections, close the excess (settled ones, not our bootstrap peers, chosen at random),
-        down to PEER_MAX. The peer's top-up finds others, and it is held off meanwhile (``_refuse``)."""
-        host = self._host
-        assert host is not None
-        peers = list(host.host.get_connected_peers())
-        excess = len(peers) - PEER_MAX
-        if excess <= 0:
-            return
-        now = trio.current_time()
-        movable = [p for p in peers if p not in self._bootstrap and now - self._since.get(p, now) >= SETTLE]
-        random.shuffle(movable)
-        for peer_id in movable[:excess]:
-            self._held[peer_id] = self._trimmed[peer_id] = now + HOLD
-            log.debug("closing the connection to %s: %d connections, more than %d", peer_id, len(peers), PEER_MAX)
-            with contextlib.suppress(Exception):
-                await host.host.disconnect(peer_id)
-        self.stats.trimmed += min(excess, len(movable))
+            topology.prune()
+            if topology.short(len(self._dialing) + len(self._queued)):
+                topology.lookup_members(self._host.peer_id)
+                self._top_up(list(topology.known))
+            await topology.trim()
 
     def _refuse(self, peer_id: ID) -> bool:
-        """A trimmed peer back while we are still above PEER_MAX: closed again, quietly."""
+        """A trimmed peer back while we are still above the ceiling: closed again, quietly."""
         host, nursery = self._host, self._nursery
-        if host is None or nursery is None or self._trimmed.get(peer_id, 0.0) <= trio.current_time():
-            return False
-        if len(host.host.get_connected_peers()) <= PEER_MAX:
+        if host is None or nursery is None or not self.topology.refuse(peer_id):
             return False
         nursery.start_soon(_disconnect, host, peer_id)
         return True
@@ -287,7 +204,7 @@ class Peering:
         host, nursery = self._host, self._nursery
         if host is None or nursery is None or peer_id in self._redialing or len(self._redialing) >= MAX_REDIALS:
             return
-        self._held[peer_id] = max(self._held.get(peer_id, 0.0), trio.current_time() + HOLD)  # not a top-up choice
+        self.topology.hold(peer_id)  # not a top-up choice
         self._redialing.add(peer_id)
         nursery.start_soon(self._redial, peer_id)
 
@@ -303,7 +220,7 @@ class Peering:
             while trio.current_time() - began < REDIAL_FOR:
                 await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
                 attempt += 1
-                if host.connected(peer_id) or len(host.host.get_connected_peers()) >= PEER_TARGET:
+                if host.connected(peer_id) or self.topology.enough():
                     return  # enough other connections: the mesh stays whole without this one
                 try:
                     addrs = list(host.host.get_peerstore().addrs(peer_id))
@@ -423,10 +340,10 @@ class Peering:
         except Exception as exc:
             log.warning("ignoring bootstrap address %s: %s", address, exc)
             return
-        self._bootstrap.add(info.peer_id)
+        self.topology.bootstrap.add(info.peer_id)
         failures = 0
         while True:
-            enough = len(self._host.host.get_connected_peers()) >= PEER_TARGET  # a member: the mesh keeps us
+            enough = self.topology.enough()  # a member: the mesh keeps us
             if self._host.connected(info.peer_id) or enough or await self._dial(info):
                 failures = 0
                 await trio.sleep(BOOTSTRAP_BACKOFF[0] * 5)

@@ -8,6 +8,10 @@ that was most of an idle node's pubsub time (docs/py-libp2p.md, "Every pubsub RP
 most every ``REMAKE_EVERY`` seconds; a peer's record is checked again only when its bytes change, or after
 ``RECHECK_EVERY`` (so the peerstore's 2 h lease on it is renewed). The same bytes from the same peer verify the
 same way, so nothing is accepted that the library would refuse.
+
+Since every RPC a peer sends passes through ``consume``, it also notes when each peer was last heard from
+(``quiet_for``): a peer that sent something within the liveness interval is alive without a ping
+(``node/liveness.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.pubsub.utils import maybe_consume_signed_record
 
-__all__ = ["RECHECK_EVERY", "REMAKE_EVERY", "install"]
+__all__ = ["RECHECK_EVERY", "REMAKE_EVERY", "install", "quiet_for"]
 
 REMAKE_EVERY = 5.0
 """Seconds our record is reused before the library makes it again (it does so itself if our addresses change)."""
@@ -35,6 +39,7 @@ _make = env_to_send_in_RPC
 _consume = maybe_consume_signed_record
 _made: weakref.WeakKeyDictionary[Any, tuple[float, bytes]] = weakref.WeakKeyDictionary()
 _checked: weakref.WeakKeyDictionary[Any, dict[ID, tuple[bytes, float]]] = weakref.WeakKeyDictionary()
+_heard: weakref.WeakKeyDictionary[Any, dict[ID, float]] = weakref.WeakKeyDictionary()
 
 
 def envelope(host: Any) -> tuple[bytes, bool]:
@@ -50,10 +55,14 @@ def envelope(host: Any) -> tuple[bytes, bool]:
 
 def consume(msg: Any, host: Any, peer_id: ID) -> bool:
     """``maybe_consume_signed_record``, skipped for the bytes this peer's last accepted record had."""
+    now = time.monotonic()
+    heard = _heard.setdefault(host, {})
+    if len(heard) >= MAX_CHECKED and peer_id not in heard:
+        heard.clear()
+    heard[peer_id] = now
     if not msg.HasField("senderRecord"):
         return True
     record: bytes = msg.senderRecord
-    now = time.monotonic()
     seen = _checked.setdefault(host, {})
     hit = seen.get(peer_id)
     if hit is not None and hit[0] == record and now - hit[1] < RECHECK_EVERY:
@@ -64,6 +73,12 @@ def consume(msg: Any, host: Any, peer_id: ID) -> bool:
         seen.clear()
     seen[peer_id] = (record, now)
     return True
+
+
+def quiet_for(host: Any, peer_id: ID) -> float:
+    """Seconds since ``peer_id`` last sent ``host`` a pubsub RPC (infinity if never, or forgotten)."""
+    heard = _heard.get(host, {}).get(peer_id)
+    return float("inf") if heard is None else time.monotonic() - heard
 
 
 def install() -> None:

@@ -32,6 +32,7 @@ Served to every connected peer: with a swarm key, only members can connect (node
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -80,7 +81,7 @@ page of a round only (``"nodes": true`` in the request), so a node that joins le
 
 @dataclass
 class SyncStats:
-    """Counters of catch-up, read by the metrics endpoint."""
+    """Counters of catch-up (every round's), read by the metrics endpoint."""
 
     rounds: int = 0
     failures: int = 0
@@ -89,6 +90,17 @@ class SyncStats:
     allocations: int = 0
     nodes: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Merged:
+    """What one catch-up round merged. Rounds run at once (after a heal, one per reconnected peer), so the change
+    of ``SyncStats`` over a round counts the others' rows too: a round's log line counts these instead."""
+
+    pages: int = 0
+    jobs: int = 0
+    executions: int = 0
+    allocations: int = 0
 
 
 class Sync:
@@ -105,6 +117,10 @@ class Sync:
         self.stats = SyncStats()
         self._warned: set[str] = set()
         self._serving = trio.Lock()
+        self._turn = trio.Semaphore(1, max_value=1)
+        """Held by one round at a time from its read of what the store holds of a page (``held``) to the end of
+        that page's merge, and kept while the next page of the same round is already being checked (``catch_up``
+        says why): no row is checked by two rounds at once."""
         self.run_id = f"{identity.node_id}/{secrets.token_hex(8)}"
         """This node's store as it is while this process runs: sent with every request and page, so that a peer
         sends back none of the rows it took from it (a restarted node, its store possibly replaced, is new)."""
@@ -176,7 +192,8 @@ class Sync:
         Raises:
             WireError: the page itself is malformed (single bad entries are dropped and counted).
         """
-        return await self._merge(await self._prepare(page, since))
+        async with self._turn:
+            return await self._merge(await self._prepare(page, since))
 
     async def _prepare(self, page: Any, since: int) -> Checked:
         """A page's header and node records taken, and its entries that this node lacks checked.
@@ -201,22 +218,30 @@ class Sync:
         checked.store = store if isinstance(store, str) else None
         return checked
 
-    async def _merge(self, checked: Checked, echo: list[tuple[int, int]] | None = None) -> tuple[int, bool]:
+    async def _merge(
+        self, checked: Checked, echo: list[tuple[int, int]] | None = None, merged: Merged | None = None
+    ) -> tuple[int, bool]:
         """Merge what ``_prepare`` checked; returns the watermark to keep and whether more pages follow.
         ``echo`` collects the change numbers of the rows written as the page says (``Sync.serve`` skips them
         for that peer); what this node does of its own meanwhile (runs, cancels, placements) is not in it."""
+        merged = Merged() if merged is None else merged
         for reason, exc in checked.drops:
             self._drop(reason, exc)
         # Executions first: a job learned late runs here only if it is still active somewhere.
-        with Store.spans(echo):
-            self.stats.executions += await self._merge_executions(checked.executions)
+        with Store.spans(echo):  # counted once merged: ``x += await ...`` would lose another round's count
+            changed = await self._merge_executions(checked.executions)
+        self.stats.executions += changed
+        merged.executions += changed
         # Allocations before their jobs: a replicas job runs here only where its allocation says.
-        await self._merge_allocations(checked.allocations)
+        allocations = await self._merge_allocations(checked.allocations)
+        self.stats.allocations += allocations
+        merged.allocations += allocations
         with Store.spans(echo):  # Replica.on_jobs leaves out the jobs it runs or cancels here
             outcomes = await self.inbound.on_jobs(list(checked.jobs.values())) if checked.jobs else []
         for outcome in outcomes:
             if outcome is True:
                 self.stats.jobs += 1
+                merged.jobs += 1
             elif isinstance(outcome, Refused):  # the trust rule (logged there, once per peer), or purged here
                 self._drop(outcome.reason, outcome)
             elif isinstance(outcome, NodeError):  # e.g. the local queue is full: the job is recorded, not run
@@ -247,18 +272,21 @@ class Sync:
         stored = known.version(job_id, node_id)
         return stored is not None and _is_count(version) and version <= stored
 
-    async def _merge_allocations(self, allocations: list[Allocation]) -> None:
-        """Each verified allocation through the node (an older peer sends none); refused ones dropped and counted."""
+    async def _merge_allocations(self, allocations: list[Allocation]) -> int:
+        """Each verified allocation through the node (an older peer sends none); refused ones dropped and counted.
+        How many were taken."""
+        taken = 0
         for allocation in allocations:
             try:
                 if await self.inbound.on_allocation(allocation):
-                    self.stats.allocations += 1
+                    taken += 1
             except Refused as exc:
                 self._drop(exc.reason, exc)
             except NodeError as exc:
                 log.warning("cannot apply an allocation from catch-up: %s", exc.message)
             except Exception as exc:
                 self._drop("error", exc)
+        return taken
 
     async def _merge_executions(self, executions: list[Execution]) -> int:
         """All at once (one commit); if the batch fails, one by one, dropping only the entries that fail."""
@@ -275,12 +303,27 @@ class Sync:
                     self._drop("error", exc)
             return changed
 
-    async def catch_up(self, peer_id: str, request: Callable[[dict[str, Any]], Awaitable[Any]]) -> int:
+    async def catch_up(self, peer_id: str, request: Callable[[dict[str, Any]], Awaitable[Any]]) -> Merged:
         """Fetch and merge everything ``peer_id`` changed since we last asked it; returns the pages read.
 
         Three stages overlap, one page in each: the peer builds the next page while this node checks one (in a
         worker thread) and merges the one before (the store's writer thread). At most three pages, each bounded
-        in bytes, are held at once.
+        in bytes, are held at once. A round of more than one page writes in the store's bulk mode
+        (``Store.bulk``), and no page's write waits for an fsync (the watermark's comment says why that is safe).
+
+        Rounds with several peers run at once (after a heal, one per reconnected peer), often bringing the same
+        rows. A page's rows are checked only once the round holds the node's turn (``_turn``), taken before it
+        reads what the store holds and given back when none of its pages is between that read and the end of
+        its merge: so a round finds held whatever another checked, and checks nothing twice. Fetching is not in
+        the turn (rounds still wait for their peers together), and a round keeps its own pipeline: it keeps the
+        turn while it checks one page and merges the one before, and gives it up while it waits for its peer (a
+        long round from a fast peer, a join, may so keep it to its end: the rows others wait with are mostly the
+        same, and found held when their turn comes; each waits with at most two pages).
+        A turn rather than a shared set of the rows a round has claimed: with claims, a round that skipped
+        another's rows would have to wait for their merge, and check them itself if that failed (a hostile
+        peer's altered copy, a page that fails), before moving its watermark past them; the turn needs neither.
+        What it costs: two rounds never check distinct rows at the same time, on a node whose checking threads
+        are busy with one round already.
 
         Raises:
             WireError: the peer answered something that is not a sync page.
@@ -309,41 +352,75 @@ class Sync:
                 except Exception as exc:  # handed on to the merging stage, which raises it (no exception group)
                     await fetched_in.send(exc)
 
+        in_hand = 0
+        """This round's pages between their read of what the store holds and the end of their merge (the turn
+        is held while there is one)."""
+
+        async def take_turn() -> None:
+            nonlocal in_hand
+            if in_hand == 0:
+                await self._turn.acquire()
+            in_hand += 1
+
+        def give_back() -> None:
+            nonlocal in_hand
+            in_hand -= 1
+            if in_hand == 0:
+                self._turn.release()
+
         async def check() -> None:
             async with checked_in:
                 async for item in fetched:
+                    if isinstance(item, Exception):
+                        await checked_in.send(item)
+                        return
+                    await take_turn()
                     try:
-                        result: Checked | Exception = (
-                            item if isinstance(item, Exception) else await self._prepare(*item)
-                        )
+                        result: Checked | Exception = await self._prepare(*item)
                     except Exception as exc:
+                        give_back()
                         result = exc
-                    await checked_in.send(result)
+                    await checked_in.send(result)  # the merging stage gives the turn back for a page
                     if isinstance(result, Exception):
                         return
 
         pages = 0
+        merged = Merged()
         failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(fetch, since)
-            nursery.start_soon(check)
-            async for item in checked:
-                try:
-                    if isinstance(item, Exception):
-                        raise item
-                    since, more = await self._merge(item, self._echo_of(peer_id, item.store))
-                    await self.store.set_meta(key, str(since))
-                except Exception as exc:
-                    failure = exc
-                    break
-                pages += 1
-                if not more:
-                    break
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as bulk:
+                nursery.start_soon(fetch, since)
+                nursery.start_soon(check)
+                async for item in checked:
+                    try:
+                        if isinstance(item, Exception):
+                            raise item
+                        try:
+                            since, more = await self._merge(item, self._echo_of(peer_id, item.store), merged)
+                        finally:
+                            give_back()
+                        # No fsync of its own: the WAL keeps commits in order (each frame's checksum covers those
+                        # before it), so after a crash the watermark is never ahead of the rows it counts. A
+                        # power cut may lose the last pages and their watermark together: they are asked again.
+                        await self.store.set_meta(key, str(since), durable=False)
+                    except Exception as exc:
+                        failure = exc
+                        break
+                    pages += 1
+                    if not more:
+                        break
+                    if pages == 1:  # a round of many pages: the store's bulk settings until it ends
+                        bulk.enter_context(self.store.bulk())
+                nursery.cancel_scope.cancel()
+        finally:
+            if in_hand:  # a page checked but never merged (the round failed or was cancelled meanwhile)
+                in_hand = 0
+                self._turn.release()
         if failure is not None:
             raise failure
         self.stats.rounds += 1
-        return pages
+        merged.pages = pages
+        return merged
 
     def _echo_of(self, peer_id: str, store: str | None) -> list[tuple[int, int]] | None:
         """Where to collect the rows written from ``peer_id``'s page (its ``store`` as it says; one claiming

@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 
 from node.errors import ConfigError, UnauthorizedError
 
+from . import idle
 from .protocol import Dispatcher
 from .ui import PUBLIC_ENDPOINTS as UI_ENDPOINTS
 from .ui import ui_blueprint
@@ -194,6 +195,7 @@ async def serve_rpc(
     """Serve until ``shutdown_trigger`` returns; ``task_status`` gets the bound URL (port 0 resolved; https
     with a certificate)."""
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout, certfile=certfile, keyfile=keyfile)
+    idle.install()  # idle kept-alive connections close at a stop rather than hold it (rpc/idle.py)
 
     async def started_with_url(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from libp2p.peer.id import ID
 from libp2p.request_response import RequestTimeoutError
 
 from node.catchup import RECORDS_EVERY, SYNC_INTERVAL, SYNC_PEERS, Catchup
-from node.sync import SyncStats
+from node.sync import Merged, SyncStats
 
 LATENCY = 0.005
 """One request's round trip on the simulated network."""
@@ -52,13 +52,14 @@ class MemorySync:
         return {"jobs": [item for _, item in changed], "executions": [], "allocations": [], "upto": upto,
                 "head": self.head, "more": False}  # fmt: skip
 
-    async def catch_up(self, peer_id: str, request: Any) -> int:
+    async def catch_up(self, peer_id: str, request: Any) -> Merged:
         page = await request({"since": self._watermarks.get(peer_id, 0), "limit": 10_000, "max_bytes": 10**6,
                               "nodes": True})  # fmt: skip
-        self.stats.jobs += sum(self.add(item) for item in page["jobs"])
+        merged = Merged(pages=1, jobs=sum(self.add(item) for item in page["jobs"]))
+        self.stats.jobs += merged.jobs
         self._watermarks[peer_id] = page["upto"]
         self.stats.rounds += 1
-        return 1
+        return merged
 
     async def caught_up(self) -> None:
         pass

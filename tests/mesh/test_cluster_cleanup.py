@@ -33,6 +33,24 @@ class HeldCreates:
         self.forwarded = trio.Event()
 
 
+class Answers:
+    """How many times dockerd has answered on one forwarded connection (each read of its side counts)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = trio.Condition()
+
+    async def one_more(self) -> None:
+        async with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    async def beyond(self, count: int) -> None:
+        async with self._changed:
+            while self.count <= count:
+                await self._changed.wait()
+
+
 @asynccontextmanager
 async def holding_creates(path: Path) -> AsyncIterator[HeldCreates]:
     """A unix-socket forwarder to the real daemon that holds each ``/containers/create`` until ``release``, then
@@ -42,31 +60,32 @@ async def holding_creates(path: Path) -> AsyncIterator[HeldCreates]:
     await sock.bind(str(path))
     sock.listen(64)
 
-    async def upstream_to(client: trio.abc.Stream, upstream: trio.abc.Stream, answered: trio.Event) -> None:
+    async def upstream_to(client: trio.abc.Stream, upstream: trio.abc.Stream, answers: Answers) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await upstream.receive_some(65536):
-                answered.set()
+                await answers.one_more()
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await client.send_all(data)
-        answered.set()
+        await answers.one_more()
 
     async def handle(client: trio.SocketStream) -> None:
         upstream = await trio.open_unix_socket("/var/run/docker.sock")
-        answered = trio.Event()
+        answers = Answers()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(upstream_to, client, upstream, answered)
-            creating = False
+            nursery.start_soon(upstream_to, client, upstream, answers)
+            created_after: int | None = None
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 while data := await client.receive_some(65536):
                     if b"/containers/create" in data:
-                        creating = True
                         held.holding.set()
                         await held.release.wait()
+                        # A kept-alive connection carried earlier calls: only what dockerd says after this counts.
+                        created_after = answers.count
                         # its body, if sent apart, follows in the next read (still readable once the client died)
                     await upstream.send_all(data)
-            if creating:
+            if created_after is not None:
                 with trio.fail_after(30):
-                    await answered.wait()  # dockerd made the container, whoever is left to hear it
+                    await answers.beyond(created_after)  # dockerd made the container, whoever is left to hear it
                 held.forwarded.set()
             await upstream.aclose()
             await client.aclose()

@@ -136,3 +136,40 @@ async def test_misses_on_an_old_connection_do_not_count_against_a_new_one(
             await net.gone.wait()
         nursery.cancel_scope.cancel()
     assert liveness.stats.misses >= 2 * MISSES - 1 and liveness.stats.dead == 1
+
+
+async def test_a_peer_that_talks_is_not_pinged_and_one_that_falls_quiet_is(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every pubsub RPC a peer sends says it is alive: at 10 idle nodes a ping per connection per interval, on both
+    ends, was most of what a connection cost beside gossip. A peer that goes quiet (frozen) is pinged again and cut
+    as before."""
+    net = FakeNetwork()
+    last: dict[ID, float] = {ALIVE: 0.0, SILENT: 0.0}
+    pinged: list[ID] = []
+
+    async def ping(peer_id: ID) -> None:
+        pinged.append(peer_id)
+        await net.ping(peer_id)
+
+    def heard(peer_id: ID) -> float:
+        return trio.current_time() - last[peer_id]
+
+    async def talk() -> None:
+        while True:
+            last[ALIVE] = trio.current_time()
+            if SILENT not in net.silent:
+                last[SILENT] = trio.current_time()
+            await trio.sleep(0.5)
+
+    liveness = Liveness(peers=net.peers, ping=ping, disconnect=net.disconnect, redial=net.redial, heard=heard)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(talk)
+        nursery.start_soon(liveness.run)
+        await trio.sleep(10 * INTERVAL)
+        assert pinged == [] and liveness.stats.heard >= 18
+        net.silent.add(SILENT)  # frozen: it neither talks nor answers
+        with trio.fail_after(MISSES * (INTERVAL + TIMEOUT) + 2 * INTERVAL):
+            await net.gone.wait()
+        nursery.cancel_scope.cancel()
+    assert set(pinged) == {SILENT} and net.disconnected == [SILENT] and liveness.stats.dead == 1

@@ -1,5 +1,6 @@
-"""What keeps a mesh of 30 nodes whole and quiet, against fakes: peer exchange dials up to gossipsub's degree, a
-node with too many connections trims them, records that say nothing new are spaced out beyond 10 nodes, and a
+"""What keeps a mesh of 30 nodes whole and quiet, against fakes: peer exchange dials up to the connection target
+(node/topology.py: it grows with the cluster, tests/mesh/test_topology.py), a node with too many connections trims
+them, records that say nothing new are spaced out beyond 10 nodes, and a
 peer's signed pubsub record is checked once, not on every RPC (the real 30-node figures: benchmarks/mesh.py)."""
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from node import peering, senderrecord
+from node import senderrecord, topology
 from node.config import Config
 from node.gossip import MeshStats
 from node.heartbeat import Heartbeat, Vitals
 from node.identity import Identity
 from node.mesh import REPAIR_EVERY, UNSUBSCRIBED_FOR, cut_unsubscribed
 from node.noderecord import NodeRecord, sign_record
-from node.peering import PEER_MAX, SETTLE, Peering
+from node.peering import Peering
 from node.registry import Registry
+from node.topology import SETTLE
 
-D_LOW = 4
+D_LOW = 3
 """Gossipsub's lower mesh degree (node/host.py): fewer connections than this and the mesh cannot form."""
+THIRTY = 30
 
 
 def new_identity() -> Identity:
@@ -71,27 +74,27 @@ def queued(p: Peering) -> list[ID]:
 @pytest.mark.trio
 async def test_peer_exchange_dials_up_to_the_gossip_degree(tmp_path: Path) -> None:
     """With 2 connections (the old target) a node's gossip mesh could not reach D_low and 30 nodes fell apart."""
-    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats())
+    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats(), size=lambda: THIRTY)
     bootstrap = new_identity().peer_id
-    p._host = FakeHost([bootstrap])  # type: ignore[assignment]
+    p._host = p.topology.host = FakeHost([bootstrap])  # type: ignore[assignment]
     others = [new_identity().peer_id for _ in range(20)]
     p.meet([address(peer_id, 4000 + i) for i, peer_id in enumerate(others)])
     dialled = queued(p)
     assert len(dialled) + 1 >= D_LOW
-    assert len(dialled) == peering.PEER_TARGET - 1 and set(dialled) <= set(others)
+    assert len(dialled) == topology.target(THIRTY) - 1 and set(dialled) <= set(others)
 
 
 @pytest.mark.trio
 async def test_known_peers_top_up_the_connections_later(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     """Peers heard of once are remembered: when connections drop, the node dials them without a new exchange."""
-    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats())
-    host = FakeHost([new_identity().peer_id for _ in range(peering.PEER_TARGET)])
-    p._host = host  # type: ignore[assignment]
+    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats(), size=lambda: THIRTY)
+    host = FakeHost([new_identity().peer_id for _ in range(topology.target(THIRTY))])
+    p._host = p.topology.host = host  # type: ignore[assignment]
     others = [new_identity().peer_id for _ in range(10)]
     p.meet([address(peer_id, 4000 + i) for i, peer_id in enumerate(others)])
     assert queued(p) == []  # enough connections: nothing dialled
     host.host.connected[:3] = []
-    p._top_up(list(p._known))
+    p._top_up(list(p.topology.known))
     assert len(queued(p)) == 3
 
 
@@ -99,22 +102,23 @@ async def test_known_peers_top_up_the_connections_later(tmp_path: Path, autojump
 async def test_a_node_with_too_many_connections_trims_settled_ones(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
-    """A bootstrap node that everyone dialled keeps PEER_MAX connections, not the whole mesh; never its own
-    bootstrap peers nor connections too young to have exchanged peers."""
-    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats())
+    """A bootstrap node that everyone dialled keeps twice its target, not the whole mesh; never its own bootstrap
+    peers nor connections too young to have exchanged peers."""
+    p = Peering(config=Config(data_dir=tmp_path), stats=MeshStats(), size=lambda: THIRTY)
     peers = [new_identity().peer_id for _ in range(29)]
     host = FakeHost(list(peers))
-    p._host = host  # type: ignore[assignment]
+    p._host = p.topology.host = host  # type: ignore[assignment]
     for peer_id in peers[:25]:
-        p._since[peer_id] = trio.current_time()
+        p.topology.connected(peer_id)
     await trio.sleep(SETTLE)
     for peer_id in peers[25:]:
-        p._since[peer_id] = trio.current_time()  # young
-    p._bootstrap.add(peers[0])
-    await p._trim()
-    assert len(host.host.connected) == PEER_MAX
+        p.topology.connected(peer_id)  # young
+    p.topology.bootstrap.add(peers[0])
+    await p.topology.trim()
+    most = topology.ceiling(THIRTY)
+    assert len(host.host.connected) == most == 10
     assert peers[0] in host.host.connected and set(peers[25:]) <= set(host.host.connected)
-    assert p.stats.trimmed == 29 - PEER_MAX
+    assert p.stats.trimmed == 29 - most
     trimmed = host.host.closed[0]
     p._top_up([trimmed])
     assert queued(p) == []  # held off: not dialled back by us
@@ -232,11 +236,23 @@ async def test_a_node_short_of_connections_dials_the_members_the_registry_knows(
         config=Config(data_dir=tmp_path),
         stats=MeshStats(),
         members=lambda: [address(peer_id, 4000 + i) for i, peer_id in enumerate(members)],
+        size=lambda: len(members) + 1,
     )
-    p._host = FakeHost([members[0]])  # type: ignore[assignment]
+    p._host = p.topology.host = FakeHost([members[0]])  # type: ignore[assignment]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(p._maintain)
-        await trio.sleep(peering.MAINTAIN_EVERY + 0.1)
+        await trio.sleep(topology.MAINTAIN_EVERY + 0.1)
         nursery.cancel_scope.cancel()
     dialled = queued(p)
-    assert len(dialled) == peering.PEER_TARGET - 1 and members[0] not in dialled
+    assert len(dialled) == topology.target(len(members) + 1) - 1 and members[0] not in dialled
+
+
+def test_every_pubsub_rpc_says_when_its_peer_was_last_heard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What spares a talking peer its liveness ping (node/liveness.py): any RPC, with or without a record."""
+    monkeypatch.setattr(senderrecord, "_consume", lambda msg, host, peer_id: True)
+    host, talker, stranger = FakeHost([]), new_identity().peer_id, new_identity().peer_id
+    assert senderrecord.quiet_for(host, talker) == float("inf")
+    senderrecord.consume(rpc_pb2.RPC(), host, talker)
+    assert senderrecord.quiet_for(host, talker) < 1.0
+    senderrecord.consume(rpc_pb2.RPC(senderRecord=b"record"), host, talker)
+    assert senderrecord.quiet_for(host, talker) < 1.0 and senderrecord.quiet_for(host, stranger) == float("inf")

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from node.metrics import store_files, trio_tasks
+from node.metrics import store_files, trio_tasks, trio_tasks_by_name
 
 
 async def test_trio_tasks_counts_the_tasks_alive_in_every_nursery() -> None:
@@ -26,6 +26,27 @@ async def test_trio_tasks_counts_the_tasks_alive_in_every_nursery() -> None:
         assert trio_tasks() == before + 4  # a sleeper, the parent and its two
         outer.cancel_scope.cancel()
     assert trio_tasks() == before
+
+
+async def sleeper() -> None:
+    await trio.sleep_forever()
+
+
+async def test_tasks_by_name_tell_which_tasks_are_alive_and_stay_a_bounded_set() -> None:
+    before = trio_tasks_by_name()
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(sleeper)
+        nursery.start_soon(trio.sleep_forever, name="named")
+        await trio.testing.wait_all_tasks_blocked()
+        now = trio_tasks_by_name()
+        assert now - before == {f"{__name__}.sleeper": 3, "named": 1}
+        assert now.total() == trio_tasks()
+        few = trio_tasks_by_name(limit=2)  # the commonest name, and the rest as one
+        assert len(few) == 2 and few.total() == now.total() and "other" in few
+        assert few[f"{__name__}.sleeper"] == 3
+        nursery.cancel_scope.cancel()
+    assert trio_tasks_by_name() == before
 
 
 def test_store_files_are_the_db_and_its_wal(tmp_path: Path) -> None:

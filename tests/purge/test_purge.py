@@ -295,7 +295,7 @@ async def test_catch_up_from_a_peer_still_holding_a_purged_job_does_not_bring_it
         async def request(asked: dict[str, object]) -> object:
             return await serving.serve(asked)
 
-        assert await mine.catch_up(peer.node_id, request) == 1
+        assert (await mine.catch_up(peer.node_id, request)).pages == 1
         assert mine.stats.dropped == {"purged": 1} and mine.stats.jobs == 0
         assert await store.get_job("j") is None and await count(store, "executions") == 0
         assert await store.get_meta(cancel_key("j")) is None

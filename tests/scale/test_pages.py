@@ -70,7 +70,7 @@ async def test_a_round_of_small_pages_brings_everything(tmp_path: Path, ids: dic
         async def request(body: dict[str, Any]) -> Any:
             return await sender.sync.serve({**body, "max_bytes": 10_000})
 
-        pages = await joiner.sync.catch_up(ids["sender"].node_id, request)
+        pages = (await joiner.sync.catch_up(ids["sender"].node_id, request)).pages
         assert pages > 10
         for job_id in job_ids:
             executions = await joiner.store.executions_of(job_id)
@@ -127,7 +127,7 @@ async def test_pages_are_fetched_checked_and_merged_at_once_never_more(
             return result
 
         joiner.sync._merge = merged  # type: ignore[method-assign]
-        pages = await joiner.sync.catch_up(ids["sender"].node_id, request)
+        pages = (await joiner.sync.catch_up(ids["sender"].node_id, request)).pages
         assert pages > 10 and held == 0
         assert most == 3  # one merged, the next checked, the one after fetched meanwhile
         assert joiner.sync.stats.jobs == 200
@@ -206,6 +206,6 @@ async def test_a_peer_of_the_previous_version_is_caught_up_from(tmp_path: Path, 
                 "more": changes.more,
             }
 
-        assert await joiner.sync.catch_up(ids["sender"].node_id, old_peer) >= 2
+        assert (await joiner.sync.catch_up(ids["sender"].node_id, old_peer)).pages >= 2
         assert all([await joiner.store.get_job(j) for j in job_ids])
         assert len(await joiner.store.executions_of(job_ids[-1])) == 1

@@ -1,0 +1,470 @@
+"""The store's write path: one writer task commits whatever has queued up in a single transaction (group
+commit), and the statements that write jobs, executions, allocations, logs and meta in it.
+
+A mixin of ``Store`` (``node/store.py``). Its size is one job: the group commit and every statement that runs in
+it, since the batched statements (a catch-up page is a thousand rows) and the change numbers and spans they hand
+out are read together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import trio
+
+from .allocation import Allocation
+from .model import Execution, Job, State, derive_status
+from .store_file import _FULL, _code, _full_error
+from .store_reads import Change
+from .tombstones import is_purged, refuse_purged
+
+__all__ = ["Writes"]
+
+T = TypeVar("T")
+
+
+_SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
+"""Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
+
+
+class _Pending:
+    """One write waiting for its group commit."""
+
+    __slots__ = ("done", "durable", "error", "fn", "result", "span")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
+        self.fn = fn
+        self.durable = durable
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.span: tuple[int, int] | None = None
+        """The change numbers this write handed out, first and last (none: it handed out none)."""
+
+
+class Writes:
+    """The writes of ``Store``: the writer task's loop and every statement it runs."""
+
+    _writer: sqlite3.Connection
+    _send: trio.MemorySendChannel[_Pending]
+    _recv: trio.MemoryReceiveChannel[_Pending]
+    commits: int
+    _chg: int
+    _fsync: bool
+    _synchronous: str
+    _bulk: int
+    _bulk_on: bool
+    full: str | None
+    _readonly: bool
+    _listeners: list[Callable[[list[Change]], None]]
+    _log: list[tuple[int, str, str, Any]] | None
+    _committed: list[Change]
+
+    async def _reopen(self) -> bool:
+        """Leave the read-only mode of a store opened on a full disk (``Store``)."""
+        raise NotImplementedError
+
+    def _next_chg(self) -> int:
+        self._chg += 1
+        return self._chg
+
+    def _changed(self, chg: int, kind: str, job_id: str, value: Any = None) -> None:
+        if self._log is not None:
+            self._log.append((chg, kind, job_id, value))
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        async for first in self._recv:
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
+                await trio.to_thread.run_sync(self._apply, batch)
+            self.commits += 1
+            committed, self._committed = self._committed, []
+            for listener in self._listeners if committed else ():
+                try:
+                    listener(committed)
+                except Exception:  # a listener's bug costs its events, never the writer
+                    logging.getLogger("cmnode.store").exception("a commit listener failed")
+            for item in batch:
+                item.done.set()
+
+    def _apply(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch; an item's own error undoes only that item. A failure of the
+        transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
+        conn = self._writer
+        self._log = [] if self._listeners else None
+        try:
+            # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them with it.
+            wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
+            if wanted != self._synchronous:
+                conn.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
+            if (self._bulk > 0) != self._bulk_on:
+                self._bulk_on = self._bulk > 0
+                for pragma in _BULK_PRAGMAS if self._bulk_on else _PLAIN_PRAGMAS:
+                    conn.execute(pragma)
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT item")
+                mark = len(self._log) if self._log is not None else 0
+                first = self._chg
+                try:
+                    item.result = item.fn(conn)
+                    conn.execute("RELEASE item")
+                    item.span = (first + 1, self._chg) if self._chg > first else None
+                except Exception as exc:
+                    if _code(exc) == _FULL or not conn.in_transaction:  # the whole transaction cannot go on
+                        raise
+                    conn.execute("ROLLBACK TO item")
+                    conn.execute("RELEASE item")
+                    item.error = exc
+                    if self._log is not None:
+                        del self._log[mark:]
+            conn.execute("COMMIT")
+            if self._log:
+                self._committed = _with_status(conn, self._log)
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                with contextlib.suppress(sqlite3.Error):  # nothing more to undo; the next BEGIN starts clean
+                    conn.execute("ROLLBACK")
+            for item in batch:
+                item.error = exc
+            if _code(exc) == _FULL:
+                self.full = f"storage full: {exc} (writes fail until space is freed; reads work)"
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self.full = None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` inside the next group commit and return once it is on disk (``durable``) or committed
+        (visible to readers, surviving a crash of this process but not of the machine).
+
+        Raises:
+            StorageFullError: the disk is full; nothing of this write was kept.
+        """
+        if self._readonly and not await self._reopen():
+            raise _full_error()
+        item = _Pending(fn, durable)
+        await self._send.send(item)
+        await item.done.wait()
+        if item.error is not None:
+            if _code(item.error) == _FULL:
+                raise _full_error() from item.error
+            raise item.error
+        spans = _SPANS.get()
+        if spans is not None and item.span is not None:
+            spans.append(item.span)
+        result: T = item.result
+        return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def spans(into: list[tuple[int, int]] | None) -> Iterator[None]:
+        """Collect into ``into`` the change numbers (first, last) handed out by each write that the current task
+        (and the tasks it starts) makes in this block; ``None`` stops collecting. Every row changed by such a
+        write carries a number in its span until it changes again, so catch-up knows which rows hold exactly
+        what one peer sent (``node/sync.py``: not sent back to it)."""
+        token = _SPANS.set(into)
+        try:
+            yield
+        finally:
+            _SPANS.reset(token)
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Writes many rows in this block (catch-up bringing thousands of jobs): the writer keeps more of the
+        database in memory and checkpoints its WAL less often meanwhile (``_BULK_PRAGMAS`` says why). Neither
+        changes what a commit guarantees."""
+        self._bulk += 1
+        try:
+            yield
+        finally:
+            self._bulk -= 1
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in the writer's next group commit: for a module that keeps its SQL beside its own table
+        of this store (node/purge.py); ``fn`` runs on the writer thread and must stay short."""
+        return await self._write(fn, durable=durable)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def add_job(self, job: Job, execution: Execution | None = None, *, durable: bool = True) -> bool:
+        """Record ``job`` (and this node's first execution of it) unless known; True if it was new.
+
+        ``durable=False`` is for what peers told us and can tell us again (catch-up asks them from a watermark
+        committed after them, so it is never ahead of what survived): no fsync of its own."""
+        return await self._write(lambda conn: self._insert_job(conn, job, execution), durable=durable)
+
+    async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> int:
+        """Record many jobs in one commit (catch-up, bulk loads); returns how many were new. ``durable`` as for
+        ``add_job``."""
+        batch = list(items)
+        return await self._write(
+            lambda conn: sum(self._insert_job(conn, job, e) for job, e in batch if not is_purged(conn, job.job_id)),
+            durable=durable,
+        )
+
+    async def add_jobs_each(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> list[bool]:
+        """As ``add_jobs``, one flag per item: whether that job was new. What a caller that counts or logs each
+        new job needs: another writer (gossip, a second catch-up round) may record some of them between that
+        caller's read and this write (``Replica.on_jobs``)."""
+        batch = list(items)
+        return await self._write(lambda conn: self._insert_jobs(conn, batch), durable=durable)
+
+    def _insert_jobs(self, conn: sqlite3.Connection, items: list[tuple[Job, Execution | None]]) -> list[bool]:
+        """As ``_insert_job`` for each item (a purged job is not stored: False), in a few statements: a page of
+        catch-up is a thousand jobs, and one statement per row, plus a status update per job, was most of the
+        writer's time. Each new job is inserted with its status, read from the executions already stored."""
+        ids = json.dumps([job.job_id for job, _ in items])
+        skipped = {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM tombstones"), (ids,))}
+        skipped |= {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM jobs"), (ids,))}
+        fresh: dict[str, tuple[Job, Execution | None]] = {}
+        for job, execution in items:
+            if job.job_id not in skipped and job.job_id not in fresh:
+                fresh[job.job_id] = (job, execution)
+        if not fresh:
+            return [False] * len(items)
+        states: dict[str, dict[str, tuple[int, str]]] = {}
+        for job_id, node_id, version, state in conn.execute(
+            _IN_IDS.format("job_id, node_id, version, state FROM executions"), (json.dumps(list(fresh)),)
+        ):
+            states.setdefault(job_id, {})[node_id] = (version, state)
+        rows = []
+        for job_id, (job, execution) in fresh.items():
+            held = states.setdefault(job_id, {})
+            if execution is not None and execution.version > held.get(execution.node_id, (-1, ""))[0]:
+                held[execution.node_id] = (execution.version, execution.state.value)
+            status = _status_of(tuple(sorted(state for _, state in held.values())))
+            rows.append((job_id, job.origin, job.created_at, status, json.dumps(job.to_json()), self._next_chg()))
+        first = rows[0][-1]
+        conn.executemany(
+            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, status, body, chg) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+        seqs = dict(conn.execute("SELECT job_id, seq FROM jobs WHERE chg BETWEEN ? AND ?", (first, rows[-1][-1])))
+        labels = []
+        for job_id, *_, chg in rows:
+            job, _ = fresh[job_id]
+            self._changed(chg, "job", job_id, job)
+            labels += [(job_id, k, v, job.created_at, seqs[job_id]) for k, v in job.spec.labels.items()]
+        conn.executemany(
+            "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)", labels
+        )
+        for _, execution in fresh.values():
+            if execution is not None:  # a job made here, with its first execution: the status counted it
+                self._put_execution(conn, execution)
+        new = set(fresh)
+        out = []
+        for job, _ in items:
+            out.append(job.job_id in new)
+            new.discard(job.job_id)
+        return out
+
+    def _insert_job(self, conn: sqlite3.Connection, job: Job, execution: Execution | None) -> bool:
+        refuse_purged(conn, job.job_id)  # purged here: never stored again (node/tombstones.py)
+        chg = self._next_chg()
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
+            (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), chg),
+        )
+        if cur.rowcount == 0:
+            return False
+        self._changed(chg, "job", job.job_id, job)
+        conn.executemany(
+            "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)",
+            [(job.job_id, k, v, job.created_at, cur.lastrowid) for k, v in job.spec.labels.items()],
+        )
+        if execution is not None:
+            self._put_execution(conn, execution)
+        _refresh_status(conn, job.job_id)
+        return True
+
+    def _put_execution(self, conn: sqlite3.Connection, execution: Execution) -> bool:
+        chg = self._next_chg()
+        applied = _put_execution(conn, execution, chg)
+        if applied:
+            self._changed(chg, "execution", execution.job_id, execution)
+        return applied
+
+    async def put_execution(self, execution: Execution) -> bool:
+        """Keep ``execution`` if its version is newer than the stored one; True if it was applied."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            applied = self._put_execution(conn, execution)
+            if applied:
+                _refresh_status(conn, execution.job_id)
+            return applied
+
+        return await self._write(write)
+
+    async def put_executions(self, executions: Iterable[Execution], *, durable: bool = True) -> list[Execution]:
+        """Apply many executions in one commit; returns those that were newer than what was stored.
+        ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
+        batch = list(executions)
+        return await self._write(lambda conn: self._put_executions(conn, batch), durable=durable)
+
+    def _put_executions(self, conn: sqlite3.Connection, batch: list[Execution]) -> list[Execution]:
+        """As ``_put_execution`` for each and the jobs' statuses refreshed, in a few statements (a catch-up
+        page holds a thousand executions)."""
+        if len(batch) < 4:  # a few: one by one is as quick
+            applied = [e for e in batch if self._put_execution(conn, e)]
+            for job_id in {e.job_id for e in applied}:
+                _refresh_status(conn, job_id)
+            return applied
+        ids = _ids_of(batch)
+        purged = {r[0] for r in conn.execute(_IN_IDS.format("job_id FROM tombstones"), (ids,))}
+        query = _IN_IDS.format("job_id, node_id, version FROM executions")
+        stored = {(r[0], r[1]): r[2] for r in conn.execute(query, (ids,))}
+        applied, rows = [], []
+        for e in batch:  # only the newer versions are written (a repeat in the batch as it would be one by one)
+            if e.job_id not in purged and e.version > stored.get((e.job_id, e.node_id), -1):
+                stored[(e.job_id, e.node_id)] = e.version
+                chg = self._next_chg()
+                applied.append(e)
+                rows.append((e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json()), chg))
+                self._changed(chg, "execution", e.job_id, e)
+        conn.executemany(
+            "INSERT INTO executions (job_id, node_id, state, version, body, chg) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+            "body = excluded.body, chg = excluded.chg WHERE excluded.version > executions.version",
+            rows,
+        )
+        if applied:
+            states: dict[str, list[str]] = {}
+            for job_id, state in conn.execute(
+                "SELECT e.job_id, e.state FROM executions e WHERE e.job_id IN "
+                "(SELECT job_id FROM jobs WHERE job_id IN (SELECT value FROM json_each(?)))",
+                (_ids_of(applied),),
+            ):
+                states.setdefault(job_id, []).append(state)
+            conn.executemany(
+                "UPDATE jobs SET status = ?1 WHERE job_id = ?2 AND status != ?1",
+                [(_status_of(tuple(sorted(found))), job_id) for job_id, found in states.items()],
+            )
+        return applied
+
+    async def mark_cancelled(self, job_id: str, execution: Execution | None = None) -> bool:
+        """Flag the job cancelled and keep ``execution`` (this node's, now CANCELLED) in the same transaction,
+        so a Stop is one write and no crash falls between the two; True if the flag was not set already."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            chg = self._next_chg()
+            cur = conn.execute(
+                "UPDATE jobs SET cancelled = 1, chg = ? WHERE job_id = ? AND cancelled = 0", (chg, job_id)
+            )
+            if cur.rowcount > 0:
+                self._changed(chg, "cancel", job_id)
+            if execution is not None and self._put_execution(conn, execution):
+                _refresh_status(conn, job_id)
+            return cur.rowcount > 0
+
+        return await self._write(write)
+
+    async def put_allocation(self, allocation: Allocation, *, durable: bool = True) -> bool:
+        """Keep ``allocation`` if it ranks above the stored one (version, then writer); True if it did. It may
+        come before its job: the job, arriving later, finds it here."""
+        a = allocation
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if is_purged(conn, a.job_id):
+                return False
+            chg = self._next_chg()
+            cur = conn.execute(
+                "INSERT INTO allocations (job_id, version, by_node, body, chg) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, by_node = excluded.by_node, "
+                "body = excluded.body, chg = excluded.chg "
+                "WHERE (excluded.version, excluded.by_node) > (allocations.version, allocations.by_node)",
+                (a.job_id, a.version, a.by, json.dumps(a.to_json()), chg),
+            )
+            if cur.rowcount > 0:
+                self._changed(chg, "allocation", a.job_id, a)
+            return cur.rowcount > 0
+
+        return await self._write(write, durable=durable)
+
+    async def put_logs(self, job_id: str, node_id: str, attempt: int, stdout: str, stderr: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if is_purged(conn, job_id):  # a container of a purged job swept late: its output goes with it
+                return
+            conn.execute(
+                "INSERT OR REPLACE INTO logs (job_id, node_id, attempt, stdout, stderr) VALUES (?, ?, ?, ?, ?)",
+                (job_id, node_id, attempt, stdout, stderr),
+            )
+
+        await self._write(write)
+
+    async def set_meta(self, key: str, value: str, *, durable: bool = True) -> None:
+        """``durable=False``: committed without an fsync of its own (see ``_write``), for a value that may be
+        lost with the rows written before it but never survive them (a catch-up watermark, ``node/sync.py``)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(write, durable=durable)
+
+
+def _with_status(conn: sqlite3.Connection, log: list[tuple[int, str, str, Any]]) -> list[Change]:
+    """The batch's changes, each with its job's status after the commit (one read on the writer's connection)."""
+    ids = list({job_id for _, kind, job_id, _ in log if kind != "allocation"})
+    status: dict[str, str] = {}
+    for at in range(0, len(ids), 500):
+        chunk = ids[at : at + 500]
+        marks = ",".join("?" * len(chunk))
+        status.update(conn.execute(f"SELECT job_id, status FROM jobs WHERE job_id IN ({marks})", chunk).fetchall())
+    return [Change(chg, kind, job_id, value, status.get(job_id)) for chg, kind, job_id, value in log]
+
+
+def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
+    if is_purged(conn, e.job_id):  # an execution of a job purged here is dropped, as its job would be
+        return False
+    cur = conn.execute(
+        "INSERT INTO executions (job_id, node_id, state, version, body, chg) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (job_id, node_id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+        "body = excluded.body, chg = excluded.chg WHERE excluded.version > executions.version",
+        (e.job_id, e.node_id, e.state.value, e.version, json.dumps(e.to_json()), chg),
+    )
+    return cur.rowcount > 0
+
+
+_IN_IDS = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"
+
+_BULK_PRAGMAS = ("PRAGMA cache_size=-16000", "PRAGMA wal_autocheckpoint=8000")
+"""The writer's settings in a ``bulk`` block. A page of catch-up inserts hundreds of random job IDs into each of
+three keyed indexes (jobs, executions, labels), touching a page of each per row: with SQLite's default 2 MB cache
+those are read back from the file each time, and with its default checkpoint every 1,000 WAL pages (4 MB) nearly
+every commit copied its pages into the database and fsynced it. 16 MB of cache at most (taken only as pages are
+read) and a checkpoint every 32 MB of WAL halved the writer's time in ``benchmarks/catchup.py``. Neither touches
+durability: a commit is in the WAL, synced as its ``synchronous`` says, whenever the WAL is copied back."""
+_PLAIN_PRAGMAS = ("PRAGMA cache_size=-2000", "PRAGMA wal_autocheckpoint=1000")
+"""SQLite's defaults, back after a ``bulk`` block: the cache shrinks to them again."""
+
+
+def _ids_of(executions: list[Execution]) -> str:
+    return json.dumps(sorted({e.job_id for e in executions}))
+
+
+@functools.lru_cache(maxsize=256)
+def _status_of(states: tuple[str, ...]) -> str:
+    """A job's status from its executions' states (sorted): ``derive_status``, once per combination."""
+    return derive_status(Execution(job_id="", node_id=str(i), state=State(s)) for i, s in enumerate(states))
+
+
+def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
+    # The status depends on the states only: read the column, not the bodies (parsing them was a third of the
+    # cost of recording a job caught up from a peer).
+    rows = conn.execute("SELECT node_id, state FROM executions WHERE job_id = ?", (job_id,)).fetchall()
+    status = derive_status(Execution(job_id=job_id, node_id=r[0], state=State(r[1])) for r in rows)
+    conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status, job_id))

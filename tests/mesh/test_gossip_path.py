@@ -1,0 +1,151 @@
+"""The receive path: before a message is forwarded (``Gossip.validate`` then ``deliver``, both called by pubsub
+before it forwards), each message is parsed and checked once, its sender resolved once per peer, and a message that
+fails is neither delivered nor (pubsub's part) forwarded; after, ``consumer`` applies each job's messages in order
+without holding one job behind another's write. Fast: the callbacks are fed directly, without a network."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+import node.gossip
+from node.gossip import Gossip
+from node.identity import Identity
+from node.link import MeshLink
+from node.model import Cancel, Job
+from node.wire import CancelMsg, ExecutionMsg, JobMsg, encode
+
+from .fakes import FakeInbound, pubsub_message, receive, signed_cancel, signed_execution, signed_job
+
+
+def _gossip(me: Identity) -> Gossip:
+    return Gossip(identity=me, inbound=FakeInbound(), outbox=MeshLink(me.node_id).outbox)
+
+
+def _inbox(gossip: Gossip) -> list[tuple[str, object]]:
+    out = []
+    while True:
+        try:
+            out.append(gossip._inbox_recv.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+def test_a_valid_message_is_delivered_once_with_its_sender(me: Identity, peer: Identity) -> None:
+    gossip = _gossip(me)
+    msg = pubsub_message(peer, encode(JobMsg(signed_job(peer, "j1"))))
+    assert gossip.validate(peer.peer_id, msg)
+    gossip.deliver(msg)
+    gossip.deliver(msg)  # the parsed value was handed over: a second delivery finds nothing
+    [(sender, envelope)] = _inbox(gossip)
+    assert sender == peer.node_id
+    assert isinstance(envelope, JobMsg) and envelope.job.job_id == "j1"
+
+
+def test_an_invalid_message_is_never_delivered(me: Identity, peer: Identity) -> None:
+    gossip = _gossip(me)
+    forged = signed_job(peer, "j1")
+    msg = pubsub_message(peer, encode(JobMsg(forged)).replace(b'"busybox"', b'"evil"'))  # signature no longer fits
+    assert not gossip.validate(peer.peer_id, msg)
+    gossip.deliver(msg)  # pubsub would not call it; if it did, nothing unvalidated gets through
+    assert _inbox(gossip) == []
+    assert gossip.stats.dropped == {"unverified": 1}
+
+
+def test_our_own_messages_pass_without_being_parsed_or_delivered(me: Identity) -> None:
+    gossip = _gossip(me)
+    msg = pubsub_message(me, b"not even JSON")  # pubsub's own publish: already ours, nothing to check
+    assert gossip.validate(me.peer_id, msg)
+    gossip.deliver(msg)
+    assert _inbox(gossip) == []
+    assert gossip.stats.dropped == {}
+
+
+def test_a_sender_is_resolved_once(me: Identity, peer: Identity) -> None:
+    """Turning the ``from`` bytes into a node ID costs about as much as the schema check: done once per peer."""
+    gossip = _gossip(me)
+    node.gossip._sender.cache_clear()
+    for seqno in range(5):
+        msg = pubsub_message(peer, encode(JobMsg(signed_job(peer, f"j{seqno}"))), seqno)
+        assert gossip.validate(peer.peer_id, msg)
+        gossip.deliver(msg)
+    assert [sender for sender, _ in _inbox(gossip)] == [peer.node_id] * 5
+    assert node.gossip._sender.cache_info().misses == 1
+
+
+class SlowInbound(FakeInbound):
+    """A ``FakeInbound`` whose job writes wait until ``release`` is set, as a write behind a slow commit does."""
+
+    def __init__(self, slow: set[str]) -> None:
+        super().__init__()
+        self.slow = slow
+        self.release = trio.Event()
+        self.started: list[str] = []
+
+    async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
+        self.started.append(job.job_id)
+        if job.job_id in self.slow:
+            await self.release.wait()
+        return await super().on_job(job, cancel=cancel, gossip=gossip)
+
+
+@contextlib.asynccontextmanager
+async def j1_writing(me: Identity, peer: Identity) -> AsyncIterator[tuple[Gossip, SlowInbound, trio.Nursery]]:
+    """A consumer running, with job j1 received and its write waiting on ``release``."""
+    inbound = SlowInbound(slow={"j1"})
+    gossip = Gossip(identity=me, inbound=inbound, outbox=MeshLink(me.node_id).outbox)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gossip.consumer)
+            receive(gossip, peer, [JobMsg(signed_job(peer, "j1"))])
+            await trio.testing.wait_all_tasks_blocked()
+            yield gossip, inbound, nursery
+
+
+async def test_a_job_is_not_held_behind_another_jobs_slow_write(me: Identity, peer: Identity) -> None:
+    """j2 arrives while j1's write waits on the store: j2 is stored meanwhile, not after j1's commit (it was)."""
+    async with j1_writing(me, peer) as (gossip, inbound, nursery):
+        receive(gossip, peer, [JobMsg(signed_job(peer, "j2"))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbound.calls == [("job", "j2")]
+        inbound.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbound.calls == [("job", "j2"), ("job", "j1")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_messages_about_one_job_keep_their_order(me: Identity, peer: Identity) -> None:
+    """A cancel that arrives while its job's write waits is applied after it, never before."""
+    async with j1_writing(me, peer) as (gossip, inbound, nursery):
+        receive(gossip, peer, [CancelMsg(signed_cancel(peer, "j1")), ExecutionMsg(signed_execution(peer, "j1"))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbound.calls == []
+        inbound.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbound.calls == [("job", "j1"), ("cancel", "j1"), ("execution", "j1")]
+        assert gossip.stats.messages_in == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_at_most_pending_messages_are_applied_at_once(
+    me: Identity, peer: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest wait in the (bounded) inbox until a slot frees."""
+    monkeypatch.setattr(node.gossip, "PENDING", 2)
+    inbound = SlowInbound(slow={"j0", "j1", "j2"})
+    gossip = Gossip(identity=me, inbound=inbound, outbox=MeshLink(me.node_id).outbox)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gossip.consumer)
+            receive(gossip, peer, [JobMsg(signed_job(peer, f"j{i}")) for i in range(4)])
+            await trio.testing.wait_all_tasks_blocked()
+            assert inbound.started == ["j0", "j1"]
+            inbound.release.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(inbound.started) == ["j0", "j1", "j2", "j3"]
+            assert len(inbound.calls) == 4
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,96 @@
+"""The connection target grows with the cluster (node/topology.py): every connection costs CPU while the mesh is
+idle, and a fixed 6-12 made an idle 10-node cluster twice as dear as 2 did. Against fakes, on a virtual clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from node import topology
+from node.config import Config
+from node.gossip import MeshStats
+from node.peering import Peering
+from node.topology import MAINTAIN_EVERY, PEER_MIN, PEER_TARGET, SETTLE, ceiling, target
+from tests.mesh.test_thirty import FakeHost, address, new_identity, queued
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [(1, 3), (2, 3), (8, 3), (9, 4), (10, 4), (16, 4), (17, 5), (30, 5), (32, 5), (33, 6), (1000, 6)],
+)
+def test_the_target_is_about_log2_of_the_members_bounded(members: int, expected: int) -> None:
+    assert target(members) == expected
+    assert PEER_MIN <= target(members) <= PEER_TARGET and ceiling(members) == 2 * expected
+
+
+def peering_of(tmp_path: Path, host: FakeHost, size: list[int], members: list[str] | None = None) -> Peering:
+    p = Peering(
+        config=Config(data_dir=tmp_path),
+        stats=MeshStats(),
+        members=(lambda: list(members)) if members is not None else None,
+        size=lambda: size[0],
+    )
+    p._host = p.topology.host = host  # type: ignore[assignment]
+    return p
+
+
+async def test_a_node_tops_up_as_the_registry_learns_the_cluster_grew(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """An early joiner of a 4-node cluster keeps 3 connections; once its registry holds 30 members it dials up to 5
+    from the peers it heard of, without a new exchange."""
+    size = [4]
+    others = [new_identity().peer_id for _ in range(29)]
+    host = FakeHost([others[0]])
+    p = peering_of(tmp_path, host, size, [address(peer_id, 4000 + i) for i, peer_id in enumerate(others)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(p._maintain)
+        await trio.sleep(MAINTAIN_EVERY + 0.1)
+        first = queued(p)
+        assert len(first) == target(4) - 1 == 2
+        host.host.connected.extend(first)
+        p._queued.clear()  # the dialer took them, and they connected
+        await trio.sleep(MAINTAIN_EVERY * 3)
+        assert queued(p) == []  # at its target: nothing more
+        size[0] = 30
+        await trio.sleep(MAINTAIN_EVERY)
+        more = queued(p)
+        nursery.cancel_scope.cancel()
+    assert len(more) == target(30) - target(4) == 2 and not set(more) & set(host.host.connected)
+
+
+async def test_a_ten_node_cluster_trims_a_hub_to_twice_its_target(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """With 10 members a node keeps at most 8 connections (it kept 12 with the fixed PEER_MAX, each one pinged,
+    gossiped over and kept up by pubsub)."""
+    peers = [new_identity().peer_id for _ in range(9)]
+    host = FakeHost(list(peers))
+    p = peering_of(tmp_path, host, [10])
+    for peer_id in peers:
+        p.topology.connected(peer_id)
+    await trio.sleep(SETTLE)
+    await p.topology.trim()
+    assert len(host.host.connected) == ceiling(10) == 8
+    trimmed = host.host.closed[0]
+    assert p.topology.refuse(trimmed) is False  # back at the ceiling: a trimmed peer is no longer refused
+    host.host.connected.append(new_identity().peer_id)
+    assert p.topology.refuse(trimmed) is True  # above it, it is
+
+
+async def test_the_cluster_size_is_at_least_the_connections(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """Before the registry has heard anyone (or if it fails), the connections say the cluster is at least that big,
+    so a bootstrap node everyone dialled is not trimmed to a 2-node cluster's ceiling."""
+    peers = [new_identity().peer_id for _ in range(20)]
+    host = FakeHost(list(peers))
+    p = peering_of(tmp_path, host, [1])
+    assert p.topology.members() == 21 and p.topology.target() == target(21)
+
+    def broken() -> int:
+        raise RuntimeError("registry")
+
+    p.topology._size = broken
+    assert p.topology.members() == 21
+    assert topology.Topology(stats=MeshStats()).members() == 1  # no host yet
