@@ -18,7 +18,8 @@ from typing import Any
 from . import schema
 from .errors import ValidationError
 from .identity import Identity
-from .model import ID_SCHEMA, canonical_json
+from .model import ID_SCHEMA
+from .signed import Signed
 from .spec import MAX_REPLICAS
 
 __all__ = ["ALLOCATION_SCHEMA", "Allocation", "sign_allocation"]
@@ -44,9 +45,11 @@ ALLOCATION_SCHEMA: dict[str, Any] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class Allocation:
+class Allocation(Signed):
     """Version ``version`` of where ``job_id``'s ``replicas`` copies run: ``nodes`` (fewer when fewer fit, and
     ``note`` says why in words), written by ``by`` at ``at``."""
+
+    SIGNER = "by"
 
     job_id: str
     version: int
@@ -76,12 +79,6 @@ class Allocation:
             "note": self.note,
         }
 
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
-
     @classmethod
     def from_json(cls, data: Any) -> Allocation:
         """Raises ValidationError on any malformed field (the signature is checked by ``node/wire.py``)."""
@@ -106,5 +103,4 @@ class Allocation:
 
 def sign_allocation(identity: Identity, allocation: Allocation) -> Allocation:
     """``allocation`` written and signed by this node."""
-    allocation = replace(allocation, by=identity.node_id, signature="")
-    return replace(allocation, signature=identity.sign(allocation.canonical_bytes()))
+    return replace(allocation, by=identity.node_id).signed_by(identity)

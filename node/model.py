@@ -4,20 +4,21 @@
 Plain data with JSON round trips and no I/O. Each record's rules are written once, as a JSON schema
 (``JOB_SCHEMA``, ``EXECUTION_SCHEMA``, ``CANCEL_SCHEMA``) checked by ``node/schema.py``, so gossip and catch-up
 accept exactly what these say. ``from_json`` checks and builds; ``from_valid`` only builds, for values checked
-before (the store's rows). What a user asks for, the JobSpec and its field table, is in ``node/spec.py``; its
-names are re-exported here, where most of the code looks for them.
+before (the store's rows). The bytes a record signs, and signing it, are ``node/signed.py``'s. What a user asks
+for, the JobSpec and its field table, is in ``node/spec.py``; its names are re-exported here, where most of the
+code looks for them.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from . import schema
+from .signed import Signed
 from .spec import IMAGE_PATTERN as IMAGE_PATTERN
 from .spec import JOB_SPEC_SCHEMA as JOB_SPEC_SCHEMA
 from .spec import MAX_ARGUMENTS as MAX_ARGUMENTS
@@ -62,14 +63,11 @@ class State(enum.StrEnum):
 _FINAL = frozenset({State.COMPLETE, State.FAILED, State.CANCELLED, State.LOST, State.REJECTED, State.RELEASED})
 
 
-def canonical_json(value: Any) -> bytes:
-    """One byte string per value (sorted keys, no spaces), so signatures verify on every node."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @dataclass(frozen=True, kw_only=True)
-class Job:
+class Job(Signed):
     """An accepted job: the spec, the node that accepted it (``origin``) and its signature."""
+
+    SIGNER = "origin"
 
     job_id: str
     spec: JobSpec
@@ -84,12 +82,6 @@ class Job:
             "origin": self.origin,
             "created_at": self.created_at,
         }
-
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
 
     @classmethod
     def from_json(cls, data: Any) -> Job:
@@ -110,8 +102,10 @@ class Job:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Execution:
+class Execution(Signed):
     """One node's run of one job. Only that node writes it; every node keeps the highest ``version``."""
+
+    SIGNER = "node_id"
 
     job_id: str
     node_id: str
@@ -144,14 +138,11 @@ class Execution:
         return replace(self, version=self.version + 1, signature="", **changes)  # a new version, signed anew
 
     def to_json(self) -> dict[str, Any]:
-        """The signed fields, with the signature when there is one."""
+        """The signed fields, with the signature when there is one (this node's own rows are signed as they leave)."""
         out = self.signed_fields()
         if self.signature:
             out["signature"] = self.signature
         return out
-
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
 
     def signed_fields(self) -> dict[str, Any]:
         return {
@@ -294,9 +285,11 @@ CANCEL_SCHEMA: dict[str, Any] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class Cancel:
+class Cancel(Signed):
     """A request to stop a job everywhere, signed by the node ``by`` that took the Stop. Peers act on it only
     when ``by`` is the job's origin or a peer they trust (``node/trust.py``)."""
+
+    SIGNER = "by"
 
     job_id: str
     by: str
@@ -305,12 +298,6 @@ class Cancel:
 
     def signed_fields(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "by": self.by, "at": self.at}
-
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
 
     @classmethod
     def from_json(cls, data: Any) -> Cancel:

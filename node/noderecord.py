@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import schema
-from .model import ID_SCHEMA, canonical_json
+from .model import ID_SCHEMA
+from .signed import Signed
 from .spec import MAX_CPUS
 from .spec_formats import MIN_MEMORY, memory_bytes
 
@@ -143,8 +144,10 @@ class Allocated:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NodeRecord:
+class NodeRecord(Signed):
     """One heartbeat of one node. Every node keeps the highest ``seq`` of each; only that node signs it."""
+
+    SIGNER = "node_id"
 
     node_id: str
     name: str
@@ -182,12 +185,6 @@ class NodeRecord:
             "at": self.at,
         }
 
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
-
     def identity(self) -> tuple[Any, ...]:
         """What is worth keeping on disk when it changes (not the load, which changes every heartbeat)."""
         return (self.name, tuple(sorted(self.labels.items())), self.capacity, self.draining)
@@ -224,8 +221,10 @@ class NodeRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DrainOrder:
+class DrainOrder(Signed):
     """Drain (or undrain) ``node_id``, said by ``by`` at ``at``; every node keeps the latest per node."""
+
+    SIGNER = "by"
 
     node_id: str
     draining: bool
@@ -235,12 +234,6 @@ class DrainOrder:
 
     def signed_fields(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "draining": self.draining, "by": self.by, "at": self.at}
-
-    def canonical_bytes(self) -> bytes:
-        return canonical_json(self.signed_fields())
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
 
     def order_key(self) -> tuple[float, str, bool]:
         """Latest wins; two orders at the same instant are ordered by signer, then undrain before drain."""
@@ -257,12 +250,11 @@ class DrainOrder:
 def sign_record(identity: Identity, record: NodeRecord) -> NodeRecord:
     """This node's record, signed; a node signs only its own."""
     assert record.node_id == identity.node_id, "a node signs only its own record"
-    return replace(record, signature=identity.sign(record.canonical_bytes()))
+    return record.signed_by(identity)
 
 
 def sign_drain(identity: Identity, node_id: str, draining: bool, at: float) -> DrainOrder:
-    order = DrainOrder(node_id=node_id, draining=draining, by=identity.node_id, at=at)
-    return replace(order, signature=identity.sign(order.canonical_bytes()))
+    return DrainOrder(node_id=node_id, draining=draining, by=identity.node_id, at=at).signed_by(identity)
 
 
 # -- the settings that shape a record ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from libp2p.peer.id import ID
 
@@ -92,9 +92,8 @@ class RefusalLog:
 def sign_execution(identity: Identity, execution: Execution) -> Execution:
     """This node's execution, signed; only this node's own executions may be signed here."""
     assert execution.node_id == identity.node_id, "a node signs only its own executions"
-    return replace(execution, signature=identity.sign(execution.canonical_bytes()))
+    return execution.signed_by(identity)
 
 
 def sign_cancel(identity: Identity, job_id: str) -> Cancel:
-    cancel = Cancel(job_id=job_id, by=identity.node_id, at=time.time())
-    return replace(cancel, signature=identity.sign(cancel.canonical_bytes()))
+    return Cancel(job_id=job_id, by=identity.node_id, at=time.time()).signed_by(identity)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .allocation import Allocation
 from .errors import ValidationError
 from .identity import verify
 from .model import Cancel, Execution, Job
 from .noderecord import DrainOrder, NodeRecord
+from .signed import Signed
 
 TOPIC = "jobs"
 MAX_MESSAGE_BYTES = 1_000_000
@@ -119,11 +120,7 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     if kind == "job":
         return JobMsg(parse_job(body.get("job"), check_signature=check_signature))
     if kind == "execution":
-        execution = parse_execution(body.get("execution"), check_signature=False)
-        if sender is not None and execution.node_id != sender:  # cheaper than the signature, and more telling
-            raise WireError("spoofed", f"execution of {execution.node_id} sent by {sender}")
-        _verify_execution(execution)
-        return ExecutionMsg(execution)
+        return ExecutionMsg(parse_execution(body.get("execution"), sender=sender))
     if kind == "cancel":
         return CancelMsg(parse_cancel(body.get("cancel")))
     if kind == "node":
@@ -135,106 +132,71 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     raise WireError("malformed", f"unknown type {kind!r}")
 
 
+# -- one record from its JSON form: each raises ``WireError`` (malformed, spoofed or unverified, see ``_parse``) --
+
+
 def parse_job(data: Any, *, check_signature: bool = True) -> Job:
-    """A job from its JSON form, verified against its origin's key.
-
-    Raises:
-        WireError: malformed, or the signature is not the origin's.
-    """
-    try:
-        job = Job.from_json(data)
-    except ValidationError as exc:
-        raise WireError("malformed", _first(exc)) from exc
-    if check_signature and not verify(job.origin, job.canonical_bytes(), job.signature):
-        raise WireError("unverified", f"job {job.job_id} is not signed by {job.origin}")
-    return job
+    """A job from its JSON form, verified against its origin's key (skip only for data verified before)."""
+    return _parse(Job, data, "job {0.job_id}", check_signature=check_signature)
 
 
-def parse_execution(data: Any, *, check_signature: bool = True) -> Execution:
-    """An execution from its JSON form, verified against the key of the node it describes.
-
-    Raises:
-        WireError: malformed, or not signed by ``node_id`` (a forged execution).
-    """
-    try:
-        execution = Execution.from_json(data)
-    except ValidationError as exc:
-        raise WireError("malformed", _first(exc)) from exc
-    if check_signature:
-        _verify_execution(execution)
-    return execution
-
-
-def _verify_execution(execution: Execution) -> None:
-    if not verify(execution.node_id, execution.canonical_bytes(), execution.signature):
-        raise WireError("unverified", f"execution of job {execution.job_id} is not signed by {execution.node_id}")
+def parse_execution(data: Any, *, check_signature: bool = True, sender: str | None = None) -> Execution:
+    """An execution from its JSON form, verified against the key of the node it describes, which must be
+    ``sender`` when known (gossip)."""
+    return _parse(Execution, data, "execution of job {0.job_id}", check_signature=check_signature, sender=sender)
 
 
 def parse_cancel(data: Any) -> Cancel:
-    """A cancel from its JSON form, verified against the key of the node that asks (``by``).
-
-    Raises:
-        WireError: malformed, or not signed by ``by``.
-    """
-    try:
-        cancel = Cancel.from_json(data)
-    except ValidationError as exc:
-        raise WireError("malformed", _first(exc)) from exc
-    if not verify(cancel.by, cancel.canonical_bytes(), cancel.signature):
-        raise WireError("unverified", f"cancel of job {cancel.job_id} is not signed by {cancel.by}")
-    return cancel
+    """A cancel from its JSON form, verified against the key of the node that asks (``by``)."""
+    return _parse(Cancel, data, "cancel of job {0.job_id}")
 
 
 def parse_node_record(data: Any, *, sender: str | None = None) -> NodeRecord:
-    """A node record from its JSON form, verified against the key of the node it describes; ``sender``, when
-    known (gossip), must be that node.
-
-    Raises:
-        WireError: malformed, spoofed (sent by another node), or not signed by ``node_id``.
-    """
-    try:
-        record = NodeRecord.from_json(data)
-    except ValidationError as exc:
-        raise WireError("malformed", _first(exc)) from exc
-    if sender is not None and record.node_id != sender:
-        raise WireError("spoofed", f"record of {record.node_id} sent by {sender}")
-    if not verify(record.node_id, record.canonical_bytes(), record.signature):
-        raise WireError("unverified", f"record of node {record.node_id} is not signed by it")
-    return record
+    """A node record from its JSON form, verified against the key of the node it describes, which must be
+    ``sender`` when known (gossip)."""
+    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender)
 
 
 def parse_drain(data: Any, *, sender: str | None = None) -> DrainOrder:
     """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
-    be ``sender`` when known (gossip).
-
-    Raises:
-        WireError: malformed, spoofed, or not signed by ``by``.
-    """
-    try:
-        order = DrainOrder.from_json(data)
-    except ValidationError as exc:
-        raise WireError("malformed", _first(exc)) from exc
-    if sender is not None and order.by != sender:
-        raise WireError("spoofed", f"drain order by {order.by} sent by {sender}")
-    if not verify(order.by, order.canonical_bytes(), order.signature):
-        raise WireError("unverified", f"drain order of node {order.node_id} is not signed by {order.by}")
-    return order
+    be ``sender`` when known (gossip)."""
+    return _parse(DrainOrder, data, "drain order of node {0.node_id}", sender=sender)
 
 
 def parse_allocation(data: Any) -> Allocation:
     """An allocation from its JSON form, verified against the key of the node that wrote it (``by``); any node
-    may relay it (catch-up serves what it merged).
+    may relay it (catch-up serves what it merged)."""
+    return _parse(Allocation, data, "allocation of job {0.job_id}")
+
+
+_R = TypeVar("_R", bound=Signed)
+
+
+def _parse(kind: type[_R], data: Any, what: str, *, sender: str | None = None, check_signature: bool = True) -> _R:
+    """``kind.from_json(data)``, then checked in the cheapest order: the schema, the sender (more telling than a
+    bad signature, and free), the signature by the record's signer.
+
+    Args:
+        kind: the record's class.
+        data: its JSON form, untrusted.
+        what: the record in an error's words, a ``str.format`` template of the record (``{0.job_id}``).
+        sender: the peer that published it (pubsub's signed ``from``), which must be the signer; None when it
+            came through a relay such as catch-up.
+        check_signature: False only for data verified before.
 
     Raises:
-        WireError: malformed, or not signed by ``by``.
+        WireError: ``malformed``, ``spoofed`` (sent by another node than its signer), or ``unverified``.
     """
     try:
-        allocation = Allocation.from_json(data)
+        record = kind.from_json(data)
     except ValidationError as exc:
         raise WireError("malformed", _first(exc)) from exc
-    if not verify(allocation.by, allocation.canonical_bytes(), allocation.signature):
-        raise WireError("unverified", f"allocation of job {allocation.job_id} is not signed by {allocation.by}")
-    return allocation
+    signer = record.signer
+    if sender is not None and signer != sender:
+        raise WireError("spoofed", f"{what.format(record)} by {signer} sent by {sender}")
+    if check_signature and not verify(signer, record.canonical_bytes(), record.signature):
+        raise WireError("unverified", f"{what.format(record)} is not signed by {signer}")
+    return record
 
 
 def _first(exc: ValidationError) -> str:

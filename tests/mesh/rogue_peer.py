@@ -38,7 +38,8 @@ from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTr
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.identity import Identity
-from node.model import Cancel, Execution, Job, JobSpec, Placement, State, canonical_json
+from node.model import Cancel, Execution, Job, JobSpec, Placement, State
+from node.signed import canonical_json
 from node.trust import sign_cancel, sign_execution
 from node.wire import TOPIC, CancelMsg, ExecutionMsg, JobMsg, encode
 

@@ -146,6 +146,7 @@ GOLDEN: dict[str, tuple[bytes, str]] = {
 def test_canonical_bytes_and_signature_are_pinned(name: str) -> None:
     record, _, signer = _records()[name]
     canonical, signature = GOLDEN[name]
+    assert record.signer == signer
     assert record.canonical_bytes() == canonical
     assert record.signature == signature
     assert verify(signer, canonical, signature)
