@@ -1,6 +1,6 @@
-"""The compiled predicate (``schema._predicate``) and the collecting walk (``schema._validate``) give the same
-verdict on every value: ``validate`` trusts the predicate for a valid value and walks only a refused one, so a
-predicate more lenient than the walk would let through what the walk refuses.
+"""The compiled predicate (``schema_compiled.predicate``) and the collecting walk (``schema._validate``) give the
+same verdict on every value: ``validate`` trusts the predicate for a valid value and walks only a refused one, so
+a predicate more lenient than the walk would let through what the walk refuses.
 
 Values are arbitrary JSON (lone surrogates, 64-bit edges, NaN and infinities, deep nesting) and mutations of
 valid records at a random place, against every schema the node checks peers' and users' input with, plus small
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import schema
+from node import schema, schema_compiled, schema_rules
 from node.allocation import ALLOCATION_SCHEMA
 from node.model import CANCEL_SCHEMA, EXECUTION_SCHEMA, JOB_SCHEMA, JOB_SPEC_SCHEMA
 from node.noderecord import DRAIN_SCHEMA, NODE_RECORD_SCHEMA
@@ -94,7 +94,7 @@ _VALUES = st.recursive(
 def _agree(rule: dict[str, Any], value: Any) -> None:
     errors: list[dict[str, str]] = []
     schema._validate(rule, value, "", errors)
-    assert schema._predicate(rule)(value) == (not errors), (json.dumps(rule)[:200], repr(value)[:300], errors)
+    assert schema_compiled.predicate(rule)(value) == (not errors), (json.dumps(rule)[:200], repr(value)[:300], errors)
 
 
 def _subschemas(rule: Any) -> list[dict[str, Any]]:
@@ -182,18 +182,18 @@ def test_same_verdict_on_a_record_changed_in_one_place(record: tuple[dict[str, A
 
 @pytest.mark.parametrize(("rule", "value"), RECORDS)
 def test_the_records_are_valid(rule: dict[str, Any], value: Any) -> None:
-    assert schema._predicate(rule)(value)
+    assert schema_compiled.predicate(rule)(value)
     assert schema.validate(rule, value) == []
 
 
 def test_deep_nesting_is_refused_by_both() -> None:
     deep: Any = "x"
-    for _ in range(schema.MAX_DEPTH + 1):
+    for _ in range(schema_rules.MAX_DEPTH + 1):
         deep = [deep]
     _agree({}, deep)
-    _agree(schema._ANYTHING, deep)
-    assert not schema._predicate(schema._ANYTHING)(deep)
-    assert schema._predicate(schema._ANYTHING)(deep[0])
+    _agree(schema_rules.ANYTHING, deep)
+    assert not schema_compiled.predicate(schema_rules.ANYTHING)(deep)
+    assert schema_compiled.predicate(schema_rules.ANYTHING)(deep[0])
 
 
 def test_a_refused_value_still_lists_every_error() -> None:
@@ -205,9 +205,9 @@ def test_a_refused_value_still_lists_every_error() -> None:
 
 
 def test_a_schema_made_per_call_is_not_kept_for_ever() -> None:
-    for _ in range(schema.MAX_COMPILED * 2):
+    for _ in range(schema_compiled.MAX_COMPILED * 2):
         assert schema.validate({"type": "string"}, "a") == []
-    assert len(schema._COMPILED) <= schema.MAX_COMPILED
+    assert len(schema_compiled._COMPILED) <= schema_compiled.MAX_COMPILED
 
 
 def test_a_schema_the_compiler_cannot_read_fails_as_before() -> None:
