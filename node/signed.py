@@ -64,6 +64,8 @@ class Signed:
         return {**self.signed_fields(), "signature": self.signature}
 
     def signed_by(self, identity: Identity) -> Self:
-        """This record with ``identity``'s signature over its canonical bytes (the caller sets the signer field)."""
+        """This record with ``identity``'s signature over its canonical bytes; a node signs only a record that
+        names it as the signer (peers would refuse any other)."""
+        assert self.signer == identity.node_id, f"{identity.node_id} may not sign a record {self.signer} must sign"
         signature = identity.sign(self.canonical_bytes())
         return dataclasses.replace(self, signature=signature)

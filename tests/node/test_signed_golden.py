@@ -168,3 +168,10 @@ def test_execution_without_signature_leaves_it_out() -> None:
     unsigned = Execution(**{**record.__dict__, "signature": ""})
     assert "signature" not in unsigned.to_json()
     assert unsigned.canonical_bytes() == GOLDEN["execution"][0]
+
+
+def test_a_node_signs_only_records_that_name_it() -> None:
+    """Peers verify a record against the node it names, so signing one that names another node is a bug."""
+    with pytest.raises(AssertionError):
+        Cancel(job_id="j-1", by=OTHER, at=AT).signed_by(ME)
+    assert Cancel(job_id="j-1", by=ME.node_id, at=AT).signed_by(ME).signature == GOLDEN["cancel"][1]
