@@ -19,6 +19,7 @@ from typing import Any
 
 from . import schema
 from .signed import Signed
+from .signed import canonical_json as canonical_json
 from .spec import IMAGE_PATTERN as IMAGE_PATTERN
 from .spec import JOB_SPEC_SCHEMA as JOB_SPEC_SCHEMA
 from .spec import MAX_ARGUMENTS as MAX_ARGUMENTS
