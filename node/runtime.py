@@ -68,6 +68,12 @@ class PortTakenError(RuntimeFailureError):
         self.protocol = protocol
 
 
+class NotReadyError(RuntimeFailureError):
+    """The engine answers, yet refused the call for a reason of its own that passes by itself: it is still setting
+    up after a restart (e.g. dockerd's network store, "failed to update the store state of sandbox"). Not the
+    job's fault: the executor tries the same start again shortly instead of counting it as the attempt's failure."""
+
+
 def port_taken_message(job_id: str, host_port: int, protocol: str, reason: str) -> str:
     """The same words from every runtime."""
     return f"cannot start container for job {job_id}: host port {host_port}/{protocol} is taken on this node ({reason})"
@@ -152,6 +158,7 @@ __all__ = [
     "ContainerInfo",
     "DockerHealth",
     "LogChunk",
+    "NotReadyError",
     "OnPulling",
     "PortTakenError",
     "Runtime",
