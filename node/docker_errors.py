@@ -30,9 +30,11 @@ MAPPED: tuple[type[BaseException], ...] = (
 UNAVAILABLE = 503
 """dockerd's status for ``errdefs.Unavailable``: a part of it it relies on (containerd) cannot serve yet."""
 NOT_READY = ("failed to update the store state of sandbox",)
-"""How dockerd words a refusal that passes by itself, in a 500: right after a restart its network controller
-refused a container start with "failed to update the store state of sandbox: open : no such file or directory"
-(libnetwork's ``NewSandbox``, its store not reopened yet; tests/durability/test_docker_restart.py saw it)."""
+"""How dockerd words a refusal that passes by itself, in a 500. Being restarted, dockerd logged "Daemon shutdown
+complete" and then still answered a container start, 1 s later, with "failed to update the store state of
+sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory"
+(libnetwork's ``NewSandbox``, its store closed); the new daemon started 0.2 s after
+(tests/durability/test_docker_restart.py, one run in three on a busy machine)."""
 
 
 def root_oserror(exc: BaseException) -> OSError | None:

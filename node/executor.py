@@ -354,7 +354,7 @@ class Executor:
                     await trio.sleep(LOOK_PAUSE)
                     continue
                 if reason is None and isinstance(exc, NotReadyError) and settling < len(NOT_READY_PAUSES):
-                    # The daemon answers but is still setting up (just restarted): never the job's fault. Say
+                    # The daemon answers but is stopping or starting (a restart): never the job's fault. Say
                     # why it waits, look before starting again (its create may have gone through), try shortly.
                     await self.executions.transition(
                         job_id, attempt, error=f"waiting for the Docker daemon: {exc.message}"

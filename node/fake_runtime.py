@@ -121,7 +121,7 @@ class FakeRuntime:
 
     def fail(self, op: str, message: str, times: int = 1, *, not_ready: bool = False) -> None:
         """The next ``times`` calls of ``op`` (inspect_image, pull, start, stop, remove, logs, list) fail; with
-        ``not_ready``, as a daemon still setting up refuses (``NotReadyError``), while it answers pings."""
+        ``not_ready``, as a daemon stopping or starting refuses (``NotReadyError``), while it answers pings."""
         self.failures.setdefault(op, []).extend([(message, not_ready)] * times)
 
     def exit(self, container_id: str, code: int = 0, *, oom: bool = False, error: str | None = None) -> None:

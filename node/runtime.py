@@ -69,9 +69,10 @@ class PortTakenError(RuntimeFailureError):
 
 
 class NotReadyError(RuntimeFailureError):
-    """The engine answers, yet refused the call for a reason of its own that passes by itself: it is still setting
-    up after a restart (e.g. dockerd's network store, "failed to update the store state of sandbox"). Not the
-    job's fault: the executor tries the same start again shortly instead of counting it as the attempt's failure."""
+    """The engine answers, yet refused the call for a reason of its own that passes by itself: it is stopping or
+    starting (dockerd, its shutdown complete, still answered a start: "failed to update the store state of
+    sandbox", its network store closed). Not the job's fault: the executor tries the same start again shortly
+    (by then the daemon is back, or away and waited for) instead of counting it as the attempt's failure."""
 
 
 def port_taken_message(job_id: str, host_port: int, protocol: str, reason: str) -> str:

@@ -79,7 +79,7 @@ def _refusal(status: int, explanation: str) -> docker.errors.APIError:
 
 
 SANDBOX = "failed to update the store state of sandbox: open : no such file or directory"
-"""dockerd right after a restart (tests/durability/test_docker_restart.py, one CI run in three)."""
+"""dockerd being restarted, its shutdown complete (tests/durability/test_docker_restart.py, one run in three)."""
 
 
 @pytest.mark.parametrize(

@@ -554,7 +554,7 @@ async def test_a_full_disk_while_jobs_run_kills_nothing_and_the_states_are_store
 
 
 SANDBOX = "failed to update the store state of sandbox: open : no such file or directory"
-"""What dockerd answered a container start with right after a restart (once in three CI runs)."""
+"""What dockerd being restarted answered a container start with (one run in three of the real restart test)."""
 
 
 async def test_a_daemon_not_ready_yet_delays_the_start_and_is_not_the_attempts_failure(
