@@ -27,8 +27,6 @@ MAPPED: tuple[type[BaseException], ...] = (
 )
 """What ``map_docker_errors`` translates; anything else is a bug and passes through unchanged."""
 
-UNAVAILABLE = 503
-"""dockerd's status for ``errdefs.Unavailable``: a part of it it relies on (containerd) cannot serve yet."""
 NOT_READY = ("failed to update the store state of sandbox",)
 """How dockerd words a refusal that passes by itself, in a 500. Being restarted, dockerd logged "Daemon shutdown
 complete" and then still answered a container start, 1 s later, with "failed to update the store state of
@@ -67,10 +65,11 @@ def explanation(exc: docker.errors.APIError) -> str:
 
 
 def not_ready(exc: BaseException) -> bool:
-    """Whether the daemon refused for a reason of its own that passes by itself (``UNAVAILABLE``, ``NOT_READY``)."""
-    if not isinstance(exc, docker.errors.APIError):
-        return False
-    return exc.status_code == UNAVAILABLE or any(words in explanation(exc) for words in NOT_READY)
+    """Whether the daemon refused for a reason of its own that passes by itself (``NOT_READY``).
+
+    Only words seen, not a status: a 503 may be a registry's, passed on by a pull, and that is the pull's failure.
+    """
+    return isinstance(exc, docker.errors.APIError) and any(words in explanation(exc) for words in NOT_READY)
 
 
 def describe(exc: BaseException, *, where: str, timeout: float) -> str:
@@ -109,7 +108,6 @@ def map_docker_errors(what: str | None, *, where: str, timeout: float) -> Iterat
 __all__ = [
     "MAPPED",
     "NOT_READY",
-    "UNAVAILABLE",
     "describe",
     "explanation",
     "map_docker_errors",

@@ -86,7 +86,7 @@ SANDBOX = "failed to update the store state of sandbox: open : no such file or d
     ("exc", "ready"),
     [
         (_refusal(500, SANDBOX), False),
-        (_refusal(503, "connection error: desc = transport: Error while dialing containerd"), False),
+        (_refusal(503, "received unexpected HTTP status: 503 Service Unavailable"), True),  # a registry's
         (_refusal(500, "OCI runtime create failed: exec: no such file"), True),
         (_refusal(404, "No such image: a:b"), True),
         (_refusal(409, "Conflict. The container name is already in use"), True),
