@@ -154,16 +154,18 @@ class Host:
                 background_trio_service(self.router),
                 self.host.run(listen_addrs=[self.listen]),
             ):
-                try:
-                    if not self.host.get_transport_addrs():  # "A failed listen is only logged"
-                        raise OSError(f"cannot listen on {self.listen} (p2p-port in use or address not available)")
-                    await self.pubsub.subscribe(TOPIC)
-                    self.port = _port_of(self.host)
-                    yield
-                finally:
-                    await release(self.host.get_network())
+                if not self.host.get_transport_addrs():  # "A failed listen is only logged"
+                    raise OSError(f"cannot listen on {self.listen} (p2p-port in use or address not available)")
+                await self.pubsub.subscribe(TOPIC)
+                self.port = _port_of(self.host)
+                yield
         finally:
-            self.pubsub.seen_messages.stop()  # wakes the thread from its wait and joins it: at once
+            # Once every service has stopped: a connection cut now is noticed by no read loop, so no notifee
+            # (pubsub's, ours: a redial) hears of it during the shutdown.
+            try:
+                await release(self.host.get_network())
+            finally:
+                self.pubsub.seen_messages.stop()  # wakes the thread from its wait and joins it: at once
 
     def addresses(self) -> list[str]:
         """The multiaddrs peers can dial, with our peer ID: interface addresses, never 0.0.0.0."""
