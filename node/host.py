@@ -200,7 +200,8 @@ async def release(swarm: Any) -> None:
     with trio.move_on_after(RELEASE_TIMEOUT) as scope:
         scope.shield = True
         for listener in list(swarm.listeners.values()):
-            await listener.close()
+            with contextlib.suppress(Exception):  # as the library's own shutdown: one failing stops no other
+                await listener.close()
     for conns in list(swarm.connections.values()):
         for stream in [s for conn in conns for s in sockets_of(conn)]:
             with contextlib.suppress(OSError):
