@@ -2,7 +2,9 @@
 
 ``map_docker_errors`` is to the Docker SDK what httpx's ``map_httpcore_exceptions`` is to httpcore: every
 docker.errors / requests / socket failure raised inside it leaves as ``RuntimeFailureError`` (``from`` the
-original), with the daemon's own explanation or what the socket said, never a Python repr.
+original), with the daemon's own explanation or what the socket said, never a Python repr. A refusal that only
+means "the daemon is not ready yet" (``not_ready``) leaves as ``NotReadyError``, so that the executor waits and
+tries again rather than fail the attempt.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import docker.errors
 import requests
 
 from .errors import RuntimeFailureError
+from .runtime import NotReadyError
 
 MAPPED: tuple[type[BaseException], ...] = (
     docker.errors.DockerException,
@@ -23,6 +26,13 @@ MAPPED: tuple[type[BaseException], ...] = (
     OSError,
 )
 """What ``map_docker_errors`` translates; anything else is a bug and passes through unchanged."""
+
+NOT_READY = ("failed to update the store state of sandbox",)
+"""How dockerd words a refusal that passes by itself, in a 500. Being restarted, dockerd logged "Daemon shutdown
+complete" and then still answered a container start, 1 s later, with "failed to update the store state of
+sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory"
+(libnetwork's ``NewSandbox``, its store closed); the new daemon started 0.2 s after
+(tests/durability/test_docker_restart.py, one run in three on a busy machine)."""
 
 
 def root_oserror(exc: BaseException) -> OSError | None:
@@ -54,6 +64,14 @@ def explanation(exc: docker.errors.APIError) -> str:
     return "the Docker daemon refused the request"
 
 
+def not_ready(exc: BaseException) -> bool:
+    """Whether the daemon refused for a reason of its own that passes by itself (``NOT_READY``).
+
+    Only words seen, not a status: a 503 may be a registry's, passed on by a pull, and that is the pull's failure.
+    """
+    return isinstance(exc, docker.errors.APIError) and any(words in explanation(exc) for words in NOT_READY)
+
+
 def describe(exc: BaseException, *, where: str, timeout: float) -> str:
     """A user-facing reason for a docker/requests failure: the daemon's words, or what the socket said."""
     if isinstance(exc, docker.errors.APIError):
@@ -74,7 +92,8 @@ def describe(exc: BaseException, *, where: str, timeout: float) -> str:
 
 @contextlib.contextmanager
 def map_docker_errors(what: str | None, *, where: str, timeout: float) -> Iterator[None]:
-    """Raise ``RuntimeFailureError("<what>: <reason>")`` from any Docker SDK failure inside the block.
+    """Raise ``RuntimeFailureError("<what>: <reason>")`` from any Docker SDK failure inside the block
+    (``NotReadyError`` when the daemon is not ready yet).
 
     ``where`` names the daemon (its URL) and ``timeout`` the client's timeout, for the reason's wording.
     """
@@ -82,7 +101,16 @@ def map_docker_errors(what: str | None, *, where: str, timeout: float) -> Iterat
         yield
     except MAPPED as exc:
         reason = describe(exc, where=where, timeout=timeout)
-        raise RuntimeFailureError(f"{what}: {reason}" if what else reason) from exc
+        error = NotReadyError if not_ready(exc) else RuntimeFailureError
+        raise error(f"{what}: {reason}" if what else reason) from exc
 
 
-__all__ = ["MAPPED", "describe", "explanation", "map_docker_errors", "root_oserror"]
+__all__ = [
+    "MAPPED",
+    "NOT_READY",
+    "describe",
+    "explanation",
+    "map_docker_errors",
+    "not_ready",
+    "root_oserror",
+]

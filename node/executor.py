@@ -40,7 +40,7 @@ from .policy import Policy
 from .recovery import Recovery
 from .restart import restarts, streak_after
 from .retention import Retention
-from .runtime import ContainerExit, ContainerHealth, DockerHealth, Runtime, RuntimeEvent
+from .runtime import ContainerExit, ContainerHealth, DockerHealth, NotReadyError, Runtime, RuntimeEvent
 from .store import JobRecord, Store
 
 log = logging.getLogger("cmnode.executor")
@@ -49,6 +49,9 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 LOOK_TRIES = 5
 LOOK_PAUSE = 1.0
+NOT_READY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""The waits before each new start while the daemon answers but is not ready (``NotReadyError``): ~15 s in all,
+then the refusal counts as the attempt's failure (a daemon that says so for longer is not coming back soon)."""
 
 
 def retry_delay(attempt: int, base: float = BACKOFF_BASE) -> float:
@@ -333,7 +336,7 @@ class Executor:
     async def _run_attempt(self, item: WorkItem) -> None:
         job, attempt = item.job, item.attempt
         job_id = job.job_id
-        looked = 0
+        looked = settling = 0
         while True:
             current = self.executions.get(job_id)
             if current is None or current.attempt != attempt or current.state not in (State.PENDING, State.PULLING):
@@ -349,6 +352,17 @@ class Executor:
                     # fault (the daemon was most likely coming back just then). Look again in a moment.
                     looked += 1
                     await trio.sleep(LOOK_PAUSE)
+                    continue
+                if reason is None and isinstance(exc, NotReadyError) and settling < len(NOT_READY_PAUSES):
+                    # The daemon answers but is stopping or starting (a restart): never the job's fault. Say
+                    # why it waits, look before starting again (its create may have gone through), try shortly.
+                    await self.executions.transition(
+                        job_id, attempt, error=f"waiting for the Docker daemon: {exc.message}"
+                    )
+                    if start.cancelled or await self._paused(job_id, attempt, NOT_READY_PAUSES[settling]):
+                        return  # a Stop came, as for an abandoned start
+                    self.recovery.suspect(job_id, attempt)
+                    settling += 1
                     continue
                 if reason is None:
                     await self._fail(job_id, attempt, exc.message)
@@ -383,6 +397,17 @@ class Executor:
                 return
             self._start_timer(job, running)
             return
+
+    async def _paused(self, job_id: str, attempt: int, seconds: float) -> bool:
+        """Wait before trying a start again; True if a Stop ended the wait (as it abandons a start)."""
+        wait = self._starts[job_id] = _Start(attempt, trio.CancelScope())
+        try:
+            with wait.scope:
+                await trio.sleep(seconds)
+        finally:
+            if self._starts.get(job_id) is wait:
+                del self._starts[job_id]
+        return wait.cancelled
 
     async def _prepare_and_start(self, job: Job, attempt: int, start: _Start) -> str | None:
         """The container id, or None if an earlier container was adopted or Stop came first."""

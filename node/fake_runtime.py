@@ -29,6 +29,7 @@ from .runtime import (
     ContainerInfo,
     DockerHealth,
     LogChunk,
+    NotReadyError,
     OnPulling,
     PortTakenError,
     RuntimeEvent,
@@ -96,7 +97,8 @@ class FakeRuntime:
     where: str = "unix:///fake/docker.sock"
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
-    failures: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    """Per operation, the failures to come: (message, whether it is a ``NotReadyError``)."""
     policy: Policy = field(default_factory=Policy)
     options: dict[str, ContainerOptions] = field(default_factory=dict)
     """What each container was started with (``Policy.options``, as DockerRuntime applies them)."""
@@ -117,9 +119,10 @@ class FakeRuntime:
 
     # -- scripting (the test's side) ------------------------------------------------------------------------
 
-    def fail(self, op: str, message: str, times: int = 1) -> None:
-        """The next ``times`` calls of ``op`` (inspect_image, pull, start, stop, remove, logs, list) fail."""
-        self.failures.setdefault(op, []).extend([message] * times)
+    def fail(self, op: str, message: str, times: int = 1, *, not_ready: bool = False) -> None:
+        """The next ``times`` calls of ``op`` (inspect_image, pull, start, stop, remove, logs, list) fail; with
+        ``not_ready``, as a daemon stopping or starting refuses (``NotReadyError``), while it answers pings."""
+        self.failures.setdefault(op, []).extend([(message, not_ready)] * times)
 
     def exit(self, container_id: str, code: int = 0, *, oom: bool = False, error: str | None = None) -> None:
         """The container's process ends now with ``code`` (reported at once unless the daemon is down)."""
@@ -181,11 +184,12 @@ class FakeRuntime:
 
     def _call(self, op: str, what: str | None) -> None:
         self.calls.append(op)
-        reason = self._down
+        reason, error = self._down, RuntimeFailureError
         if reason is None and self.failures.get(op):
-            reason = self.failures[op].pop(0)
+            reason, not_ready = self.failures[op].pop(0)
+            error = NotReadyError if not_ready else RuntimeFailureError
         if reason is not None:
-            raise RuntimeFailureError(f"{what}: {reason}" if what else reason)
+            raise error(f"{what}: {reason}" if what else reason)
 
     def _emit(self, event: ContainerExit | ContainerHealth) -> None:
         if self._down is None:

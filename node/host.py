@@ -7,6 +7,7 @@ departs from them says which section of ``docs/py-libp2p.md`` explains why; the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import types
@@ -37,13 +38,15 @@ from .identity import Identity
 from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
-__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host", "free_inbound_slots"]
+__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host", "free_inbound_slots", "release"]
 
 REQUEST_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Both ends: a sync page of large jobs or a long log exceeds the library's default ("Request/response answers
 are capped at 10 MiB")."""
 MAX_INBOUND_RPC_BYTES = 2 * 1024 * 1024
+RELEASE_TIMEOUT = 5.0
+"""The most a stopping host waits for its listeners to close (shielded from the cancellation that stops it)."""
 DIAL_NOISE = ("libp2p.network.swarm", "libp2p.protocol_muxer.multiselect_client", "libp2p.transport.tcp.tcp")
 """Loggers that print every failed dial at error level, several lines per retry ("A failed handshake floods
 the log"); ``Peering`` says it once."""
@@ -138,20 +141,31 @@ class Host:
     async def running(self) -> AsyncIterator[None]:
         """Run pubsub, gossipsub and the listener, in the order that is safe; listening when entered.
 
+        A host runs once: on the way out it stops listening, closes its connections' sockets and ends pubsub's
+        sweeper thread, which the library leaves behind ("A stopped host keeps listening, and a thread").
+
         Raises:
             OSError: nothing listens (the port is taken or the address is not available).
         """
-        # "An early pubsub stream crashes trio": pubsub runs before the host accepts streams.
-        async with (
-            background_trio_service(self.pubsub),
-            background_trio_service(self.router),
-            self.host.run(listen_addrs=[self.listen]),
-        ):
-            if not self.host.get_transport_addrs():  # "A failed listen is only logged"
-                raise OSError(f"cannot listen on {self.listen} (p2p-port in use or address not available)")
-            await self.pubsub.subscribe(TOPIC)
-            self.port = _port_of(self.host)
-            yield
+        try:
+            # "An early pubsub stream crashes trio": pubsub runs before the host accepts streams.
+            async with (
+                background_trio_service(self.pubsub),
+                background_trio_service(self.router),
+                self.host.run(listen_addrs=[self.listen]),
+            ):
+                if not self.host.get_transport_addrs():  # "A failed listen is only logged"
+                    raise OSError(f"cannot listen on {self.listen} (p2p-port in use or address not available)")
+                await self.pubsub.subscribe(TOPIC)
+                self.port = _port_of(self.host)
+                yield
+        finally:
+            # Once every service has stopped: a connection cut now is noticed by no read loop, so no notifee
+            # (pubsub's, ours: a redial) hears of it during the shutdown.
+            try:
+                await release(self.host.get_network())
+            finally:
+                self.pubsub.seen_messages.stop()  # wakes the thread from its wait and joins it: at once
 
     def addresses(self) -> list[str]:
         """The multiaddrs peers can dial, with our peer ID: interface addresses, never 0.0.0.0."""
@@ -171,6 +185,27 @@ class Host:
                 addrs = [str(a) for conn in network.get_connections(peer_id) for a in conn.get_transport_addresses()]
             out.append({"node_id": peer_id.to_base58(), "addresses": sorted(set(addrs))})
         return sorted(out, key=lambda p: p["node_id"])
+
+
+async def release(swarm: Any) -> None:
+    """Close what a stopped swarm leaves open: its listeners, and the sockets of the connections still in its table.
+
+    The swarm's own shutdown closes both in a ``finally`` that runs cancelled, and its first await there raises
+    ``Cancelled`` (``TCPListener.close`` starts by taking a lock), so the port kept accepting, its serving task
+    lived on, and every connection's socket stayed open until the host was garbage ("A stopped host keeps
+    listening, and a thread"). Listeners are closed shielded and bounded (closing twice is harmless); sockets are
+    cut synchronously, as ``abort`` does, never by a polite close ("Closing a dead connection hangs")."""
+    from .liveness import sockets_of  # node/liveness.py imports this module
+
+    with trio.move_on_after(RELEASE_TIMEOUT) as scope:
+        scope.shield = True
+        for listener in list(swarm.listeners.values()):
+            with contextlib.suppress(Exception):  # as the library's own shutdown: one failing stops no other
+                await listener.close()
+    for conns in list(swarm.connections.values()):
+        for stream in [s for conn in conns for s in sockets_of(conn)]:
+            with contextlib.suppress(OSError):
+                stream.socket.close()
 
 
 def free_inbound_slots(swarm: Any) -> None:

@@ -68,6 +68,13 @@ class PortTakenError(RuntimeFailureError):
         self.protocol = protocol
 
 
+class NotReadyError(RuntimeFailureError):
+    """The engine answers, yet refused the call for a reason of its own that passes by itself: it is stopping or
+    starting (dockerd, its shutdown complete, still answered a start: "failed to update the store state of
+    sandbox", its network store closed). Not the job's fault: the executor tries the same start again shortly
+    (by then the daemon is back, or away and waited for) instead of counting it as the attempt's failure."""
+
+
 def port_taken_message(job_id: str, host_port: int, protocol: str, reason: str) -> str:
     """The same words from every runtime."""
     return f"cannot start container for job {job_id}: host port {host_port}/{protocol} is taken on this node ({reason})"
@@ -152,6 +159,7 @@ __all__ = [
     "ContainerInfo",
     "DockerHealth",
     "LogChunk",
+    "NotReadyError",
     "OnPulling",
     "PortTakenError",
     "Runtime",

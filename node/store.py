@@ -25,19 +25,9 @@ from typing import Any
 import trio
 
 from .errors import ConfigError, StorageFullError, StoreDamagedError
-from .store_file import (
-    _DAMAGED,
-    _FULL,
-    _IOERR,
-    CHANGE_FLOOR,
-    _code,
-    _Damaged,
-    _head,
-    _open_connections,
-    _open_immutable,
-    _touch,
-)
+from .store_file import Damaged, open_connections, open_immutable, touch
 from .store_reads import Change, Changes, JobRecord, Reads
+from .store_sql import CHANGE_FLOOR, DAMAGED, FULL, IOERR, change_head, result_code
 from .store_writes import Writes, _Pending
 
 __all__ = ["CHANGE_FLOOR", "Change", "Changes", "JobRecord", "Store"]
@@ -99,20 +89,20 @@ class Store(Writes, Reads):
         sync = "FULL" if durable else "OFF"
         readonly: str | None = None  # why the store is opened read-only
         try:
-            writer, reader, head = await trio.to_thread.run_sync(_open_connections, path, sync)
+            writer, reader, head = await trio.to_thread.run_sync(open_connections, path, sync)
         except sqlite3.Error as exc:
-            if isinstance(exc, _Damaged) or _code(exc) in _DAMAGED:
+            if isinstance(exc, Damaged) or result_code(exc) in DAMAGED:
                 raise StoreDamagedError(
                     f"the job store {path} is damaged ({exc}): move it aside to start with an empty store "
                     "(peers send their jobs again), or put back a copy from a backup"
                 ) from exc
-            if _code(exc) not in (_IOERR, _FULL):
+            if result_code(exc) not in (IOERR, FULL):
                 raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
             # A full disk after a clean stop: WAL's index file (-shm) cannot be made. The file itself is whole
             # (the stop checkpointed it), so it is read as it is until a write finds room again (``_reopen``).
             try:
-                writer = reader = await trio.to_thread.run_sync(_open_immutable, path)
-                head = _head(reader)
+                writer = reader = await trio.to_thread.run_sync(open_immutable, path)
+                head = change_head(reader)
             except sqlite3.Error:
                 raise ConfigError(f"invalid data-dir: cannot open database {path}: {exc}") from exc
             readonly = str(exc)
@@ -140,7 +130,7 @@ class Store(Writes, Reads):
             if not self._readonly:
                 return True
             try:
-                writer, reader, head = await trio.to_thread.run_sync(_open_connections, self._path, self._sync)
+                writer, reader, head = await trio.to_thread.run_sync(open_connections, self._path, self._sync)
             except sqlite3.Error:
                 return False
             async with self._read_lock:  # no read holds the old connection meanwhile
@@ -155,7 +145,7 @@ class Store(Writes, Reads):
         if self._readonly:
             return await self._reopen()
         try:
-            await self._write(_touch, durable=False)
+            await self._write(touch, durable=False)
         except StorageFullError:
             return False
         return True

@@ -9,14 +9,10 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import StorageFullError
+from .store_sql import change_head
 from .tombstones import SCHEMA as TOMBSTONES_SCHEMA
 
-__all__ = ["CHANGE_FLOOR"]
-
-_FULL = 13  # SQLITE_FULL: "database or disk is full" (the disk, or PRAGMA max_page_count)
-_IOERR = 10  # SQLITE_IOERR: what opening gives when WAL's -shm file cannot be made on a full disk
-_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+__all__ = ["Damaged", "open_connections", "open_immutable", "touch"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,23 +69,7 @@ def _migrate(conn: sqlite3.Connection) -> int:
         if "chg" not in columns:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN chg INTEGER NOT NULL DEFAULT 0")
     conn.executescript(_CHANGE_COLUMNS)
-    return _head(conn)
-
-
-CHANGE_FLOOR = "chg.floor"
-"""The head when rows were last deleted (node/purge.py): change numbers are never handed out twice, even when
-the rows that held the highest ones are gone, or a peer's watermark past them would skip the new ones."""
-
-_HEAD = (
-    "SELECT MAX(m) FROM (SELECT MAX(chg) AS m FROM jobs UNION ALL SELECT MAX(chg) FROM executions "
-    "UNION ALL SELECT MAX(chg) FROM allocations "
-    f"UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{CHANGE_FLOOR}')"
-)
-
-
-def _head(conn: sqlite3.Connection) -> int:
-    row = conn.execute(_HEAD)
-    return int(row.fetchone()[0] or 0)
+    return change_head(conn)
 
 
 def _migrate_labels(conn: sqlite3.Connection) -> None:
@@ -115,7 +95,7 @@ def _connect(path: Path | str, *, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def _open_connections(path: Path | str, sync: str) -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
+def open_connections(path: Path | str, sync: str) -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
     """The writer (schema made or migrated) and the reader of a sound store, and its change head."""
     writer = _connect(path, synchronous=sync)
     try:
@@ -130,7 +110,7 @@ def _open_connections(path: Path | str, sync: str) -> tuple[sqlite3.Connection, 
     return writer, reader, head
 
 
-def _open_immutable(path: Path | str) -> sqlite3.Connection:
+def open_immutable(path: Path | str) -> sqlite3.Connection:
     """A read-only connection that needs no -shm file and takes no lock (the file must not change meanwhile:
     this process is its only writer, and it writes nothing while on it)."""
     conn = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True, check_same_thread=False,
@@ -143,30 +123,17 @@ def _open_immutable(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def _full_error() -> StorageFullError:
-    return StorageFullError(
-        "storage full: the disk holding the job store has no room; nothing was written "
-        "(reads still work; retry once space is freed)"
-    )
-
-
-class _Damaged(sqlite3.DatabaseError):
+class Damaged(sqlite3.DatabaseError):
     """``PRAGMA quick_check`` found the file damaged."""
 
 
 def _check_sound(conn: sqlite3.Connection) -> None:
-    """Raise ``_Damaged`` unless SQLite's quick check (every page readable, no index contents compared) is ok;
+    """Raise ``Damaged`` unless SQLite's quick check (every page readable, no index contents compared) is ok;
     a damaged page would otherwise fail a query later, after the node said it was ready."""
     found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
     if found != ["ok"]:
-        raise _Damaged("; ".join(" ".join(line.split()) for line in found)[:300])
+        raise Damaged("; ".join(" ".join(line.split()) for line in found)[:300])
 
 
-def _code(exc: BaseException) -> int | None:
-    """SQLite's primary result code of ``exc``; None when it is not an SQLite error."""
-    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def _touch(conn: sqlite3.Connection) -> None:
+def touch(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', strftime('%Y-%m-%dT%H:%M:%f', 'now'))")

@@ -16,7 +16,7 @@ import trio
 
 from .allocation import Allocation
 from .model import Execution, Job
-from .store_file import _HEAD
+from .store_sql import HEAD
 
 __all__ = ["Change", "Changes", "JobRecord", "Reads"]
 
@@ -250,7 +250,7 @@ class Reads:
                 allocs = conn.execute(
                     "SELECT body, chg FROM allocations WHERE chg > ? ORDER BY chg LIMIT ?", (since, limit)
                 ).fetchall()
-                head = conn.execute(_HEAD).fetchone()[0]
+                head = conn.execute(HEAD).fetchone()[0]
             finally:
                 conn.execute("COMMIT")
             # A full page may hide later rows of its kind: stop both lists at the lower of the full pages' ends.

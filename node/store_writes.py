@@ -21,8 +21,8 @@ import trio
 
 from .allocation import Allocation
 from .model import Execution, Job, State, derive_status
-from .store_file import _FULL, _code, _full_error
 from .store_reads import Change
+from .store_sql import FULL, result_code, storage_full
 from .tombstones import is_purged, refuse_purged
 
 __all__ = ["Writes"]
@@ -126,7 +126,7 @@ class Writes:
                     conn.execute("RELEASE item")
                     item.span = (first + 1, self._chg) if self._chg > first else None
                 except Exception as exc:
-                    if _code(exc) == _FULL or not conn.in_transaction:  # the whole transaction cannot go on
+                    if result_code(exc) == FULL or not conn.in_transaction:  # the whole transaction cannot go on
                         raise
                     conn.execute("ROLLBACK TO item")
                     conn.execute("RELEASE item")
@@ -142,7 +142,7 @@ class Writes:
                     conn.execute("ROLLBACK")
             for item in batch:
                 item.error = exc
-            if _code(exc) == _FULL:
+            if result_code(exc) == FULL:
                 self.full = f"storage full: {exc} (writes fail until space is freed; reads work)"
             if not isinstance(exc, Exception):
                 raise
@@ -157,13 +157,13 @@ class Writes:
             StorageFullError: the disk is full; nothing of this write was kept.
         """
         if self._readonly and not await self._reopen():
-            raise _full_error()
+            raise storage_full()
         item = _Pending(fn, durable)
         await self._send.send(item)
         await item.done.wait()
         if item.error is not None:
-            if _code(item.error) == _FULL:
-                raise _full_error() from item.error
+            if result_code(item.error) == FULL:
+                raise storage_full() from item.error
             raise item.error
         spans = _SPANS.get()
         if spans is not None and item.span is not None:

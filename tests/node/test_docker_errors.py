@@ -12,6 +12,7 @@ import requests
 
 from node.docker_errors import MAPPED, map_docker_errors
 from node.errors import RuntimeFailureError
+from node.runtime import NotReadyError
 
 WHERE = "unix:///var/run/docker.sock"
 
@@ -68,3 +69,34 @@ def test_reasons_are_the_daemons_or_the_sockets_words(exc: BaseException, reason
 def test_other_errors_pass_through() -> None:
     with pytest.raises(KeyError), map_docker_errors("x", where=WHERE, timeout=5):
         raise KeyError("a bug is not a daemon failure")
+
+
+def _refusal(status: int, explanation: str) -> docker.errors.APIError:
+    """dockerd's answer as the SDK raises it: the HTTP response and the daemon's message."""
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError("refused", response=response, explanation=explanation)
+
+
+SANDBOX = "failed to update the store state of sandbox: open : no such file or directory"
+"""dockerd being restarted, its shutdown complete (tests/durability/test_docker_restart.py, one run in three)."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "ready"),
+    [
+        (_refusal(500, SANDBOX), False),
+        (_refusal(503, "received unexpected HTTP status: 503 Service Unavailable"), True),  # a registry's
+        (_refusal(500, "OCI runtime create failed: exec: no such file"), True),
+        (_refusal(404, "No such image: a:b"), True),
+        (_refusal(409, "Conflict. The container name is already in use"), True),
+        (requests.exceptions.ConnectionError(OSError(errno.ECONNREFUSED, "Connection refused")), True),
+    ],
+)
+def test_a_daemon_not_ready_yet_is_told_apart_from_a_refusal(exc: BaseException, ready: bool) -> None:
+    """Only what passes by itself is ``NotReadyError`` (the executor tries again); a daemon that is away is
+    found by its ping, and any other refusal is the attempt's failure."""
+    with pytest.raises(RuntimeFailureError) as caught, map_docker_errors("cannot start", where=WHERE, timeout=5):
+        raise exc
+    assert isinstance(caught.value, NotReadyError) is not ready
+    assert caught.value.message.startswith("cannot start: ") and caught.value.__cause__ is exc

@@ -551,3 +551,57 @@ async def test_a_full_disk_while_jobs_run_kills_nothing_and_the_states_are_store
         full = False
         done = await h.until_state(job.job_id, State.COMPLETE)
         assert done.exit_code == 0 and (await h.stored(job.job_id)).state == State.COMPLETE
+
+
+SANDBOX = "failed to update the store state of sandbox: open : no such file or directory"
+"""What dockerd being restarted answered a container start with (one run in three of the real restart test)."""
+
+
+async def test_a_daemon_not_ready_yet_delays_the_start_and_is_not_the_attempts_failure(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rt = FakeRuntime(node_id=NODE)
+    rt.fail("start", SANDBOX, times=3, not_ready=True)
+    async with running(tmp_path, rt) as h:
+        job = make_job()
+        began = trio.current_time()
+        await h.executor.submit(job)
+        ran = await h.until_state(job.job_id, State.RUNNING)
+        assert (ran.attempt, ran.history, ran.error) == (1, (), None)
+        assert trio.current_time() - began == pytest.approx(0.5 + 1.0 + 2.0, abs=0.1)
+        waits = [e.error for e in h.published if e.job_id == job.job_id and e.error]
+        assert waits == [f"waiting for the Docker daemon: cannot start container for job {job.job_id}: {SANDBOX}"] * 3
+        assert rt.calls.count("start") == 4 and len(rt.of_job(job.job_id)) == 1
+        assert h.executor.docker_error is None  # the daemon answered all along
+
+
+async def test_a_daemon_that_stays_not_ready_fails_the_attempt_in_the_end(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rt = FakeRuntime(node_id=NODE)
+    rt.fail("start", SANDBOX, times=len(executor_module.NOT_READY_PAUSES) + 1, not_ready=True)
+    async with running(tmp_path, rt) as h:
+        job = make_job()
+        began = trio.current_time()
+        await h.executor.submit(job)
+        failed = await h.until_state(job.job_id, State.FAILED)
+        assert failed.error == f"cannot start container for job {job.job_id}: {SANDBOX}"
+        assert trio.current_time() - began == pytest.approx(sum(executor_module.NOT_READY_PAUSES), abs=0.1)
+        assert rt.of_job(job.job_id) == []
+
+
+async def test_stop_while_waiting_for_a_daemon_not_ready_frees_the_worker(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rt = FakeRuntime(node_id=NODE)
+    rt.fail("start", SANDBOX, times=4, not_ready=True)
+    async with running(tmp_path, rt, workers=1) as h:
+        waiting, queued = make_job(), make_job()
+        await h.executor.submit(waiting)
+        await h.until(lambda: rt.calls.count("start") == 4)  # now in its longest wait yet (4 s)
+        await h.executor.submit(queued)
+        stopped = trio.current_time()
+        await h.executor.cancel(waiting.job_id)
+        await h.until_state(queued.job_id, State.RUNNING)
+        assert trio.current_time() - stopped < 0.1
+        assert h.state(waiting.job_id) == State.CANCELLED and rt.of_job(waiting.job_id) == []
