@@ -12,6 +12,13 @@ starts another as soon as it ends. News travels on: a round that brought jobs, e
 never delivered ends with a round with every other peer whose first request says ``"news": true``, and a node
 asked that way catches up with the asker at once (without it, news crossed one hop per periodic round).
 
+A node's first rounds run at once like any others (a start meets its peers within a second, peer exchange riding
+the first answer): ``Sync``'s turn lets one round at a time check and merge a page, so the later rounds find the
+rows held and check nothing twice; what they cost is the fetch of pages mostly held (built by the peer, decoded and
+skipped here). Until round five the first round ran alone (``FIRST_ALONE``: the others waited for it, up to 5 s),
+which saved those fetches and held every other round behind a first peer slow to answer (a busy survivor of a
+heal, or one cut off again): ``tests/mesh/test_catch_up_first.py``; measured in ``benchmarks/chaos.py``.
+
 Periodic rounds (anti-entropy, the repair of what gossip lost on a connection that stayed up): every
 SYNC_INTERVAL a node asks SYNC_PEERS of its connected peers, chosen uniformly at random among those it is not
 already syncing with, for their changes. Until issue 13 it asked every peer: N nodes of degree d made N*d rounds
@@ -65,7 +72,7 @@ from .host import Host
 from .sync import SYNC_PROTOCOL, Sync
 from .wire import WireError
 
-__all__ = ["FIRST_ALONE", "RECORDS_EVERY", "SYNC_INTERVAL", "SYNC_PEERS", "Catchup", "Rounds"]
+__all__ = ["RECORDS_EVERY", "SYNC_INTERVAL", "SYNC_PEERS", "Catchup", "Rounds"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -77,14 +84,6 @@ SYNC_PEERS = 2
 RECORDS_EVERY = 60.0
 """Periodic rounds and pull-backs ask for node records at most this often (rounds on an event always do)."""
 SYNC_QUEUE = 1000
-FIRST_ALONE = 5.0
-"""A node's first round since it started runs alone, the others wait for it to end, up to this long: a node that
-starts behind (a restart, a join) meets its peers within a second (peer exchange rides the first answer), and each
-of their rounds would bring, and check, the same rows at once. Once one round has merged them, the others find them
-held and check nothing. In a 10-node chaos run, a node restarted after a heal met six peers within 1.7 s and all
-six rounds brought the same 203 jobs, on a node that had a fifth of a core (the last one ended 2.7 s after the
-first). Later rounds (a survivor meeting its peers again after a heal) do not wait: they check no row twice
-either, as ``Sync.catch_up`` lets one round at a time check and merge pages (its turn), but they fetch at once."""
 
 
 @dataclass
@@ -141,9 +140,6 @@ class Catchup:
         """The marks peers sent while a round with them ran (a subset of ``_syncing``)."""
         self._records_at: float | None = None
         self._host: Host | None = None
-        self._first_ended = trio.Event()
-        """Set when this node's first round ended (done or failed): until then, other rounds wait (FIRST_ALONE)."""
-        self._first_started = False
 
     def on_connect(self, peer_id: ID) -> None:
         """Catch up with ``peer_id`` soon (a full round); if the queue is full, a periodic round catches up."""
@@ -209,7 +205,7 @@ class Catchup:
                 self._again.add(peer_id)
             elif host.connected(peer_id):
                 self._syncing.add(peer_id)
-                nursery.start_soon(self._catch_up, host, peer_id)
+                nursery.start_soon(self._round, host, peer_id)
             else:
                 for flags in (self._news, self._event, self._light, self._marked):
                     flags.discard(peer_id)
@@ -226,18 +222,6 @@ class Catchup:
         else:
             self.rounds.events += 1
         return news, marked, light
-
-    async def _catch_up(self, host: Host, peer_id: ID) -> None:
-        first = not self._first_started
-        self._first_started = True
-        if not first:
-            with trio.move_on_after(FIRST_ALONE):
-                await self._first_ended.wait()
-        try:
-            await self._round(host, peer_id)
-        finally:
-            if first:
-                self._first_ended.set()
 
     async def _round(self, host: Host, peer_id: ID) -> None:
         news, marked, light = self._take(peer_id)
