@@ -299,7 +299,7 @@ class Cluster:
 
     def counter(self, index: int, name: str) -> float:
         """A counter of node ``index``'s ``/metrics`` (``cmnode_sync_rounds``: its ``_total`` sample); 0 if absent."""
-        text = self.http.get(self.nodes[index].url + "/metrics").text
+        text = self.http.get(self.nodes[index].process.url + "/metrics").text
         for line in text.splitlines():
             if line.startswith(f"{name}_total "):
                 return float(line.split()[1])
