@@ -27,7 +27,6 @@ Figures move with the machine's load: run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import shutil
 import statistics
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from benchmarks.catchup import ROOT, source_at
+from benchmarks.startup import compiled
 from tests.chaos import scenarios
 from tests.chaos.harness import Cluster, cluster, docker_there
 
@@ -135,15 +135,6 @@ RUNS: dict[str, Callable[[Cluster, int, float, int], tuple[list[str], float]]] =
     "loss": run_loss,
     "replica": run_replica,
 }
-
-
-def compiled(tree: Path) -> Path:
-    """``tree`` with its packages' bytecode written, as an install leaves them: a node from a source tree run where
-    PYTHONDONTWRITEBYTECODE is set (a developer's or an agent's shell) compiles its ~80 modules at every start,
-    ~0.08 s of CPU of a ~0.5 s start (the restarted node's start is on the measured path)."""
-    for package in ("node", "rpc"):
-        compileall.compile_dir(tree / package, quiet=1)
-    return tree
 
 
 def run_once(name: str, args: argparse.Namespace, label: str, tree: Path) -> tuple[float | None, bool]:
