@@ -1,6 +1,7 @@
 """Chaos benchmark: how fast a cluster of real ``cmnode run`` processes agrees again after the faults of issue 12.
 
     sudo .venv/bin/python -m benchmarks.chaos [--nodes 10] [--seconds 30] [--jobs 100] [--scenario NAME ...]
+        [--runs N] [--baseline REF]
 
 Each node runs in its own network namespace on a private bridge (tests/chaos/harness.py: root, iproute2 and
 iptables needed); node 0 starts first and every other node bootstraps through it (as the compose cluster does).
@@ -20,8 +21,13 @@ Agreement: every node lists the same jobs with the same statuses, and reports th
 executions of the jobs that run somewhere. Prints one line per scenario, measured against its target. While
 a node still lacks created jobs, only that node is asked (``Cluster.agreement``), and checks take at most half
 the time: ten full listings five times a second had loaded the 2-core machine the nodes converge on. The
-partition also prints the restarted node's start (exec at the heal -> ready, first peer, last catch-up).
-Figures move with the machine's load: run it on an otherwise idle machine.
+partition also prints the restarted node's start (exec at the heal -> ready, first peer, last catch-up), the CPU
+spent from the heal to agreement (by the nodes not killed, the restarted one, the harness and the whole machine:
+at ~2x the wall time on 2 cores, the machine was saturated) and the catch-up rounds of the nodes not killed.
+Figures move with the machine's load: run it on an otherwise idle machine, and compare builds with ``--baseline
+REF`` (the nodes run REF's code, from ``git archive``; the harness is this tree's), alternating with this tree
+``--runs`` times each, which prints each build's median. Both trees' bytecode is compiled first, as an install
+leaves it (``benchmarks/startup.py``, ``compiled``).
 """
 
 from __future__ import annotations
