@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -211,8 +210,6 @@ async def import_http(done: trio.Event) -> None:
     either (refcounting still frees them)."""
 
     def load() -> None:
-        if all(name in sys.modules for name in HTTP_MODULES):
-            return  # imported already (a node run in a test's process): nothing to freeze either
         with imports_without_gc():
             for name in HTTP_MODULES:
                 importlib.import_module(name)
