@@ -8,7 +8,6 @@ containers are left running and queued jobs stay pending in the store, so a rest
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,9 +16,11 @@ from functools import partial
 
 import trio
 
+from rpc.events import add_events_route
+from rpc.logs import add_logs_route
 from rpc.methods import build_methods, read_only
 from rpc.protocol import Dispatcher
-from rpc.tls import check_tls
+from rpc.server import check_tls, create_app, serve_rpc
 
 from .admission import Admission
 from .config import Config
@@ -37,7 +38,6 @@ from .metrics import NodeMetrics
 from .policy import Policy
 from .registry import Registry
 from .spec_formats import memory_bytes
-from .startup import imports_without_gc
 from .store import Store
 from .trust import Trust
 
@@ -72,8 +72,6 @@ async def run_node(
     )
     try:
         async with Store.open(config.db_path) as store, trio.open_nursery() as services:
-            http_imported = trio.Event()
-            services.start_soon(import_http, http_imported)  # while the mesh starts (its docstring says why)
             events = EventHub(store)  # before any write of this run, so the ring misses none
             runtime.on_progress = lambda report: events.publish("progress", report.to_json())  # pulls' progress
             # Built one way: link (the node's outbound) -> executor -> node -> mesh (given the node as inbound).
@@ -143,11 +141,6 @@ async def run_node(
                 reason = "; ".join(f"{part}: {why}" for part, why in problems.items())
                 return not problems, {"node_id": identity.node_id, "problems": problems, "reason": reason or None}
 
-            await http_imported.wait()
-            from rpc.events import add_events_route
-            from rpc.logs import add_logs_route
-            from rpc.server import create_app, serve_rpc
-
             metrics = NodeMetrics(node)
             methods = build_methods(node)
             app = create_app(
@@ -189,33 +182,6 @@ async def run_node(
             services.cancel_scope.cancel()
     finally:
         runtime.close()
-
-
-HTTP_MODULES = ("rpc.server", "rpc.events", "rpc.logs")
-"""The HTTP server's modules (quart with flask and werkzeug, hypercorn): imported by ``import_http``."""
-
-
-async def import_http(done: trio.Event) -> None:
-    """Import the HTTP server (``HTTP_MODULES``) in a worker thread, then set ``done``.
-
-    Why: a restarted node gets a fraction of a core while its peers catch up after a heal, and the HTTP server's
-    imports are ~0.15 s of the ~0.5 s of CPU a start takes before its RPC answers (``node/startup.py``). Imported
-    on the trio thread before the mesh (as before round five), they delayed its first connection and catch-up by
-    that much; in a thread, started once the store is open, they overlap with the mesh's start, its handshakes
-    and its first catch-up, most of which is waiting for peers. The RPC server starts once they are done, so it
-    answers no later than before. The GIL is shared: the thread runs while the trio thread waits, and Python
-    hands the GIL over every 5 ms when both want it. Python's import system locks per module, so imports the
-    trio thread makes meanwhile are safe. Like the node's other imports, they run with the collector off
-    (``imports_without_gc``): process-wide, so for their duration the trio thread's objects are not collected
-    either (refcounting still frees them)."""
-
-    def load() -> None:
-        with imports_without_gc():
-            for name in HTTP_MODULES:
-                importlib.import_module(name)
-
-    await trio.to_thread.run_sync(load)
-    done.set()
 
 
 def check_front(config: Config) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +30,6 @@ from node.errors import ConfigError, UnauthorizedError
 
 from . import idle
 from .protocol import Dispatcher
-from .tls import check_tls
 from .ui import PUBLIC_ENDPOINTS as UI_ENDPOINTS
 from .ui import ui_blueprint
 
@@ -135,6 +135,25 @@ def create_app(
 def _too_large(max_body: int) -> Response:
     message = f"request body too large: the limit is {max_body} bytes"
     return Response(_error_body(-32600, message), status=413, content_type=JSON)
+
+
+def check_tls(cert: str | None, key: str | None) -> None:
+    """Refuse at start what hypercorn would only refuse later with a traceback: half a pair, or a pair that
+    does not load.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    if (cert is None) != (key is None):
+        raise ConfigError("invalid tls-cert/tls-key: give both (the certificate and its private key) or neither")
+    if cert is None or key is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"invalid tls-cert/tls-key: no such file {exc.filename}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"invalid tls-cert/tls-key: cannot load {cert} with {key}: {exc}") from None
 
 
 class _NoBanner(logging.Filter):

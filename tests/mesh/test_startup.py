@@ -1,6 +1,5 @@
 """A node's start: a taken p2p port is one clear line (the library itself only logs the failed listen and would
-run on without a listener), the modules a node never runs are left out of it (node/startup.py), and the HTTP
-server's are not imported before its mesh starts (node/app.py, ``import_http``)."""
+run on without a listener), and the modules a node never runs are left out of it (node/startup.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +46,6 @@ prefixes = sys.argv[1].split(",")
 def main(config):
     import trio
     from node.app import run_node
-    http = sorted({n.split(".")[0] for n in sys.modules if n.split(".")[0] in ("quart", "hypercorn", "flask")})
     from node.host import Host
     from node.identity import load_or_create
     from node.startup import left_out
@@ -63,7 +61,7 @@ def main(config):
     from Crypto.Util._raw_api import backend
 
     print(json.dumps({"real": real, "left_out": [n for n in loaded if left_out(n)], "transports": trio.run(host_up),
-                      "cffi": "cffi" in sys.modules, "pycryptodome": backend, "http": http}))
+                      "cffi": "cffi" in sys.modules, "pycryptodome": backend}))
     return 0
 
 node.runner.main = main
@@ -90,7 +88,6 @@ def test_a_node_without_mdns_loads_no_quic_relay_autotls_upnp_websocket_or_zeroc
     assert {"aioquic", "libp2p.relay", "libp2p.security.tls.autotls", "zeroconf"} <= set(result["left_out"])
     assert result["transports"] == ["TCP"]  # the host it makes is the same: TCP only, as before
     assert not result["cffi"] and result["pycryptodome"] == "ctypes"  # its other backend, with the same C code
-    assert result["http"] == []  # the HTTP server's imports wait: run_node starts them in a thread (node/app.py)
 
 
 @pytest.mark.slow
