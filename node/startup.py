@@ -44,7 +44,8 @@ Round five (measured with a fresh data dir, exec to the ready line, medians of 5
   or benchmark starts), a node run from a source tree compiles its ~80 modules at every start: 0.56 s of CPU to
   ready without bytecode, 0.48 s with it. An install (pip) writes bytecode once; the benchmarks now compile both
   trees before they start nodes (``benchmarks/startup.py``, ``compiled``), so that a baseline from ``git archive``
-  does not pay it alone. Earlier figures here include it for both builds.
+  does not pay it alone. The figures above were taken without that step (whether their shell set the variable
+  is not recorded).
 - Tried and not kept: importing the HTTP server (quart, hypercorn; ~0.15 s) in a worker thread while the mesh
   starts, so that the first catch-up overlaps it. The first peer came 0.06 s sooner, but both threads then want
   the GIL: exec -> ready 0.54 -> 0.62 s, exec -> every job listed 0.63 -> 0.68 s, CPU 0.62 -> 0.67 s
