@@ -192,7 +192,9 @@ class Catchup:
         Told at once, each round that brought news made two more rounds with every other peer (ours telling it,
         and its own back), most of them empty: 166 rounds by the 9 nodes not killed in a 10-node heal, at ~10 ms
         of CPU at each end, on the two cores the restarted node also needs. By the time it is told, most peers
-        have read the news themselves."""
+        have read the news themselves. Measured (``benchmarks/chaos.py --scenario partition --runs 2 --baseline``,
+        quiet machine): the survivors' rounds 138, 182 -> 122, 107, their CPU 3.04, 3.91 -> 2.75, 2.93 s, heal to
+        agreement 2.14, 2.58 -> 1.98, 2.18 s."""
         sources, head = self._sources, self._news_head
         self._sources = set()
         if self._host is None:
