@@ -38,6 +38,19 @@ exec to caught up 1.35 s -> 1.09 s; an earlier run under heavier load, 1.25 s ->
 alone reaches its ready line with ~0.95 s of CPU (was ~1.15 s); of what remains, quart with flask and hypercorn is
 the largest part (~0.2 s), then py-libp2p's core, protobuf, dnspython (py-libp2p's bootstrap module makes a DNS
 resolver at import) and the Docker SDK.
+
+Round five (measured with a fresh data dir, exec to the ready line, medians of 5; and ``benchmarks/startup.py``):
+- Bytecode: where PYTHONDONTWRITEBYTECODE is set (a developer's or an agent's shell, inherited by the nodes a test
+  or benchmark starts), a node run from a source tree compiles its ~80 modules at every start: 0.56 s of CPU to
+  ready without bytecode, 0.48 s with it. An install (pip) writes bytecode once; the benchmarks now compile both
+  trees before they start nodes (``benchmarks/startup.py``, ``compiled``), so that a baseline from ``git archive``
+  does not pay it alone. The figures above were taken without that step (whether their shell set the variable
+  is not recorded).
+- Tried and not kept: importing the HTTP server (quart, hypercorn; ~0.15 s) in a worker thread while the mesh
+  starts, so that the first catch-up overlaps it. The first peer came 0.06 s sooner, but both threads then want
+  the GIL: exec -> ready 0.54 -> 0.62 s, exec -> every job listed 0.63 -> 0.68 s, CPU 0.62 -> 0.67 s
+  (``benchmarks/startup.py --runs 5 --baseline``). Leaving out more of quart's imports (``hypercorn.asyncio``,
+  ``quart.testing``, ``jinja2``) saved nothing measurable (0.405 s of import CPU before, 0.398-0.434 s after).
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import os
 import random
 import re
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "IMAGE",
     "NOWHERE",
     "P2P_PORT",
+    "TICKS",
     "Agreement",
     "ChaosNode",
     "Cluster",
@@ -63,6 +65,7 @@ IMAGE = "cmnode-test/busybox:latest"
 BULK = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"nodes": [NOWHERE]}}
 RECORDED = re.compile(r"^(\S+)Z level=info logger=cmnode.sync msg=job from peer job_id=(\S+)")
 STAMPED = re.compile(r"^(\S+)Z level=")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class NetworkUnavailable(RuntimeError):
@@ -182,13 +185,18 @@ class Lan:
 class ChaosNode:
     """One ``cmnode run`` in namespace ``index`` of ``lan``; survives kill -9 and restart on its data dir."""
 
-    def __init__(self, lan: Lan, index: int, root: Path, bootstrap: Sequence[str] = (), *flags: str) -> None:
+    def __init__(
+        self, lan: Lan, index: int, root: Path, bootstrap: Sequence[str] = (), *flags: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """``env``: added to the node's environment (``PYTHONPATH``: run another source tree, a baseline)."""
         self.lan = lan
         self.index = index
         self.ip = lan.ip(index)
         boot = [f for address in bootstrap for f in ("--bootstrap", address)]
         prefix = ["ip", "netns", "exec", lan.namespaces[index]]
-        self.process = NodeProcess(root / f"n{index}", *boot, *flags, prefix=prefix, listen=self.ip, p2p_port=P2P_PORT)
+        self.process = NodeProcess(root / f"n{index}", *boot, *flags, env=dict(env or {}), prefix=prefix,
+                                   listen=self.ip, p2p_port=P2P_PORT)  # fmt: skip
         self.node_id = ""
         self.url = ""
 
@@ -217,6 +225,17 @@ class ChaosNode:
     def running(self) -> bool:
         return self.process.proc is not None and self.process.proc.poll() is None
 
+    def cpu(self) -> float:
+        """CPU seconds (user and system, all threads) this process has used; 0 if it is not running. ``ip netns
+        exec`` execs the node, so the process started is the node."""
+        if not self.running or self.process.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -237,10 +256,13 @@ class Agreement:
 class Cluster:
     """Nodes on a ``Lan``: start, fault, create jobs, and read whether they agree."""
 
-    def __init__(self, lan: Lan, root: Path, http: httpx.Client, flags: Sequence[str] = ()) -> None:
-        """``flags``: added to every node's command line."""
+    def __init__(
+        self, lan: Lan, root: Path, http: httpx.Client, flags: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
+        """``flags``: added to every node's command line; ``env``: to every node's environment."""
         self.lan = lan
         self.flags = tuple(flags)
+        self.env = dict(env or {})
         self.root = root
         self.http = http
         self.nodes: dict[int, ChaosNode] = {}
@@ -257,7 +279,7 @@ class Cluster:
         started = []
         for i in indexes:
             if i not in self.nodes:  # a restart keeps its first bootstrap list (and its data dir)
-                self.nodes[i] = ChaosNode(self.lan, i, self.root, addresses, *self.flags)
+                self.nodes[i] = ChaosNode(self.lan, i, self.root, addresses, *self.flags, env=self.env)
             started.append(self.nodes[i])
         each(started, ChaosNode.start)
         return started
@@ -274,6 +296,14 @@ class Cluster:
 
     def running(self) -> list[int]:
         return [i for i, node in sorted(self.nodes.items()) if node.running]
+
+    def counter(self, index: int, name: str) -> float:
+        """A counter of node ``index``'s ``/metrics`` (``cmnode_sync_rounds``: its ``_total`` sample); 0 if absent."""
+        text = self.http.get(self.nodes[index].process.url + "/metrics").text
+        for line in text.splitlines():
+            if line.startswith(f"{name}_total "):
+                return float(line.split()[1])
+        return 0.0
 
     def meshed(self, minimum: int = 1) -> bool:
         """Every running node has at least ``minimum`` peers."""
@@ -450,9 +480,14 @@ def _stamp(text: str) -> float:
 
 @contextlib.contextmanager
 def cluster(
-    size: int, root: Path, *, unavailable: Callable[[str, str], NoReturn] = missing, flags: Sequence[str] = ()
+    size: int,
+    root: Path,
+    *,
+    unavailable: Callable[[str, str], NoReturn] = missing,
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Cluster]:
-    """A ``Lan`` of ``size`` and a ``Cluster`` on it (every node started with ``flags``), no node started;
+    """A ``Lan`` of ``size`` and a ``Cluster`` on it (every node started with ``flags`` and ``env``), no node started;
     everything removed afterwards. Where the network cannot be made, ``unavailable(what, why)``: by default the
     test is skipped, and failed where everything is required (CI)."""
     lan = Lan(size)
@@ -462,7 +497,7 @@ def cluster(
         unavailable("network namespaces and iptables", f"{exc} (needs root, iproute2, iptables)")
     try:
         with httpx.Client(timeout=15) as http:
-            chaos = Cluster(lan, root, http, flags)
+            chaos = Cluster(lan, root, http, flags, env)
             try:
                 yield chaos
             finally:

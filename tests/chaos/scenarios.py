@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import resource
 import statistics
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .harness import IMAGE, Cluster, arrivals, each, logged, wait
+from .harness import IMAGE, TICKS, Cluster, arrivals, each, logged, wait
 
 __all__ = [
     "Flapping",
@@ -54,6 +55,13 @@ class Partition:
     restart_phases: dict[str, float] = field(default_factory=dict)
     """The restarted node's start, from its exec (at the heal): ``ready`` (its ready line), ``peer`` (its first
     connection, from its log) and ``caught up`` (the last catch-up that brought it news, from its log)."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds spent from the heal to agreement: by ``survivors`` (the nodes not killed, together), by the
+    ``restarted`` node (from its exec; ``restarted at ready``: until its ready line), by the ``harness`` (this
+    process: its checks), and by the whole ``machine`` (every process, from /proc/stat): what the restarted
+    node's start competed with on a machine of a few cores."""
+    rounds: int | None = None
+    """Catch-up rounds the nodes not killed completed from the heal to agreement (their ``/metrics``)."""
 
 
 def partition(
@@ -83,18 +91,33 @@ def partition(
     if kill is not None:
         cluster.nodes[kill].kill()
     time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    others = [i for i in cluster.running() if i != kill]
+    rounds_before = sum(each(others, lambda i: cluster.counter(i, "cmnode_sync_rounds")))
+    cpu_before = _cpu_now(cluster, others)
     cluster.lan.heal()
     healed, healed_at = time.monotonic(), time.time()
     survivors = restart = None
+    cpu: dict[str, float] = {}
     if kill is not None:
+
+        def restart_node() -> float:
+            cluster.start([kill])
+            took = time.monotonic() - healed
+            cpu["restarted at ready"] = cluster.nodes[kill].cpu()
+            return took
+
         with ThreadPoolExecutor(1) as pool:  # the restart, while the others are watched
-            started = pool.submit(lambda: (cluster.start([kill]), time.monotonic() - healed)[1])
-            others = [i for i in cluster.running() if i != kill]
+            started = pool.submit(restart_node)
             asked = time.monotonic() - healed
             survivors = asked + cluster.wait_agreement(jobs, timeout=timeout, nodes=others)
             restart = started.result()
     cluster.wait_agreement(jobs, timeout=timeout)
     heal_to_agreement = time.monotonic() - healed
+    cpu_after = _cpu_now(cluster, others)
+    cpu.update({name: cpu_after[name] - cpu_before[name] for name in cpu_before})
+    if kill is not None:
+        cpu["restarted"] = cluster.nodes[kill].cpu()
+    rounds = int(sum(each(others, lambda i: cluster.counter(i, "cmnode_sync_rounds"))) - rounds_before)
     phases: dict[str, float] = {}
     if kill is not None and restart is not None:
         phases["ready"] = restart
@@ -108,7 +131,20 @@ def partition(
         cluster.start([late])
         cluster.wait_agreement(jobs, timeout=timeout)
         join = time.monotonic() - joined
-    return Partition(heal_to_agreement, join, jobs, survivors, restart, phases)
+    return Partition(heal_to_agreement, join, jobs, survivors, restart, phases, cpu, rounds)
+
+
+def _cpu_now(cluster: Cluster, nodes: Sequence[int]) -> dict[str, float]:
+    """CPU seconds used so far by ``nodes`` together, by this process (the harness) and by the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/stat") as stat:  # the first line: the machine's jiffies by kind, idle and iowait 4th and 5th
+        jiffies = [int(v) for v in stat.readline().split()[1:]]
+    busy = sum(jiffies) - jiffies[3] - jiffies[4]
+    return {
+        "survivors": sum(cluster.nodes[i].cpu() for i in nodes),
+        "harness": usage.ru_utime + usage.ru_stime,
+        "machine": busy / TICKS,
+    }
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""A node's first catch-up round runs alone: the peers it meets as it starts do not each make it check the same rows.
+"""The rounds a node starts with: the peers it meets as it starts neither make it check the same rows twice nor wait
+for one another.
 
 A node restarted after a heal met six peers within a second (peer exchange rides the first answer) and caught up
 with all six at once: each round read what the store held before any had written, so each checked (schema and
-signature) the same 203 jobs, on a node that had a fifth of a core. Now the other rounds wait for the first to end
-(``FIRST_ALONE``) and find the rows held. Three real stores hold the same jobs; a barrier holds each round after
-that read until all three have read (or half a second has passed), the interleaving that made them check three times.
+signature) the same 203 jobs, on a node that had a fifth of a core. The rounds now take turns from that read to
+the end of their page's merge (``Sync``'s turn), so the later ones find the rows held. Three real stores hold the
+same jobs; a barrier holds each round after that read until all three have read (or half a second has passed), the
+interleaving that made them check three times.
+
+Until round five, the first round also ran alone (``FIRST_ALONE``: the others waited for it, up to 5 s), which
+the turn made redundant for checking, and which held every other round behind a first peer that answered slowly.
 """
 
 from __future__ import annotations
@@ -100,3 +105,35 @@ async def test_the_rounds_of_a_start_check_each_job_once(tmp_path: Path, monkeyp
             nursery.cancel_scope.cancel()
         assert {job.job_id for job in jobs} <= set(await y_store.job_ids_with_prefix("j", limit=100))
         assert len(interleave.rows) == JOBS  # three rounds, each job checked once (was three times)
+
+
+async def test_a_slow_first_peer_holds_no_other_round(tmp_path: Path) -> None:
+    """Real time (the stores work in threads). The first peer met answers only when the test ends; the jobs only
+    the second peer holds arrive at once (with the first round alone they waited up to 5 s for it)."""
+    ids = [load_or_create(tmp_path / name) for name in ("slow", "b", "y")]
+    slow_id, b_id, _ = ids
+    jobs = [signed_job(b_id, f"j{i}") for i in range(JOBS)]
+    released = trio.Event()
+    async with (
+        replica_node(tmp_path / "slow.db", slow_id) as (_, slow_sync),
+        replica_node(tmp_path / "b.db", b_id) as (b_store, b_sync),
+        replica_node(tmp_path / "y.db", ids[2]) as (y_store, y_sync),
+    ):
+        await b_store.add_jobs([(job, None) for job in jobs])
+
+        async def slow(body: dict[str, Any]) -> Any:
+            await released.wait()
+            return await slow_sync.serve(body)
+
+        peers = Peers({slow_id.peer_id: slow, b_id.peer_id: b_sync.serve})
+        catchup = Catchup(sync=y_sync, peers=list, meet=lambda addresses: None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(catchup.run, peers)  # type: ignore[arg-type]  # the parts of Host it uses
+            catchup.on_connect(slow_id.peer_id)  # met first: its round is the node's first
+            catchup.on_connect(b_id.peer_id)
+            with trio.fail_after(2):  # was 5 s (FIRST_ALONE)
+                while y_sync.stats.rounds < 1:
+                    await trio.sleep(0.02)
+            released.set()
+            nursery.cancel_scope.cancel()
+        assert {job.job_id for job in jobs} <= set(await y_store.job_ids_with_prefix("j", limit=100))

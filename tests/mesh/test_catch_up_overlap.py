@@ -1,7 +1,7 @@
 """Catch-up rounds that run at once check each row once, and each logs what it merged itself.
 
-After a 3+3+4 heal every survivor caught up with 6 to 10 reconnected peers at once (its first round, alone since
-``FIRST_ALONE``, was long over), several bringing the same rows: each round read what the store held before any
+After a 3+3+4 heal every survivor caught up with 6 to 10 reconnected peers at once (its first round was long
+over), several bringing the same rows: each round read what the store held before any
 had merged its page, so each checked (schema and signatures) the same rows again; and each logged "caught up ...
 jobs=N" from the shared counters, so overlapping rounds counted each other's rows. Three real stores hold the same
 jobs and executions, each a few of its own; a barrier holds each round after that read until all three have read

@@ -85,3 +85,37 @@ async def test_news_from_one_peer_reaches_a_node_two_hops_away_at_once(tmp_path:
         assert record.status == "complete" and [e.version for e in executions] == [3]
         told = [(a, b) for a, b, body in line.requests if body.get("news") is True]
         assert (y_id.peer_id, z_id.peer_id) in told and (y_id.peer_id, x_id.peer_id) not in told
+
+
+async def test_a_peer_that_read_the_news_itself_is_not_told(tmp_path: Path) -> None:
+    """Real time (the store works in threads), a few seconds. After a heal every node reads the other parts itself:
+    Y learns X's job, then Z reads Y's store before Y tells its peers; Y then spares Z the two rounds of telling
+    (before round five it told every other peer at once)."""
+    x_id, y_id, z_id = (load_or_create(tmp_path / name) for name in ("x", "y", "z"))
+    async with (
+        replica_node(tmp_path / "x.db", x_id) as (x_store, x_sync),
+        replica_node(tmp_path / "y.db", y_id) as (y_store, y_sync),
+        replica_node(tmp_path / "z.db", z_id) as (z_store, z_sync),
+    ):
+        job = signed_job(x_id, "apart")
+        await x_store.add_job(job)
+        line = Line([(x_id.peer_id, y_id.peer_id), (y_id.peer_id, z_id.peer_id)])
+        for identity, sync in ((x_id, x_sync), (y_id, y_sync), (z_id, z_sync)):
+            line.nodes[identity.peer_id] = Catchup(sync=sync, peers=list, meet=lambda addresses: None,
+                                                   spread_after=1.0)  # fmt: skip
+        y = line.nodes[y_id.peer_id]
+        async with trio.open_nursery() as nursery:
+            for identity in (x_id, y_id, z_id):
+                nursery.start_soon(line.nodes[identity.peer_id].run, line.host(identity.peer_id))
+            y.on_connect(x_id.peer_id)  # the heal: Y reads X
+            with trio.fail_after(5):
+                while await y_store.get_job_with_executions(job.job_id) is None:
+                    await trio.sleep(0.02)
+                line.nodes[z_id.peer_id].on_connect(y_id.peer_id)  # and Z reads Y, within Y's second
+                while await z_store.get_job_with_executions(job.job_id) is None:
+                    await trio.sleep(0.02)
+                while y.rounds.told + y.rounds.spared == 0:  # Y's second is over: it decided
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        assert (y.rounds.told, y.rounds.spared) == (0, 1)
+        assert not [body for a, b, body in line.requests if body.get("news") is True]
