@@ -33,9 +33,9 @@ CHECK_THREADS = check_threads(os.cpu_count())
 """Worker threads checking one page (each entry in one of them): one on two cores. Only libsodium runs without
 the GIL; the checker, canonical JSON and the objects built hold it (a third of a check), and so do the store's
 writer and the trio thread between their SQLite calls. On two cores shared with the sender, a second checking
-thread won no verification time and cost the writer its GIL hand-offs (``benchmarks/catchup.py``, 100,000 jobs:
-25.8 s with one, 27.8-29.1 s with two, joiner CPU 28.4 s against 33 s). Machines with more cores keep two
-(not measured here)."""
+thread won no verification time and cost the writer its GIL hand-offs (``benchmarks/catchup.py --baseline``,
+100,000 jobs: 27.4 s with one against 29.1 s with two in the same run, the joiner's CPU 29.1 s against 33.4 s).
+Machines with more cores keep two (not measured here)."""
 
 
 @dataclass
