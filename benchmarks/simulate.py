@@ -295,9 +295,7 @@ def markdown(reports: list[Report]) -> str:
 
 
 def _fmt(value: float) -> str:
-    if value >= 1e6:
-        return f"{value:,.0f}"
-    if value >= 100:
+    if value >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:.2f}"
 
