@@ -13,9 +13,11 @@ its own bootstrap peer); one below ``target(N)`` dials random peers it heard of:
 and ``MAX_EXCHANGED`` nodes of its registry (``Topology.lookup_members``; the most recently heard, so random
 with respect to the join order). Every node's swarm refuses inbound connections beyond the cap.
 
-Mesh (``libp2p/pubsub/gossipsub.py``): on joining, a node grafts ``D`` random connected peers (grafts are
-mutual); at each heartbeat, a node below ``D_lo`` grafts up to ``D``, one above ``D_hi`` prunes down to ``D``
-(a pruned pair backs off). A published message goes to every mesh peer; a node forwards a message it sees first
+Mesh (``libp2p/pubsub/gossipsub.py``): at its first heartbeat a node grafts ``D`` random peers of those it holds
+then, its join-time connections (grafts are mutual); at each heartbeat, a node below ``D_lo`` grafts up to ``D``,
+one above ``D_hi`` prunes down to ``D`` (a pruned pair backs off until the next upkeep pass: py-libp2p's backoff
+is 60 s); a closed connection leaves the mesh. Connections upkeep adds later join the mesh only where a node fell
+below ``D_lo``. A published message goes to every mesh peer; a node forwards a message it sees first
 to every mesh peer but the one it came from and the origin. Gossip: every heartbeat, each node sends IHAVE with
 the IDs of the last ``gossip_window`` heartbeats' messages to as many of its connected non-mesh peers as the
 router's count says (``Params.gossip_peers``); IWANT follows only for a message the receiver lacks (none in a
