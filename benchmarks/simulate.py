@@ -31,7 +31,7 @@ import trio
 from benchmarks.sim import formulas as f
 from benchmarks.sim.cluster import Cluster, Counts, cluster_of, lifecycle, store_bytes
 from benchmarks.sim.measure import RecordCost, catch_up, fill, periodic_rounds, record_cost, record_of
-from benchmarks.sim.params import Params, current, new_identity
+from benchmarks.sim.params import Fixed, Params, current, new_identity
 from benchmarks.sim.topology import Topology
 from node.allocation import Allocation, sign_allocation
 from node.model import Execution, Job, JobSpec, Placement
@@ -145,6 +145,14 @@ async def simulate(n: int, s: Settings, params: Params, template: list[Execution
                         mean_hops=statistics.mean(topo.flood(o).mean_hops for o in range(min(n, 20))),
                         reached=min(topo.flood(o).reached for o in range(min(n, 20))),
                         refused_by_seed=topo.refused_by_seed)  # fmt: skip
+    most = params.peer_max
+    report.add("connections a node seeks (trimmed above)", params.peer_target(n), None if most is None else most(n))
+    report.rows[-1].compare = False
+    report.add("connections per node, mean", c, None)
+    report.add("mesh degree d, mean", d, None)
+    report.add("hops to a node, mean", report.facts["mean_hops"], f.hops(n, d))
+    report.add("IHAVE peers per node per heartbeat, mean", statistics.mean(topo.ihave_peers(i) for i in range(n)),
+               f.ihave_peers(c - d, params.gossip_peers))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cmnode-sim-") as tmp:
         async with cluster_of(topo, Path(tmp), template) as cluster:
             sample = sorted({1, n // 2, n - 1})
@@ -195,7 +203,7 @@ def _records(report: Report, topo: Topology, params: Params, record: RecordCost,
     per_record = statistics.mean(topo.flood(o).total for o in origins) / n  # copies each node receives
     idle = f.record_interval_at(n, params.record_interval, params.nodes_per_beat)
     report.add("a silent node is down after (s, idle)", None, f.DOWN_AFTER * idle)
-    mean_ihave = statistics.mean(topo.ihave_peers(i) for i in range(n))
+    mean_ihave = f.ihave_peers(topo.mean_connections - d, params.gossip_peers)
     for kind, h in (("idle", idle), ("busy", params.record_interval)):
         copies_s = per_record * n / h
         formula = f.record_copies_per_second(n, d, h)
@@ -287,9 +295,7 @@ def markdown(reports: list[Report]) -> str:
 
 
 def _fmt(value: float) -> str:
-    if value >= 1e6:
-        return f"{value:,.0f}"
-    if value >= 100:
+    if value >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:.2f}"
 
@@ -318,8 +324,7 @@ async def main(
         f"gossipsub heartbeat {params.gossip_heartbeat:g} s, IHAVE window {params.gossip_window} heartbeats; "
         f"node record every {params.record_interval:g} s"
         f"{'' if params.nodes_per_beat is None else f' (idle: spaced out beyond {params.nodes_per_beat} nodes)'}; "
-        f"peer exchange to {params.peer_target} connections"
-        f"{'' if params.peer_max is None else f', trimmed above {params.peer_max}'}; "
+        f"connections sought (trimmed above): {_per_size(params, sizes)}; "
         f"anti-entropy every {params.sync_interval:g} s with "
         f"{'every connected peer' if params.sync_peers is None else f'{params.sync_peers} random peers'}, node "
         f"records in a round {'always' if params.records_every is None else f'once per {params.records_every:g} s'}"
@@ -341,8 +346,16 @@ async def main(
     return reports
 
 
+def _per_size(params: Params, sizes: list[int]) -> str:
+    """The connection target and ceiling at each simulated size, e.g. ``N=200: 6 (12)``."""
+    most = params.peer_max
+    return ", ".join(f"N={n}: {params.peer_target(n)} ({'-' if most is None else most(n)})" for n in sizes)
+
+
 def override(params: Params, overrides: dict[str, str]) -> Params:
-    """``params`` with some fields set from text (``none``: None), to see what another setting would cost.
+    """``params`` with some fields set from text (``none``: None), to see what another setting would cost; a
+    number for a function of the cluster's size (``peer_target``, ``peer_max``, ``gossip_peers``) is that number
+    at every size.
 
     Raises:
         SystemExit: an unknown parameter name.
@@ -354,6 +367,8 @@ def override(params: Params, overrides: dict[str, str]) -> Params:
         current_value = getattr(params, name)
         if text.lower() == "none":
             changes[name] = None
+        elif callable(current_value) or name == "peer_max":
+            changes[name] = Fixed(int(text))
         elif isinstance(current_value, int) or name == "sync_peers":
             changes[name] = int(text)
         else:

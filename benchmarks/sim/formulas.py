@@ -8,6 +8,9 @@ interval (None: every connected peer); r the catch-up rate in stored rows per se
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 __all__ = [
     "DOWN_AFTER",
     "ID_HEX_BYTES",
@@ -18,7 +21,9 @@ __all__ = [
     "copies",
     "execution_row_bytes",
     "gossip_per_job",
+    "hops",
     "ihave_bytes_per_second",
+    "ihave_peers",
     "job_messages",
     "job_row_bytes",
     "record_copies_per_second",
@@ -37,6 +42,20 @@ def copies(n: int, d: float) -> float:
     """Transmissions of one message flooded over the mesh: the origin sends d, every other node forwards to its
     d peers but the one it heard it from: N d - (N - 1) = N (d - 1) + 1."""
     return n * (d - 1) + 1
+
+
+def hops(n: int, d: float) -> float:
+    """Mean hops from a message's origin to a node: ln N / ln(d - 1), the distance across a random graph in which
+    every node passes a message on to d - 1 new peers. An estimate, not an identity: the mesh is random because
+    connection upkeep tops up from random members of the registry (``node/topology.py``), not only peers of
+    peers (which made it a band along the join order, its hops linear in N)."""
+    return math.log(n) / math.log(d - 1)
+
+
+def ihave_peers(outside: float, count: Callable[[int], int]) -> float:
+    """Peers a node sends IHAVE to each heartbeat: the router's ``count`` of its ``outside`` connected non-mesh
+    peers (c - d on average), or all of them when that is fewer."""
+    return min(outside, count(round(outside)))
 
 
 def job_messages(runners: int, versions: int, replicas: bool) -> int:

@@ -22,11 +22,11 @@ from node.identity import Identity
 from node.model import Execution, Job, JobSpec
 from node.noderecord import Capacity, NodeRecord, sign_record
 from node.registry import Registry
-from node.replica import Replica
 from node.store import Store
 from node.sync import Sync
 from node.trust import sign_execution
 from node.wire import TOPIC, NodeMsg, decode, encode
+from tests.scale.helpers import side
 
 from .params import new_identity
 
@@ -97,17 +97,8 @@ async def catch_up(sender: Store, path: Path) -> tuple[float, int]:
     """A fresh node (store at ``path``) catching up from ``sender`` with the real ``Sync`` on both ends, the
     request a call; returns the seconds it took and the rows it stored."""
     sender_sync = Sync(store=sender, inbound=_NoInbound(), identity=new_identity())  # type: ignore[arg-type]
-    joiner = new_identity()
-    async with Store.open(path, durable=False) as store:
-
-        async def run(job: Job) -> bool:
-            return await store.add_job(job, durable=False)
-
-        async def cancel(job_id: str) -> None:
-            await store.mark_cancelled(job_id)
-
-        replica = Replica(store=store, node_id=joiner.node_id, run=run, cancel=cancel)
-        sync = Sync(store=store, inbound=replica, identity=joiner)  # type: ignore[arg-type]
+    async with side(path, new_identity()) as joiner:
+        store, sync = joiner.store, joiner.sync
 
         async def request(body: dict[str, Any]) -> Any:
             return await sender_sync.serve(body)

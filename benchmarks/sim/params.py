@@ -1,24 +1,33 @@
-"""The constants the simulation and docs/scaling.md's formulas depend on, read from where the code keeps them, so
-both follow when the mesh, the heartbeat or the anti-entropy policy change."""
+"""The constants and functions the simulation and docs/scaling.md's formulas depend on, read from where the code
+keeps them, so both follow when the mesh, the connection policy, the heartbeat or the anti-entropy policy change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node import catchup, heartbeat, peering, sync
+from node import catchup, heartbeat, sync, topology
 from node.config import Config
 from node.host import Host
 from node.identity import Identity
+from node.wire import TOPIC
 
-__all__ = ["GOSSIP_FACTOR", "GOSSIP_LAZY", "Params", "current", "new_identity"]
+__all__ = ["Fixed", "Params", "current", "new_identity"]
 
-GOSSIP_LAZY = 6
-GOSSIP_FACTOR = 0.25
-"""py-libp2p 0.8.1 with adaptive gossip off sends IHAVE to ``max(6, int(0.25 * candidates))`` peers per heartbeat
-(``GossipSub._get_adaptive_gossip_peers_count``): hard-coded there, so copied here."""
+
+@dataclass(frozen=True)
+class Fixed:
+    """A count that does not depend on its argument: what ``--set peer_target=6`` puts in place of a function of
+    the cluster's size (the fixed targets before issue 13's fourth round)."""
+
+    value: int
+
+    def __call__(self, _: int) -> int:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -31,15 +40,19 @@ class Params:
     """Seconds between gossipsub heartbeats (IHAVE emission, mesh upkeep)."""
     gossip_window: int
     """Heartbeats of message IDs an IHAVE lists."""
+    gossip_peers: Callable[[int], int]
+    """Given a node's connected peers outside its mesh, how many it tells IHAVE each heartbeat at most: the
+    router's own count (``_get_adaptive_gossip_peers_count``; the node picks that many of them, or all)."""
     record_interval: float
     """Seconds between a node's records (``--heartbeat``)."""
     nodes_per_beat: int | None
     """Beyond this many nodes, records that say nothing new are spaced out to ``record_interval`` x N / this
     (``node/heartbeat.py``); None: never spaced out."""
-    peer_target: int
-    """Connections a node seeks through peer exchange (besides its bootstrap peer)."""
-    peer_max: int | None
-    """Above this many connections a node closes some (``Peering._trim``); None: never."""
+    peer_target: Callable[[int], int]
+    """Connections a node aims for in a cluster of N nodes (``node/topology.py``'s ``target``)."""
+    peer_max: Callable[[int], int] | None
+    """Above this many connections in a cluster of N a node closes some (``node/topology.py``'s ``ceiling``);
+    None: never."""
     sync_interval: float
     """Seconds between anti-entropy rounds."""
     sync_peers: int | None
@@ -64,7 +77,6 @@ def current() -> Params:
     router = host.router
     sync_peers = getattr(catchup, "SYNC_PEERS", None)
     per_beat = getattr(heartbeat, "NODES_PER_BEAT", None)
-    peer_max = getattr(peering, "PEER_MAX", None)
     records_every = getattr(catchup, "RECORDS_EVERY", None)
     return Params(
         degree=router.degree,
@@ -72,10 +84,11 @@ def current() -> Params:
         degree_high=router.degree_high,
         gossip_heartbeat=float(router.heartbeat_interval),
         gossip_window=router.mcache.window_size,
+        gossip_peers=partial(router._get_adaptive_gossip_peers_count, TOPIC),
         record_interval=config.heartbeat,
         nodes_per_beat=per_beat if isinstance(per_beat, int) else None,
-        peer_target=peering.PEER_TARGET,
-        peer_max=peer_max if isinstance(peer_max, int) else None,
+        peer_target=topology.target,
+        peer_max=topology.ceiling,
         sync_interval=catchup.SYNC_INTERVAL,
         sync_peers=int(sync_peers) if isinstance(sync_peers, int) else None,
         records_every=float(records_every) if isinstance(records_every, int | float) else None,

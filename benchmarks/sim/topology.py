@@ -1,20 +1,27 @@
 """The cluster's connections and gossipsub mesh as cmnode and py-libp2p 0.8.1 build them, and what gossip and
 anti-entropy cost on them: pure counting, no I/O.
 
-Connections (``node/peering.py``): every node bootstraps through node 0 (as ``benchmarks/mesh.py`` starts a
-cluster) while node 0's swarm admits inbound connections (its inbound cap); a node that finds it full bootstraps
-through a random earlier node instead (an operator's second bootstrap address). Then peer exchange: the bootstrap
-peer's sync answer lists its peers (``MAX_EXCHANGED`` of them), and the node dials random ones until it has
-``PEER_TARGET`` connections. Every node's swarm refuses inbound connections beyond the cap. Every
-``JOINS_PER_SETTLE`` joins, connection upkeep runs: a node above ``PEER_MAX`` closes random connections, one
-below ``PEER_TARGET`` dials peers of its peers.
+Connections (``node/peering.py`` dials what ``node/topology.py`` decides): every node bootstraps through node 0
+(as ``benchmarks/mesh.py`` starts a cluster) while node 0's swarm admits inbound connections (its inbound cap); a
+node that finds it full bootstraps through a random earlier node instead (an operator's second bootstrap
+address). Then peer exchange: the bootstrap peer's first sync answer lists its peers (``MAX_EXCHANGED`` of them),
+and the node dials random ones up to its target. It has not taken in any node record yet (they come with the same
+page, applied after the peers are met), so that target is the one of a cluster of the connections it holds:
+``target(2)``. Every ``JOINS_PER_SETTLE`` joins, connection upkeep (``Peering._maintain``) runs on every node,
+with the cluster's size as its registry now tells it: a node above ``ceiling(N)`` closes random connections (not
+its own bootstrap peer); one below ``target(N)`` dials random peers it heard of: its peers' peers (peer exchange)
+and ``MAX_EXCHANGED`` nodes of its registry (``Topology.lookup_members``; the most recently heard, so random
+with respect to the join order). Every node's swarm refuses inbound connections beyond the cap.
 
-Mesh (``libp2p/pubsub/gossipsub.py``): on joining, a node grafts ``D`` random connected peers (grafts are
-mutual); at each heartbeat, a node below ``D_lo`` grafts up to ``D``, one above ``D_hi`` prunes down to ``D``
-(a pruned pair backs off). A published message goes to every mesh peer; a node forwards a message it sees first
+Mesh (``libp2p/pubsub/gossipsub.py``): at its first heartbeat a node grafts ``D`` random peers of those it holds
+then, its join-time connections (grafts are mutual); at each heartbeat, a node below ``D_lo`` grafts up to ``D``,
+one above ``D_hi`` prunes down to ``D`` (a pruned pair backs off until the next upkeep pass: py-libp2p's backoff
+is 60 s); a closed connection leaves the mesh. Connections upkeep adds later join the mesh only where a node fell
+below ``D_lo``. A published message goes to every mesh peer; a node forwards a message it sees first
 to every mesh peer but the one it came from and the origin. Gossip: every heartbeat, each node sends IHAVE with
-the IDs of the last ``gossip_window`` heartbeats' messages to ``max(6, 0.25 x non-mesh peers)`` of its
-connected non-mesh peers; IWANT follows only for a message the receiver lacks (none in a lossless run).
+the IDs of the last ``gossip_window`` heartbeats' messages to as many of its connected non-mesh peers as the
+router's count says (``Params.gossip_peers``); IWANT follows only for a message the receiver lacks (none in a
+lossless run).
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from node.peering import MAX_EXCHANGED
+from node.topology import MAX_EXCHANGED
 
-from .params import GOSSIP_FACTOR, GOSSIP_LAZY, Params
+from .params import Params
 
 __all__ = ["Flood", "Topology"]
 
@@ -66,9 +73,11 @@ class Topology:
         self.inbound = [0] * n
         self.refused_by_seed = 0
         """Nodes that could not bootstrap through node 0: its inbound cap was reached."""
-        self._connect(rng)
         self.mesh: list[set[int]] = [set() for _ in range(n)]
-        self._graft(rng)
+        self._backoff: set[tuple[int, int]] = set()
+        self._connect(rng)
+        for _ in range(SETTLE_HEARTBEATS):
+            self._heartbeat(rng, range(n))
         self._floods: dict[int, Flood] = {}
 
     # -- building ---------------------------------------------------------------------------------
@@ -80,8 +89,11 @@ class Topology:
         self._listener[(min(dialer, listener), max(dialer, listener))] = listener
 
     def _unlink(self, a: int, b: int) -> None:
+        """A closed connection: the pair also leaves each other's mesh (pubsub drops the peer)."""
         self.conns[a].discard(b)
         self.conns[b].discard(a)
+        self.mesh[a].discard(b)
+        self.mesh[b].discard(a)
         self.inbound[self._listener.pop((min(a, b), max(a, b)))] -= 1
 
     def _admits(self, node: int) -> bool:
@@ -97,7 +109,7 @@ class Topology:
                 boot = rng.choice([j for j in range(i) if self._admits(j)] or [0])
             self.boot[i] = boot
             self._link(i, boot)
-            room = self.params.peer_target - len(self.conns[i])
+            room = self.params.peer_target(len(self.conns[i]) + 1) - len(self.conns[i])
             listed = [p for p in self.conns[boot] if p != i]
             listed = rng.sample(listed, min(len(listed), MAX_EXCHANGED))
             for p in listed:
@@ -106,22 +118,24 @@ class Topology:
                 if p not in self.conns[i] and self._admits(p):
                     self._link(i, p)
                     room -= 1
+            self._join(i, rng)
             if i % JOINS_PER_SETTLE == 0:
-                self._settle(rng)
-        self._settle(rng)
+                self._settle(rng, i + 1)
+        self._settle(rng, self.n)
 
-    def _settle(self, rng: random.Random) -> None:
-        """``Peering._maintain`` on every node, a few times: above ``peer_max`` connections close random ones (not
-        the node's own bootstrap peer), below ``peer_target`` dial random peers of peers (what peer exchange told
-        it) that have room."""
-        target, most = self.params.peer_target, self.params.peer_max
-        if most is None:
+    def _settle(self, rng: random.Random, size: int) -> None:
+        """``Peering._maintain`` on every node of the first ``size``, a few times: above ``peer_max(size)``
+        connections close random ones (not the node's own bootstrap peer), below ``peer_target(size)`` dial random
+        peers heard of (peers of peers, and ``MAX_EXCHANGED`` random members of the registry) that have room."""
+        self._backoff.clear()  # gossipsub's prune backoff (60 s) has run out since the last pass
+        if self.params.peer_max is None:
             return
+        target, ceiling = self.params.peer_target(size), self.params.peer_max(size)
         for _ in range(SETTLE_ROUNDS):
-            order = list(range(self.n))
+            order = list(range(size))
             rng.shuffle(order)
             for i in order:
-                excess = len(self.conns[i]) - most
+                excess = len(self.conns[i]) - ceiling
                 if excess > 0:
                     movable = sorted(p for p in self.conns[i] if p != self.boot[i] or i == 0)
                     for p in rng.sample(movable, min(excess, len(movable))):
@@ -130,33 +144,42 @@ class Topology:
                 room = target - len(self.conns[i])
                 if room <= 0:
                     continue
-                heard = {q for p in self.conns[i] for q in self.conns[p]} - self.conns[i] - {i}
-                fit = [q for q in sorted(heard) if len(self.conns[q]) < most and self._admits(q)]
+                heard = {q for p in self.conns[i] for q in self.conns[p]}
+                heard.update(rng.sample(range(size), min(size, MAX_EXCHANGED + 1)))
+                heard -= self.conns[i] | {i}
+                fit = [q for q in sorted(heard) if len(self.conns[q]) < ceiling and self._admits(q)]
                 for q in rng.sample(fit, min(room, len(fit))):
                     self._link(i, q)
+            self._heartbeat(rng, range(size))
 
-    def _graft(self, rng: random.Random) -> None:
-        p = self.params
-        backoff: set[tuple[int, int]] = set()
-        for i in range(self.n):  # joining: D random connected peers
-            for peer in rng.sample(sorted(self.conns[i]), min(p.degree, len(self.conns[i]))):
-                self.mesh[i].add(peer)
-                self.mesh[peer].add(i)
-        for _ in range(SETTLE_HEARTBEATS):
-            order = list(range(self.n))
-            rng.shuffle(order)
-            for i in order:
-                mesh = self.mesh[i]
-                if len(mesh) < p.degree_low:
-                    free = [q for q in sorted(self.conns[i] - mesh) if (min(i, q), max(i, q)) not in backoff]
-                    for q in rng.sample(free, min(len(free), p.degree - len(mesh))):
-                        mesh.add(q)
-                        self.mesh[q].add(i)
-                elif len(mesh) > p.degree_high:
-                    for q in rng.sample(sorted(mesh), len(mesh) - p.degree):
-                        mesh.discard(q)
-                        self.mesh[q].discard(i)
-                        backoff.add((min(i, q), max(i, q)))
+    def _join(self, node: int, rng: random.Random) -> None:
+        """``node`` joins the topic at its first heartbeat, holding only the connections it made on joining (its
+        bootstrap peer and those peer exchange found; upkeep comes later): it grafts D of them, and the grafted
+        prune at their own next heartbeat if that puts them above D_hi."""
+        peers = rng.sample(sorted(self.conns[node]), min(self.params.degree, len(self.conns[node])))
+        for peer in peers:
+            self.mesh[node].add(peer)
+            self.mesh[peer].add(node)
+        self._heartbeat(rng, [node, *peers])
+
+    def _heartbeat(self, rng: random.Random, nodes: range | list[int]) -> None:
+        """Gossipsub's mesh upkeep on ``nodes``: below D_lo graft up to D connected peers (not backing off),
+        above D_hi prune down to D (the pair then backs off)."""
+        p, backoff = self.params, self._backoff
+        order = list(nodes)
+        rng.shuffle(order)
+        for i in order:
+            mesh = self.mesh[i]
+            if len(mesh) < p.degree_low:
+                free = [q for q in sorted(self.conns[i] - mesh) if (min(i, q), max(i, q)) not in backoff]
+                for q in rng.sample(free, min(len(free), p.degree - len(mesh))):
+                    mesh.add(q)
+                    self.mesh[q].add(i)
+            elif len(mesh) > p.degree_high:
+                for q in rng.sample(sorted(mesh), len(mesh) - p.degree):
+                    mesh.discard(q)
+                    self.mesh[q].discard(i)
+                    backoff.add((min(i, q), max(i, q)))
 
     # -- what it costs ----------------------------------------------------------------------------
 
@@ -198,7 +221,7 @@ class Topology:
     def ihave_peers(self, node: int) -> int:
         """Peers ``node`` sends IHAVE to each heartbeat (when it saw any message in the window)."""
         outside = len(self.conns[node] - self.mesh[node])
-        return min(outside, max(GOSSIP_LAZY, int(GOSSIP_FACTOR * outside)))
+        return min(outside, self.params.gossip_peers(outside))
 
     def anti_entropy(self, rng: random.Random) -> tuple[list[int], list[int]]:
         """One anti-entropy interval: the rounds each node asks for and serves (each node asks every connected

@@ -4,26 +4,32 @@ topology (milliseconds), then a whole small cluster with real stores, merge and 
 from __future__ import annotations
 
 import random
+import statistics
 
 import pytest
 
 from benchmarks.sim import formulas as f
 from benchmarks.sim.measure import periodic_rounds
-from benchmarks.sim.params import Params, current
+from benchmarks.sim.params import Fixed, Params, current, new_identity
 from benchmarks.sim.topology import Topology
-from benchmarks.simulate import Settings, main
+from benchmarks.simulate import Settings, main, override
+from node import topology
+from node.config import Config
+from node.host import Host
+from node.wire import TOPIC
 
 
 def params(**changes: object) -> Params:
     base = Params(degree=6, degree_low=4, degree_high=12, gossip_heartbeat=1.0, gossip_window=3,
-                  record_interval=2.0, nodes_per_beat=None, peer_target=2, peer_max=None, sync_interval=15.0,
-                  sync_peers=None, records_every=None, max_node_records=1000, inbound_cap=250)  # fmt: skip
+                  gossip_peers=Fixed(6), record_interval=2.0, nodes_per_beat=None, peer_target=Fixed(2),
+                  peer_max=None, sync_interval=15.0, sync_peers=None, records_every=None, max_node_records=1000,
+                  inbound_cap=250)  # fmt: skip
     return Params(**{**base.__dict__, **changes})
 
 
 def test_a_flood_reaches_every_node_at_the_formulas_cost() -> None:
     for n, target in ((30, 2), (60, 6)):
-        topo = Topology(n, params(peer_target=target), random.Random(3))
+        topo = Topology(n, params(peer_target=Fixed(target)), random.Random(3))
         for origin in (0, n // 2, n - 1):
             flood = topo.flood(origin)
             assert flood.reached == n
@@ -32,7 +38,7 @@ def test_a_flood_reaches_every_node_at_the_formulas_cost() -> None:
 
 
 def test_the_mesh_keeps_gossipsubs_bounds_and_the_bootstrap_node_its_inbound_cap() -> None:
-    topo = Topology(80, params(peer_target=8, inbound_cap=20), random.Random(5))
+    topo = Topology(80, params(peer_target=Fixed(8), inbound_cap=20), random.Random(5))
     assert all(len(m) <= 12 for m in topo.mesh)
     assert all(m <= c for m, c in zip(topo.mesh, topo.conns, strict=True))
     assert max(topo.inbound) <= 20 and topo.refused_by_seed == 80 - 1 - 20
@@ -40,7 +46,7 @@ def test_the_mesh_keeps_gossipsubs_bounds_and_the_bootstrap_node_its_inbound_cap
 
 
 def test_connection_upkeep_keeps_every_node_between_target_and_max() -> None:
-    topo = Topology(300, params(peer_target=6, peer_max=12), random.Random(7))
+    topo = Topology(300, params(peer_target=Fixed(6), peer_max=Fixed(12)), random.Random(7))
     assert all(6 <= len(c) <= 12 for c in topo.conns)
     assert topo.refused_by_seed == 0 and topo.flood(0).reached == 300
 
@@ -66,11 +72,46 @@ def test_the_real_scheduler_asks_k_peers_each_interval_as_the_formula_says() -> 
 
 
 def test_the_parameters_are_the_codes() -> None:
-    from node import catchup, peering
+    from node import catchup, topology
 
     p = current()
-    assert (p.peer_target, p.sync_interval) == (peering.PEER_TARGET, catchup.SYNC_INTERVAL)
+    assert p.peer_target is topology.target and p.peer_max is topology.ceiling  # the functions, not a constant
+    assert p.sync_interval == catchup.SYNC_INTERVAL
     assert p.degree_low <= p.degree <= p.degree_high
+    router = Host(config=Config(), identity=new_identity()).router
+    assert [p.gossip_peers(k) for k in range(30)] == [
+        router._get_adaptive_gossip_peers_count(TOPIC, k) for k in range(30)
+    ]
+
+
+def test_connections_follow_the_codes_target_and_ceiling_as_the_cluster_grows() -> None:
+    """Every node ends between target(N) and ceiling(N), also those that joined when the target was lower."""
+    p = current()
+    for n in (12, 40, 300):
+        topo = Topology(n, p, random.Random(n))
+        low, high = topology.target(n), topology.ceiling(n)
+        assert all(low <= len(c) <= high for c in topo.conns), (n, low, high, sorted(len(c) for c in topo.conns))
+        assert all(m <= c for m, c in zip(topo.mesh, topo.conns, strict=True))
+        assert all(len(m) <= p.degree_high for m in topo.mesh)
+
+
+def test_upkeep_from_the_registry_keeps_hops_logarithmic() -> None:
+    """Top-ups from random registry members make the mesh a random graph: mean hops near ln N / ln(d - 1), and
+    hops grow far slower than N (they grew linearly when top-ups were peers of peers only)."""
+    p = current()
+    mean_hops = {}
+    for n in (100, 800):
+        topo = Topology(n, p, random.Random(2))
+        floods = [topo.flood(o) for o in range(0, n, n // 10)]
+        assert all(fl.reached == n for fl in floods)
+        mean_hops[n] = statistics.mean(fl.mean_hops for fl in floods)
+        assert 0.7 <= mean_hops[n] / f.hops(n, topo.mean_degree) <= 1.3, (n, mean_hops[n], topo.mean_degree)
+    assert mean_hops[800] < 2 * mean_hops[100]
+
+
+def test_a_number_set_for_a_function_of_the_size_holds_at_every_size() -> None:
+    p = override(current(), {"peer_target": "2", "peer_max": "none", "gossip_peers": "3"})
+    assert [p.peer_target(n) for n in (10, 1000)] == [2, 2] and p.peer_max is None and p.gossip_peers(50) == 3
 
 
 @pytest.mark.slow
