@@ -1,6 +1,13 @@
 """The store's write path: one writer task commits whatever has queued up in a single transaction (group
 commit), and the statements that write jobs, executions, allocations, logs and meta in it.
 
+Durable writes are fsynced apart from their commit: every commit is made with ``synchronous=NORMAL`` (in the WAL,
+surviving a crash of this process), and a syncer task then fdatasyncs the WAL for every durable write of that
+commit and of the commits made meanwhile, while the writer goes on committing. So a relaxed write (a job a peer
+sent) never waits behind a local Create's fsync, and a caller may act on a committed write before it is on disk
+(``early``: Create publishes its job meanwhile). The WAL synced after the commit holds what a ``FULL`` commit
+would have synced; SQLite syncs the WAL itself before a checkpoint copies it back and the database after.
+
 A mixin of ``Store`` (``node/store.py``). Its size is one job: the group commit and every statement that runs in
 it, since the batched statements (a catch-up page is a thousand rows) and the change numbers and spans they hand
 out are read together.
@@ -10,11 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
 import json
 import logging
+import math
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -30,6 +41,8 @@ __all__ = ["Writes"]
 T = TypeVar("T")
 
 
+_EARLY: contextvars.ContextVar[list[_Pending] | None] = contextvars.ContextVar("store_early", default=None)
+"""The durable writes of the current ``Store.early`` block that returned at their commit (None: not in one)."""
 _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
 """Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
 
@@ -37,11 +50,13 @@ _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.Conte
 class _Pending:
     """One write waiting for its group commit."""
 
-    __slots__ = ("done", "durable", "error", "fn", "result", "span")
+    __slots__ = ("committed", "done", "durable", "error", "fn", "result", "span")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
         self.durable = durable
+        self.committed = trio.Event()
+        """Set once its commit ended (on disk or not); ``done`` once it is as durable as it asked."""
         self.done = trio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -66,6 +81,11 @@ class Writes:
     _listeners: list[Callable[[list[Change]], None]]
     _log: list[tuple[int, str, str, Any]] | None
     _committed: list[Change]
+    _path: Path | str
+    _syncing: trio.MemorySendChannel[_Pending] | None = None
+    """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
+    _last_durable: _Pending | None = None
+    """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
 
     async def _reopen(self) -> bool:
         """Leave the read-only mode of a store opened on a full disk (``Store``)."""
@@ -82,6 +102,14 @@ class Writes:
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        """Commit what is queued, batch after batch; the syncer (started here) makes the durable ones durable."""
+        send, recv = trio.open_memory_channel[_Pending](math.inf)  # bounded by the writes queued (``_send``)
+        self._syncing = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sync_loop, recv)
+            await self._commit_loop(send)
+
+    async def _commit_loop(self, syncing: trio.MemorySendChannel[_Pending]) -> None:
         async for first in self._recv:
             batch = [first]
             while len(batch) < 1000:
@@ -99,7 +127,58 @@ class Writes:
                 except Exception:  # a listener's bug costs its events, never the writer
                     logging.getLogger("cmnode.store").exception("a commit listener failed")
             for item in batch:
+                item.committed.set()
+                if item.durable and self._fsync and item.error is None:
+                    self._last_durable = item
+                    syncing.send_nowait(item)
+                else:
+                    item.done.set()
+
+    async def _sync_loop(self, recv: trio.MemoryReceiveChannel[_Pending]) -> None:
+        """fdatasync the WAL for every durable write committed since the last one (one fsync for all)."""
+        async for first in recv:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.CancelScope(shield=True):  # as a commit: a started fsync finishes, even at shutdown
+                try:
+                    await trio.to_thread.run_sync(self._sync_file)
+                except OSError as exc:  # e.g. EIO: what was committed may not be on disk; each write says so
+                    logging.getLogger("cmnode.store").error("fsync of the job store failed: %s", exc)
+                    for item in batch:
+                        item.error = exc
+            for item in batch:
                 item.done.set()
+
+    def _sync_file(self) -> None:
+        """fdatasync the WAL, where every commit is until a checkpoint copies it back (the database file when
+        there is no WAL: then SQLite synced it when it checkpointed). Opened each time: a reopened store
+        (``_reopen``) may have a new WAL file."""
+        path = str(self._path)
+        for name in (path + "-wal", path):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return
+
+    async def synced(self) -> bool:
+        """Wait until every durable write committed so far is on disk; False if an fsync of them failed.
+
+        For what must not act on a write that is committed but maybe not yet on disk (the executor starting a
+        container of a job that Create stored in an ``early`` block)."""
+        last = self._last_durable
+        if last is None:
+            return True
+        await last.done.wait()
+        return last.error is None
 
     def _apply(self, batch: list[_Pending]) -> None:
         """One transaction for the batch; an item's own error undoes only that item. A failure of the
@@ -107,8 +186,9 @@ class Writes:
         conn = self._writer
         self._log = [] if self._listeners else None
         try:
-            # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them with it.
-            wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
+            # Every commit goes to the WAL without an fsync; the syncer syncs the WAL for the durable ones (and
+            # with it every relaxed write before them).
+            wanted = "NORMAL" if self._fsync else "OFF"
             if wanted != self._synchronous:
                 conn.execute(f"PRAGMA synchronous={wanted}")
                 self._synchronous = wanted
@@ -160,7 +240,10 @@ class Writes:
             raise _full_error()
         item = _Pending(fn, durable)
         await self._send.send(item)
-        await item.done.wait()
+        early = _EARLY.get() if durable else None
+        await (item.done if early is None else item.committed).wait()
+        if early is not None and item.error is None:
+            early.append(item)
         if item.error is not None:
             if _code(item.error) == _FULL:
                 raise _full_error() from item.error
@@ -170,6 +253,32 @@ class Writes:
             spans.append(item.span)
         result: T = item.result
         return result
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def early() -> AsyncIterator[None]:
+        """Durable writes made in this block (by the current task and those it starts) return once committed,
+        visible and surviving a crash of this process; leaving the block waits until they are on disk.
+
+        What a caller does meanwhile overlaps the fsync: Create publishes its job (``node/core.py``).
+
+        Raises:
+            StorageFullError, OSError: on leaving, an fsync of those writes failed: they may be lost with the
+            machine (they were committed; whatever the block did meanwhile stands).
+        """
+        written: list[_Pending] = []
+        token = _EARLY.set(written)
+        try:
+            yield
+        finally:
+            _EARLY.reset(token)
+            for item in written:
+                await item.done.wait()
+        for item in written:
+            if item.error is not None:
+                if isinstance(item.error, OSError) and item.error.errno == errno.ENOSPC:
+                    raise _full_error() from item.error
+                raise item.error
 
     @staticmethod
     @contextlib.contextmanager
