@@ -26,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -50,11 +50,13 @@ _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.Conte
 class _Pending:
     """One write waiting for its group commit."""
 
-    __slots__ = ("committed", "done", "durable", "error", "fn", "result", "span")
+    __slots__ = ("committed", "done", "durable", "error", "fn", "quick", "result", "span")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
         self.durable = durable
+        self.quick = isinstance(fn, _Quick) and not durable
+        """A relaxed write of a row or a few: may be committed on the trio thread (``Writes._inline``)."""
         self.committed = trio.Event()
         """Set once its commit ended (on disk or not); ``done`` once it is as durable as it asked."""
         self.done = trio.Event()
@@ -62,6 +64,18 @@ class _Pending:
         self.error: BaseException | None = None
         self.span: tuple[int, int] | None = None
         """The change numbers this write handed out, first and last (none: it handed out none)."""
+
+
+class _Quick(Generic[T]):
+    """A write of a row or a few, which a relaxed commit may make on the trio thread (``Writes._inline``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        return self.fn(conn)
 
 
 class Writes:
@@ -86,6 +100,10 @@ class Writes:
     """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
     _last_durable: _Pending | None = None
     """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
+    _inline_run = 0
+    """Commits made on the trio thread since the last one made on the writer thread."""
+    _checkpoints_held: int | None = None
+    """The writer's ``wal_autocheckpoint`` while commits on the trio thread hold it at 0 (None: not held)."""
 
     async def _reopen(self) -> bool:
         """Leave the read-only mode of a store opened on a full disk (``Store``)."""
@@ -117,8 +135,13 @@ class Writes:
                     batch.append(self._recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
-                await trio.to_thread.run_sync(self._apply, batch)
+            if self._inline(batch):
+                self._inline_run += 1
+                self._apply(batch, inline=True)
+            else:
+                self._inline_run = 0
+                with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
+                    await trio.to_thread.run_sync(self._apply, batch)
             self.commits += 1
             committed, self._committed = self._committed, []
             for listener in self._listeners if committed else ():
@@ -180,7 +203,24 @@ class Writes:
         await last.done.wait()
         return last.error is None
 
-    def _apply(self, batch: list[_Pending]) -> None:
+    def _inline(self, batch: list[_Pending]) -> bool:
+        """Whether to commit ``batch`` on the trio thread: a few quick relaxed writes (a job or an execution a
+        peer sent), outside a bulk block, and at most INLINE_RUN in a row.
+
+        Why: such a commit takes 0.2-0.3 ms of the writer's time, but handing it to a worker thread and back cost
+        4-5 ms at p50 on a loaded 2-core machine (two thread wake-ups, each waiting for a core), and that was
+        the largest part of each receiver's time until it had a job (``benchmarks/overhead.py``). What could
+        block the trio thread is kept off it: no fsync (relaxed, ``synchronous=NORMAL``) and no checkpoint
+        (``wal_autocheckpoint`` is 0 for these commits; the next commit on the writer thread, at the latest
+        after INLINE_RUN of them, checkpoints as usual)."""
+        return (
+            self._bulk == 0
+            and self._inline_run < INLINE_RUN
+            and len(batch) <= INLINE_BATCH
+            and all(item.quick for item in batch)
+        )
+
+    def _apply(self, batch: list[_Pending], *, inline: bool = False) -> None:
         """One transaction for the batch; an item's own error undoes only that item. A failure of the
         transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
         conn = self._writer
@@ -192,10 +232,16 @@ class Writes:
             if wanted != self._synchronous:
                 conn.execute(f"PRAGMA synchronous={wanted}")
                 self._synchronous = wanted
+            if not inline and self._checkpoints_held is not None:  # back on the thread: checkpoints as before
+                conn.execute(f"PRAGMA wal_autocheckpoint={self._checkpoints_held}")
+                self._checkpoints_held = None
             if (self._bulk > 0) != self._bulk_on:
                 self._bulk_on = self._bulk > 0
                 for pragma in _BULK_PRAGMAS if self._bulk_on else _PLAIN_PRAGMAS:
                     conn.execute(pragma)
+            if inline and self._checkpoints_held is None:  # never a checkpoint's fsyncs on the trio thread
+                self._checkpoints_held = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
                 conn.execute("SAVEPOINT item")
@@ -316,7 +362,7 @@ class Writes:
 
         ``durable=False`` is for what peers told us and can tell us again (catch-up asks them from a watermark
         committed after them, so it is never ahead of what survived): no fsync of its own."""
-        return await self._write(lambda conn: self._insert_job(conn, job, execution), durable=durable)
+        return await self._write(_Quick(lambda conn: self._insert_job(conn, job, execution)), durable=durable)
 
     async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> int:
         """Record many jobs in one commit (catch-up, bulk loads); returns how many were new. ``durable`` as for
@@ -423,7 +469,8 @@ class Writes:
         """Apply many executions in one commit; returns those that were newer than what was stored.
         ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
         batch = list(executions)
-        return await self._write(lambda conn: self._put_executions(conn, batch), durable=durable)
+        write = functools.partial(self._put_executions, batch=batch)
+        return await self._write(_Quick(write) if len(batch) <= INLINE_BATCH else write, durable=durable)
 
     def _put_executions(self, conn: sqlite3.Connection, batch: list[Execution]) -> list[Execution]:
         """As ``_put_execution`` for each and the jobs' statuses refreshed, in a few statements (a catch-up
@@ -547,6 +594,12 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
     )
     return cur.rowcount > 0
 
+
+INLINE_RUN = 50
+"""Commits on the trio thread in a row at most (``Writes._inline``): then one on the writer thread, where SQLite
+checkpoints the WAL if it grew past ``wal_autocheckpoint`` meanwhile (50 small commits: a few hundred pages)."""
+INLINE_BATCH = 4
+"""Quick writes a commit on the trio thread holds at most (each a row or a few)."""
 
 _IN_IDS = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"
 
