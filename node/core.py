@@ -119,7 +119,8 @@ class Node:
         Raises:
             QueueFullError: the local queue has no room; the job was not recorded.
             ValidationError: this node's container policy refuses the spec (the rule named); nothing recorded.
-            StorageFullError: the disk is full; nothing recorded, nothing announced.
+            StorageFullError: the disk is full: at the commit, nothing recorded nor announced; at the fsync
+                (ENOSPC), as OSError below.
             OSError: the commit could not be synced to disk: the job was announced, so its cancel follows it
                 (``_withdraw``).
         """
