@@ -203,8 +203,10 @@ def main() -> None:
     parser.add_argument("--plain-bare", action="store_true", help="benchmarks/mesh.py's bare peers")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     out = run(args.nodes, args.samples, args.rate, args.code.resolve(),
               args.baseline.resolve() if args.baseline else None, args.plain_bare)  # fmt: skip
+    out["load"] = {"before": load_before, "after": os.getloadavg()}  # the figures mean little without it
     if args.json:
         print(json.dumps(out))
         return
@@ -223,6 +225,8 @@ def main() -> None:
         if "mesh" in r:
             line += "\n            " + ", ".join(f"{key} {value}" for key, value in r["mesh"].items())
         print(line, flush=True)
+    print("  load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
+        *out["load"]["before"], *out["load"]["after"]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ together and holds no state of its own beyond references to them and the merge o
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from .rescheduler import Rescheduler
 from .scheduler import runs_here
 from .store import JobRecord, Store
 from .trust import Trust, sign_cancel
+
+log = logging.getLogger("cmnode.node")
 
 
 class Node:
@@ -109,23 +112,48 @@ class Node:
         return job
 
     async def _create(self, spec: JobSpec) -> Job:
-        """Accept a job: durable on this node before this returns, then announced to the mesh.
+        """Accept a job: committed here, then announced to the mesh while the commit is fsynced; this returns
+        once the job is on disk (``Store.early``: the fsync no longer delays the first peer). A job to run here
+        starts only once it is on disk (the executor's workers wait for ``Store.synced``).
 
         Raises:
             QueueFullError: the local queue has no room; the job was not recorded.
             ValidationError: this node's container policy refuses the spec (the rule named); nothing recorded.
+            StorageFullError: the disk is full: at the commit, nothing recorded nor announced; at the fsync
+                (ENOSPC), as OSError below.
+            OSError: the commit could not be synced to disk: the job was announced, so its cancel follows it
+                (``_withdraw``).
         """
         self.executor.policy.check(spec)
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
         job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
         if spec.placement.mode == "replicas":
             return await self.replicas.create(job)
-        if runs_here(job, self.node_id, labels=self._labels()):
-            await self.executor.submit(job)
-        else:
-            await self.executor.accept(job, run_here=False)  # recorded here; the nodes placement names run it
-        await self.mesh.publish_job(job)
+        announced = False
+        try:
+            async with self.store.early():
+                if runs_here(job, self.node_id, labels=self._labels()):
+                    await self.executor.submit(job)
+                else:
+                    await self.executor.accept(job, run_here=False)  # recorded here; the nodes placement names run it
+                await self.mesh.publish_job(job)
+                announced = True
+        except Exception:
+            if announced:  # only the fsync failed: the client is told the job failed, so peers must drop it too
+                await self._withdraw(job)
+            raise
         return job
+
+    async def _withdraw(self, job: Job) -> None:
+        """Cancel a job announced before its Create failed: the signed cancel Stop sends goes out first (no disk
+        involved), then this node's own record of it is cancelled as far as the store still lets it."""
+        cancel = sign_cancel(self.identity, job.job_id)
+        await self.mesh.publish_cancel(cancel)
+        try:
+            await self._replica.keep(cancel)
+            await self.executor.cancel(job.job_id)
+        except Exception as exc:  # the store that failed the fsync may fail these too: peers have the cancel
+            log.warning("job %s: Create failed and its cancel could not be stored here: %r", job.job_id, exc)
 
     async def scale(self, job_id: str, replicas: int) -> dict[str, Any]:
         """A new allocation version with ``replicas`` copies (``Replicas.scale``).

@@ -326,6 +326,9 @@ class Executor:
             item = await self.queue.get()
             self.busy += 1
             try:
+                if not await self.store.synced():  # Create queues its job at commit, before the fsync ends
+                    await self._fail(item.job.job_id, item.attempt, "not started: the job store failed to sync")
+                    continue
                 await self._run_attempt(item)
             except Exception:  # a bug must not take the worker down with it
                 log.exception("worker failed on job_id=%s", item.job.job_id)

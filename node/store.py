@@ -1,9 +1,10 @@
 """The node's SQLite store: jobs, executions and allocations, the single source of truth on this node.
 
 Writes go through one writer task that commits whatever has queued up in a single transaction (group
-commit), so ``Create`` can wait for a durable write without paying one fsync per job under load. SQLite
-runs in worker threads (``trio.to_thread``), never on the trio thread; reads use their own connection,
-which WAL mode lets run beside the writer.
+commit), and a syncer that fsyncs the WAL for the durable ones meanwhile, so ``Create`` can wait for a durable
+write without paying one fsync per job under load. SQLite runs in worker threads (``trio.to_thread``), but
+for a quick relaxed commit of a row or a few, which never fsyncs nor checkpoints (``store_writes.py``); reads
+use their own connection, which WAL mode lets run beside the writer.
 
 A full disk fails the writes of that commit with ``StorageFullError`` and nothing else: the writer task and
 the reads carry on, and the next commit that fits clears it (``full`` says why writes fail meanwhile). A file

@@ -1,6 +1,13 @@
 """The store's write path: one writer task commits whatever has queued up in a single transaction (group
 commit), and the statements that write jobs, executions, allocations, logs and meta in it.
 
+Durable writes are fsynced apart from their commit: every commit is made with ``synchronous=NORMAL`` (in the WAL,
+surviving a crash of this process), and a syncer task then fdatasyncs the WAL for every durable write of that
+commit and of the commits made meanwhile, while the writer goes on committing. So a relaxed write (a job a peer
+sent) never waits behind a local Create's fsync, and a caller may act on a committed write before it is on disk
+(``early``: Create publishes its job meanwhile). The WAL synced after the commit holds what a ``FULL`` commit
+would have synced; SQLite syncs the WAL itself before a checkpoint copies it back and the database after.
+
 A mixin of ``Store`` (``node/store.py``). Its size is one job: the group commit and every statement that runs in
 it, since the batched statements (a catch-up page is a thousand rows) and the change numbers and spans they hand
 out are read together.
@@ -10,12 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
 import json
 import logging
+import math
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -30,6 +41,8 @@ __all__ = ["Writes"]
 T = TypeVar("T")
 
 
+_EARLY: contextvars.ContextVar[list[_Pending] | None] = contextvars.ContextVar("store_early", default=None)
+"""The durable writes of the current ``Store.early`` block that returned at their commit (None: not in one)."""
 _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
 """Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
 
@@ -37,16 +50,32 @@ _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.Conte
 class _Pending:
     """One write waiting for its group commit."""
 
-    __slots__ = ("done", "durable", "error", "fn", "result", "span")
+    __slots__ = ("committed", "done", "durable", "error", "fn", "quick", "result", "span")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
         self.durable = durable
+        self.quick = isinstance(fn, _Quick) and not durable
+        """A relaxed write of a row or a few: may be committed on the trio thread (``Writes._inline``)."""
+        self.committed = trio.Event()
+        """Set once its commit ended (on disk or not); ``done`` once it is as durable as it asked."""
         self.done = trio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
         self.span: tuple[int, int] | None = None
         """The change numbers this write handed out, first and last (none: it handed out none)."""
+
+
+class _Quick(Generic[T]):
+    """A write of a row or a few, which a relaxed commit may make on the trio thread (``Writes._inline``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        return self.fn(conn)
 
 
 class Writes:
@@ -66,6 +95,15 @@ class Writes:
     _listeners: list[Callable[[list[Change]], None]]
     _log: list[tuple[int, str, str, Any]] | None
     _committed: list[Change]
+    _path: Path | str
+    _syncing: trio.MemorySendChannel[_Pending] | None = None
+    """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
+    _last_durable: _Pending | None = None
+    """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
+    _inline_run = 0
+    """Commits made on the trio thread since the last one made on the writer thread."""
+    _checkpoints_held: int | None = None
+    """The writer's ``wal_autocheckpoint`` while commits on the trio thread hold it at 0 (None: not held)."""
 
     async def _reopen(self) -> bool:
         """Leave the read-only mode of a store opened on a full disk (``Store``)."""
@@ -82,6 +120,14 @@ class Writes:
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        """Commit what is queued, batch after batch; the syncer (started here) makes the durable ones durable."""
+        send, recv = trio.open_memory_channel[_Pending](math.inf)  # bounded by the writes queued (``_send``)
+        self._syncing = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sync_loop, recv)
+            await self._commit_loop(send)
+
+    async def _commit_loop(self, syncing: trio.MemorySendChannel[_Pending]) -> None:
         async for first in self._recv:
             batch = [first]
             while len(batch) < 1000:
@@ -89,8 +135,13 @@ class Writes:
                     batch.append(self._recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
-                await trio.to_thread.run_sync(self._apply, batch)
+            if self._inline(batch):
+                self._inline_run += 1
+                self._apply(batch, inline=True)
+            else:
+                self._inline_run = 0
+                with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
+                    await trio.to_thread.run_sync(self._apply, batch)
             self.commits += 1
             committed, self._committed = self._committed, []
             for listener in self._listeners if committed else ():
@@ -99,23 +150,98 @@ class Writes:
                 except Exception:  # a listener's bug costs its events, never the writer
                     logging.getLogger("cmnode.store").exception("a commit listener failed")
             for item in batch:
+                item.committed.set()
+                if item.durable and self._fsync and item.error is None:
+                    self._last_durable = item
+                    syncing.send_nowait(item)
+                else:
+                    item.done.set()
+
+    async def _sync_loop(self, recv: trio.MemoryReceiveChannel[_Pending]) -> None:
+        """fdatasync the WAL for every durable write committed since the last one (one fsync for all)."""
+        async for first in recv:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.CancelScope(shield=True):  # as a commit: a started fsync finishes, even at shutdown
+                try:
+                    await trio.to_thread.run_sync(self._sync_file)
+                except OSError as exc:  # e.g. EIO: what was committed may not be on disk; each write says so
+                    logging.getLogger("cmnode.store").error("fsync of the job store failed: %s", exc)
+                    for item in batch:
+                        item.error = exc
+            for item in batch:
                 item.done.set()
 
-    def _apply(self, batch: list[_Pending]) -> None:
+    def _sync_file(self) -> None:
+        """fdatasync the WAL, where every commit is until a checkpoint copies it back (the database file when
+        there is no WAL: then SQLite synced it when it checkpointed). Opened each time: a reopened store
+        (``_reopen``) may have a new WAL file."""
+        path = str(self._path)
+        for name in (path + "-wal", path):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return
+
+    async def synced(self) -> bool:
+        """Wait until every durable write committed so far is on disk; False if an fsync of them failed.
+
+        For what must not act on a write that is committed but maybe not yet on disk (the executor starting a
+        container of a job that Create stored in an ``early`` block)."""
+        last = self._last_durable
+        if last is None:
+            return True
+        await last.done.wait()
+        return last.error is None
+
+    def _inline(self, batch: list[_Pending]) -> bool:
+        """Whether to commit ``batch`` on the trio thread: a few quick relaxed writes (a job or an execution a
+        peer sent), outside a bulk block, and at most INLINE_RUN in a row.
+
+        Why: such a commit takes 0.2-0.3 ms of the writer's time, but handing it to a worker thread and back cost
+        4-5 ms at p50 on a loaded 2-core machine (two thread wake-ups, each waiting for a core), and that was
+        the largest part of each receiver's time until it had a job (``benchmarks/overhead.py``). What could
+        block the trio thread is kept off it: no fsync (relaxed, ``synchronous=NORMAL``) and no checkpoint
+        (``wal_autocheckpoint`` is 0 for these commits; the next commit on the writer thread, at the latest
+        after INLINE_RUN of them, checkpoints as usual)."""
+        return (
+            self._bulk == 0
+            and self._inline_run < INLINE_RUN
+            and len(batch) <= INLINE_BATCH
+            and all(item.quick for item in batch)
+        )
+
+    def _apply(self, batch: list[_Pending], *, inline: bool = False) -> None:
         """One transaction for the batch; an item's own error undoes only that item. A failure of the
         transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
         conn = self._writer
         self._log = [] if self._listeners else None
         try:
-            # A batch of relaxed writes only commits to the WAL; the next durable commit fsyncs them with it.
-            wanted = ("FULL" if any(item.durable for item in batch) else "NORMAL") if self._fsync else "OFF"
+            # Every commit goes to the WAL without an fsync; the syncer syncs the WAL for the durable ones (and
+            # with it every relaxed write before them).
+            wanted = "NORMAL" if self._fsync else "OFF"
             if wanted != self._synchronous:
                 conn.execute(f"PRAGMA synchronous={wanted}")
                 self._synchronous = wanted
+            if not inline and self._checkpoints_held is not None:  # back on the thread: checkpoints as before
+                conn.execute(f"PRAGMA wal_autocheckpoint={self._checkpoints_held}")
+                self._checkpoints_held = None
             if (self._bulk > 0) != self._bulk_on:
                 self._bulk_on = self._bulk > 0
                 for pragma in _BULK_PRAGMAS if self._bulk_on else _PLAIN_PRAGMAS:
                     conn.execute(pragma)
+            if inline and self._checkpoints_held is None:  # never a checkpoint's fsyncs on the trio thread
+                self._checkpoints_held = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
                 conn.execute("SAVEPOINT item")
@@ -160,7 +286,10 @@ class Writes:
             raise storage_full()
         item = _Pending(fn, durable)
         await self._send.send(item)
-        await item.done.wait()
+        early = _EARLY.get() if durable else None
+        await (item.done if early is None else item.committed).wait()
+        if early is not None and item.error is None:
+            early.append(item)
         if item.error is not None:
             if result_code(item.error) == FULL:
                 raise storage_full() from item.error
@@ -170,6 +299,32 @@ class Writes:
             spans.append(item.span)
         result: T = item.result
         return result
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def early() -> AsyncIterator[None]:
+        """Durable writes made in this block (by the current task and those it starts) return once committed,
+        visible and surviving a crash of this process; leaving the block waits until they are on disk.
+
+        What a caller does meanwhile overlaps the fsync: Create publishes its job (``node/core.py``).
+
+        Raises:
+            StorageFullError, OSError: on leaving, an fsync of those writes failed: they may be lost with the
+            machine (they were committed; whatever the block did meanwhile stands).
+        """
+        written: list[_Pending] = []
+        token = _EARLY.set(written)
+        try:
+            yield
+        finally:
+            _EARLY.reset(token)
+            for item in written:
+                await item.done.wait()
+        for item in written:
+            if item.error is not None:
+                if isinstance(item.error, OSError) and item.error.errno == errno.ENOSPC:
+                    raise _full_error() from item.error
+                raise item.error
 
     @staticmethod
     @contextlib.contextmanager
@@ -207,7 +362,7 @@ class Writes:
 
         ``durable=False`` is for what peers told us and can tell us again (catch-up asks them from a watermark
         committed after them, so it is never ahead of what survived): no fsync of its own."""
-        return await self._write(lambda conn: self._insert_job(conn, job, execution), durable=durable)
+        return await self._write(_Quick(lambda conn: self._insert_job(conn, job, execution)), durable=durable)
 
     async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> int:
         """Record many jobs in one commit (catch-up, bulk loads); returns how many were new. ``durable`` as for
@@ -314,7 +469,8 @@ class Writes:
         """Apply many executions in one commit; returns those that were newer than what was stored.
         ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
         batch = list(executions)
-        return await self._write(lambda conn: self._put_executions(conn, batch), durable=durable)
+        write = functools.partial(self._put_executions, batch=batch)
+        return await self._write(_Quick(write) if len(batch) <= INLINE_BATCH else write, durable=durable)
 
     def _put_executions(self, conn: sqlite3.Connection, batch: list[Execution]) -> list[Execution]:
         """As ``_put_execution`` for each and the jobs' statuses refreshed, in a few statements (a catch-up
@@ -438,6 +594,12 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
     )
     return cur.rowcount > 0
 
+
+INLINE_RUN = 50
+"""Commits on the trio thread in a row at most (``Writes._inline``): then one on the writer thread, where SQLite
+checkpoints the WAL if it grew past ``wal_autocheckpoint`` meanwhile (50 small commits: a few hundred pages)."""
+INLINE_BATCH = 4
+"""Quick writes a commit on the trio thread holds at most (each a row or a few)."""
 
 _IN_IDS = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"
 

@@ -1,0 +1,82 @@
+"""A relaxed write of a row or a few (a job or an execution a peer sent) is committed on the trio thread: a
+worker thread's round trip cost 4-5 ms at p50 on a loaded machine, 20 times the commit (``Writes._inline``).
+What may block stays on the writer thread: durable writes, big batches, bulk blocks, and every checkpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import trio
+
+from node.model import Execution, Job, JobSpec, State
+from node.store import Store
+from node.store_writes import INLINE_RUN
+
+
+def _job() -> Job:
+    return Job(job_id=str(uuid.uuid4()), spec=JobSpec.from_json({"image": "img:1"}), origin="peer",
+               created_at=time.time())  # fmt: skip
+
+
+def _threads(store: Store) -> list[int]:
+    """The thread each job insert of ``store`` runs on, from now on."""
+    seen: list[int] = []
+    insert = store._insert_job
+
+    def recording(conn: object, job: Job, execution: Execution | None) -> bool:
+        seen.append(threading.get_ident())
+        return insert(conn, job, execution)  # type: ignore[arg-type]
+
+    store._insert_job = recording  # type: ignore[method-assign]
+    return seen
+
+
+def _autocheckpoint(store: Store) -> int:
+    value: int = store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    return value
+
+
+async def test_a_relaxed_job_is_committed_on_the_trio_thread_without_checkpoints(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db") as store:
+        seen = _threads(store)
+        with trio.fail_after(30):
+            assert await store.add_job(_job(), durable=False)
+            assert seen == [threading.get_ident()]
+            assert _autocheckpoint(store) == 0  # no checkpoint's fsyncs on the trio thread
+            assert await store.add_job(_job())  # durable: on the writer thread, checkpoints as before
+            assert seen[-1] != threading.get_ident()
+            assert _autocheckpoint(store) == 1000
+            assert len(await store.list_jobs()) == 2
+
+
+async def test_after_a_run_of_inline_commits_one_goes_to_the_writer_thread(tmp_path: Path) -> None:
+    """So that the WAL is checkpointed (on the writer thread) even when only peers' jobs arrive."""
+    async with Store.open(tmp_path / "db") as store:
+        seen = _threads(store)
+        with trio.fail_after(30):
+            for _ in range(INLINE_RUN + 1):
+                assert await store.add_job(_job(), durable=False)
+        here = threading.get_ident()
+        assert seen[:INLINE_RUN] == [here] * INLINE_RUN and seen[INLINE_RUN] != here
+
+
+async def test_a_big_batch_of_executions_stays_on_the_writer_thread(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db") as store:
+        job = _job()
+        await store.add_job(job, durable=False)
+        many = [Execution(job_id=job.job_id, node_id=f"n{i}", state=State.RUNNING, version=1) for i in range(50)]
+        seen: list[int] = []
+        put = store._put_executions
+
+        def recording(conn: object, batch: list[Execution]) -> list[Execution]:
+            seen.append(threading.get_ident())
+            return put(conn, batch)  # type: ignore[arg-type]
+
+        store._put_executions = recording  # type: ignore[method-assign]
+        with trio.fail_after(30):
+            assert len(await store.put_executions(many[:2], durable=False)) == 2
+            assert len(await store.put_executions(many[2:], durable=False)) == 48
+        assert seen[0] == threading.get_ident() and seen[1] != threading.get_ident()
