@@ -323,7 +323,7 @@ class Writes:
         for item in written:
             if item.error is not None:
                 if isinstance(item.error, OSError) and item.error.errno == errno.ENOSPC:
-                    raise _full_error() from item.error
+                    raise storage_full() from item.error
                 raise item.error
 
     @staticmethod
