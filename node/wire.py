@@ -101,7 +101,10 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     Args:
         data: the message payload.
         sender: the peer ID that published it (pubsub's signed ``from``), or None when the envelope came
-            through a relay such as catch-up; an execution must come from the node that ran it.
+            through a relay such as catch-up; an execution must come from the node that ran it. A node record
+            or drain order must come from its signer, and then pubsub's signature over the message (checked
+            before this, ``Pubsub(strict_signing=True)``) already proved who wrote it: its own signature is not
+            checked a second time here (``parse_node_record``).
         check_signature: verify a job's origin signature (skip only for data already verified).
 
     Raises:
@@ -127,9 +130,9 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     if kind == "cancel":
         return CancelMsg(parse_cancel(body.get("cancel")))
     if kind == "node":
-        return NodeMsg(parse_node_record(body.get("node"), sender=sender))
+        return NodeMsg(parse_node_record(body.get("node"), sender=sender, by_sender=sender is not None))
     if kind == "drain":
-        return DrainMsg(parse_drain(body.get("drain"), sender=sender))
+        return DrainMsg(parse_drain(body.get("drain"), sender=sender, by_sender=sender is not None))
     if kind == "allocation":
         return AllocationMsg(parse_allocation(body.get("allocation")))
     raise WireError("malformed", f"unknown type {kind!r}")
@@ -185,9 +188,15 @@ def parse_cancel(data: Any) -> Cancel:
     return cancel
 
 
-def parse_node_record(data: Any, *, sender: str | None = None) -> NodeRecord:
+def parse_node_record(data: Any, *, sender: str | None = None, by_sender: bool = False) -> NodeRecord:
     """A node record from its JSON form, verified against the key of the node it describes; ``sender``, when
     known (gossip), must be that node.
+
+    ``by_sender``: ``sender`` signed the message that carried it (pubsub's own signature, already verified), so
+    once the record is found to be the sender's own, its signature is not checked again. Each record reached
+    every node once per gossip neighbour, and was verified twice: by pubsub and here. A record whose own
+    signature is bad can then only come from its node itself; it is refused wherever it is relayed (catch-up
+    checks every record it receives, ``by_sender`` False), so only that node's standing suffers.
 
     Raises:
         WireError: malformed, spoofed (sent by another node), or not signed by ``node_id``.
@@ -198,14 +207,16 @@ def parse_node_record(data: Any, *, sender: str | None = None) -> NodeRecord:
         raise WireError("malformed", _first(exc)) from exc
     if sender is not None and record.node_id != sender:
         raise WireError("spoofed", f"record of {record.node_id} sent by {sender}")
-    if not verify(record.node_id, record.canonical_bytes(), record.signature):
+    if not (by_sender and sender is not None) and not verify(
+        record.node_id, record.canonical_bytes(), record.signature
+    ):
         raise WireError("unverified", f"record of node {record.node_id} is not signed by it")
     return record
 
 
-def parse_drain(data: Any, *, sender: str | None = None) -> DrainOrder:
+def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False) -> DrainOrder:
     """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
-    be ``sender`` when known (gossip).
+    be ``sender`` when known (gossip); ``by_sender``: as for ``parse_node_record``, pubsub verified that.
 
     Raises:
         WireError: malformed, spoofed, or not signed by ``by``.
@@ -216,7 +227,7 @@ def parse_drain(data: Any, *, sender: str | None = None) -> DrainOrder:
         raise WireError("malformed", _first(exc)) from exc
     if sender is not None and order.by != sender:
         raise WireError("spoofed", f"drain order by {order.by} sent by {sender}")
-    if not verify(order.by, order.canonical_bytes(), order.signature):
+    if not (by_sender and sender is not None) and not verify(order.by, order.canonical_bytes(), order.signature):
         raise WireError("unverified", f"drain order of node {order.node_id} is not signed by {order.by}")
     return order
 
