@@ -12,6 +12,7 @@ from node import catchup, heartbeat, peering, sync
 from node.config import Config
 from node.host import Host
 from node.identity import Identity
+from node.wire import TOPIC
 
 __all__ = ["GOSSIP_FACTOR", "GOSSIP_LAZY", "Params", "current", "new_identity"]
 
@@ -50,6 +51,9 @@ class Params:
     """Node records sent with the first page of every catch-up round, at most."""
     inbound_cap: int
     """Inbound connections a node's swarm admits at once (py-libp2p's ``max_connections - min_connections``)."""
+    gossip_peers: int | None = None
+    """Peers outside the mesh told IHAVE per heartbeat, at most (``node/host.py`` GOSSIP_PEERS); None: py-libp2p's
+    own count, ``max(GOSSIP_LAZY, GOSSIP_FACTOR x candidates)``."""
 
 
 def new_identity() -> Identity:
@@ -81,4 +85,5 @@ def current() -> Params:
         records_every=float(records_every) if isinstance(records_every, int | float) else None,
         max_node_records=sync.MAX_NODE_RECORDS,
         inbound_cap=int(host.host.get_network()._inbound_limiter.total_tokens),  # type: ignore[attr-defined]
+        gossip_peers=router._get_adaptive_gossip_peers_count(TOPIC, 10**6),  # what the router tells at most
     )

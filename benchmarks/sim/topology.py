@@ -13,8 +13,9 @@ Mesh (``libp2p/pubsub/gossipsub.py``): on joining, a node grafts ``D`` random co
 mutual); at each heartbeat, a node below ``D_lo`` grafts up to ``D``, one above ``D_hi`` prunes down to ``D``
 (a pruned pair backs off). A published message goes to every mesh peer; a node forwards a message it sees first
 to every mesh peer but the one it came from and the origin. Gossip: every heartbeat, each node sends IHAVE with
-the IDs of the last ``gossip_window`` heartbeats' messages to ``max(6, 0.25 x non-mesh peers)`` of its
-connected non-mesh peers; IWANT follows only for a message the receiver lacks (none in a lossless run).
+the IDs of the last ``gossip_window`` heartbeats' messages to ``gossip_peers`` (or py-libp2p's ``max(6, 0.25 x
+non-mesh peers)``) of its connected non-mesh peers; IWANT follows only for a message the receiver lacks (none in a
+lossless run).
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ class Topology:
     def ihave_peers(self, node: int) -> int:
         """Peers ``node`` sends IHAVE to each heartbeat (when it saw any message in the window)."""
         outside = len(self.conns[node] - self.mesh[node])
+        if self.params.gossip_peers is not None:
+            return min(outside, self.params.gossip_peers)
         return min(outside, max(GOSSIP_LAZY, int(GOSSIP_FACTOR * outside)))
 
     def anti_entropy(self, rng: random.Random) -> tuple[list[int], list[int]]:
