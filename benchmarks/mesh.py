@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.mesh [--nodes 3 10] [--samples 100] [--rates 10] [--idle 0]
     .venv/bin/python -m benchmarks.mesh --nodes 30 --rates 1 10 --samples 30 --idle 60 --sequential
+    .venv/bin/python -m benchmarks.mesh --nodes 30 --rates 1 10 --samples 30 --idle 60 --cmnode-only --baseline main
     .venv/bin/python -m benchmarks.mesh --swarm-key [--nodes 3] ...   a private mesh against an open one
 
 For each N, both sides get the same topology (the connections the cmnode nodes made: each bootstraps through the
@@ -16,6 +17,10 @@ records, pings and catch-up included) and each node's connections and gossipsub 
 ``--rates`` (jobs per second) gets ``--samples`` jobs; the bare side is compared at the last rate.
 Targets (issue 13): at N = 30, p99 <= 150 ms at 1 job/s and <= 500 ms at 10 jobs/s, idle CPU <= 15 % of a core for
 all 30; at N = 10, ratio <= 1.3x at p50 and p99; idle RSS <= 110 MB per node.
+
+``--baseline REF``: first the same cmnode measurement with every node at git revision REF (``git archive``), then
+this tree's, one after the other (so under the same load, as far as the machine allows); the second report adds
+its ratio to the first. ``--cmnode-only``: no bare side (its processes double the machine's load at N = 30).
 
 ``--swarm-key``: two cmnode clusters of N side by side, one run with a swarm key (``--swarm-key``, every
 connection encrypted with it under Noise) and one without, jobs created on both alternately; prints the p50/p99
@@ -44,6 +49,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.catchup import source_at
 from benchmarks.common import LoggedNode, call, pct
 from node import topology
 
@@ -56,8 +62,10 @@ SPEC = {"image": "cmnode-test/absent:latest", "pull": "never", "placement": {"no
 
 
 class Node(LoggedNode):
-    def __init__(self, data: Path, bootstrap: str | None, extra: tuple[str, ...] = ()) -> None:
-        super().__init__(data, *(["--bootstrap", bootstrap] if bootstrap else []), *extra)
+    def __init__(
+        self, data: Path, bootstrap: str | None, extra: tuple[str, ...] = (), code: Path | None = None
+    ) -> None:
+        super().__init__(data, *(["--bootstrap", bootstrap] if bootstrap else []), *extra, code=code)
 
     def recorded(self) -> dict[str, float]:
         """job_id -> when this node stored it (wall clock, from its log)."""
@@ -70,9 +78,12 @@ class Node(LoggedNode):
 
 
 @contextmanager
-def cmnode_cluster(n: int, data_root: str | None = None, extra: tuple[str, ...] = ()) -> Iterator[list[Node]]:
+def cmnode_cluster(
+    n: int, data_root: str | None = None, extra: tuple[str, ...] = (), code: Path | None = None
+) -> Iterator[list[Node]]:
+    """``n`` nodes bootstrapped through the first; ``code``: the source tree they run (default: this one)."""
     with tempfile.TemporaryDirectory(dir=data_root) as tmp, ExitStack() as stack:
-        first = Node(Path(tmp) / "n0", None, extra)
+        first = Node(Path(tmp) / "n0", None, extra, code)
         stack.callback(first.stop)
         with httpx.Client(timeout=30) as http:
             seed = call(http, first.url, "NodeService.Info")["addresses"][0]
@@ -80,7 +91,7 @@ def cmnode_cluster(n: int, data_root: str | None = None, extra: tuple[str, ...] 
         threads = []
 
         def start(i: int) -> None:
-            node = Node(Path(tmp) / f"n{i}", seed, extra)
+            node = Node(Path(tmp) / f"n{i}", seed, extra, code)
             nodes.append(node)
             stack.callback(node.stop)
 
@@ -161,11 +172,14 @@ def run(
     *,
     rates: tuple[float, ...] = (),
     idle: float = 0.0,
+    code: Path | None = None,
+    with_bare: bool = True,
 ) -> Outcome:
     """Both sides at once, their samples interleaved, so that the machine's other load hits both alike; or,
     ``sequential``, cmnode first and then the bare processes, so neither pays for the other's processes.
-    ``rates``: jobs per second of the cmnode-only rounds before the compared one (at ``1 / interval``)."""
-    with cmnode_cluster(n, data_root) as nodes, httpx.Client(timeout=30) as http:
+    ``rates``: jobs per second of the cmnode-only rounds before the compared one (at ``1 / interval``); ``code``:
+    the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all."""
+    with cmnode_cluster(n, data_root, code=code) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 60 + 3 * n  # 30 processes take about a minute to start on 2 cores
         while not formed(http, nodes):
             if time.monotonic() > deadline:
@@ -179,9 +193,10 @@ def run(
         edges = peer_edges(http, nodes)
         rss = [rss_mb(node.proc.pid) for node in nodes]
         peers: list[Bare] = []
+        bare_rss: list[float] = []
         jobs: list[tuple[str, int]] = []
         try:
-            if not sequential:
+            if not sequential and with_bare:
                 peers, bare_rss = start_bare(n, edges)
             for k in range(samples):
                 origin = k % n
@@ -191,7 +206,7 @@ def run(
                     peers[origin].send(f"pub {k}")
                 time.sleep(interval / 2)
             time.sleep(3)
-            if sequential:  # the cmnode nodes stay up but idle meanwhile
+            if sequential and with_bare:  # the cmnode nodes stay up but idle meanwhile
                 peers, bare_rss = start_bare(n, edges)
                 for k in range(samples):
                     peers[k % n].send(f"pub {k}")
@@ -212,6 +227,7 @@ def run(
             peers[k % n].events.get(("sent", str(k))),
         )
         for k in range(samples)
+        if peers
     ]
     m, m_lost = _spans(mesh)
     b, b_lost = _spans(bare)
@@ -416,6 +432,10 @@ def main() -> None:
     parser.add_argument(
         "--swarm-key", action="store_true", help="a cluster with a swarm key against one without (not the bare side)"
     )
+    parser.add_argument(
+        "--baseline", metavar="REF", help="first the same cmnode run with every node at this git revision"
+    )
+    parser.add_argument("--cmnode-only", action="store_true", help="no bare side (only the cmnode figures)")
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
@@ -447,51 +467,76 @@ def main() -> None:
         return
     interval = args.interval or 1 / args.rates[-1]
     for n in args.nodes:
+        baseline = None
+        if args.baseline:
+            with source_at(args.baseline) as old:
+                baseline = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
+                               idle=args.idle, code=old, with_bare=not args.cmnode_only)  # fmt: skip
+            report(n, baseline, args, interval, None, f"baseline {args.baseline}")
         out = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                  idle=args.idle)  # fmt: skip
-        rss, bare_rss, edges, mesh_lost, bare_lost = out.rss, out.bare_rss, out.edges, out.cmnode_lost, out.bare_lost
-        b, m = summary(out.bare), summary(out.cmnode)
-        degree = [sum(1 for e in edges if i in e) for i in range(n)]
-        result: dict[str, Any] = {
-            "nodes": n,
-            "cmnode": {**m, "lost": mesh_lost},
-            "bare": {**b, "lost": bare_lost},
-            "reach": {f"{rate:g}/s": {**summary(spans), "lost": lost} for rate, (spans, lost) in out.reach.items()},
-            "connections": len(edges),
-            "per_node": {
-                "connections": [min(degree), max(degree)],
-                "gossip_mesh": [min(out.gossip_mesh), max(out.gossip_mesh)],
-            },
-            "idle_cpu_pct": out.idle_cpu,
-            "ratio_p50": m["p50_ms"] / b["p50_ms"],
-            "ratio_p99": m["p99_ms"] / b["p99_ms"],
-            "idle_rss_mb": {"max": max(rss), "mean": sum(rss) / len(rss), "bare_mean": sum(bare_rss) / len(bare_rss)},
-        }
-        if args.json:
-            print(json.dumps(result))
-            continue
-        lines = [
-            f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs a rate; {len(edges)} "
-            f"connections, {min(degree)}-{max(degree)} per node; gossipsub mesh {min(out.gossip_mesh)}-"
-            f"{max(out.gossip_mesh)} per node)"
-        ]
-        for rate, (spans, lost) in sorted(out.reach.items()):
-            r = summary(spans)
-            target = {1.0: 150, 10.0: 500}.get(rate) if n >= 30 else None
-            lines.append(f"  cmnode {rate:4g}/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  lost {lost}"
-                         + (f"   (target at N=30: p99 <= {target} ms)" if target else ""))  # fmt: skip
+                  idle=args.idle, with_bare=not args.cmnode_only)  # fmt: skip
+        report(n, out, args, interval, baseline, "this tree" if baseline else "")
+
+
+def report(n: int, out: Outcome, args: argparse.Namespace, interval: float, base: Outcome | None, label: str) -> None:
+    """One N's figures, against their targets, and (``base``) as a ratio to the baseline's."""
+    rss, bare_rss, edges, mesh_lost, bare_lost = out.rss, out.bare_rss, out.edges, out.cmnode_lost, out.bare_lost
+    b, m = summary(out.bare), summary(out.cmnode)
+    degree = [sum(1 for e in edges if i in e) for i in range(n)]
+    result: dict[str, Any] = {
+        "nodes": n,
+        "label": label,
+        "cmnode": {**m, "lost": mesh_lost},
+        "bare": {**b, "lost": bare_lost},
+        "reach": {f"{rate:g}/s": {**summary(spans), "lost": lost} for rate, (spans, lost) in out.reach.items()},
+        "connections": len(edges),
+        "per_node": {
+            "connections": [min(degree), max(degree)],
+            "gossip_mesh": [min(out.gossip_mesh), max(out.gossip_mesh)],
+        },
+        "idle_cpu_pct": out.idle_cpu,
+        "ratio_p50": m["p50_ms"] / b["p50_ms"],
+        "ratio_p99": m["p99_ms"] / b["p99_ms"],
+        "idle_rss_mb": {
+            "max": max(rss),
+            "mean": sum(rss) / len(rss),
+            "bare_mean": sum(bare_rss) / len(bare_rss) if bare_rss else float("nan"),
+        },
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+
+    def versus(now: float | None, before: float | None) -> str:
+        return f"   {now / before:5.2f}x baseline" if base is not None and now and before else ""
+
+    lines = [
+        (f"[{label}] " if label else "")
+        + f"N={n:<3} time for a job to reach all {n - 1} others ({args.samples} jobs a rate; {len(edges)} "
+        f"connections, {min(degree)}-{max(degree)} per node; gossipsub mesh {min(out.gossip_mesh)}-"
+        f"{max(out.gossip_mesh)} per node)"
+    ]
+    for rate, (spans, lost) in sorted(out.reach.items()):
+        r = summary(spans)
+        target = {1.0: 150, 10.0: 500}.get(rate) if n >= 30 else None
+        before = summary(base.reach[rate][0])["p99_ms"] if base is not None and rate in base.reach else None
+        lines.append(f"  cmnode {rate:4g}/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  lost {lost}"
+                     + (f"   (target at N=30: p99 <= {target} ms)" if target else "")
+                     + versus(r["p99_ms"], before))  # fmt: skip
+    if out.bare:
         lines += [
             f"  bare  {1 / interval:5g}/s  p50 {b['p50_ms']:7.1f} ms  p99 {b['p99_ms']:7.1f} ms  lost {bare_lost}",
             f"  ratio        p50 {result['ratio_p50']:7.2f}x    p99 {result['ratio_p99']:7.2f}x   (target <= 1.3x)",
         ]
-        if out.idle_cpu is not None:
-            lines.append(f"  idle CPU     {out.idle_cpu:6.1f} % of one core, all {n} nodes over {args.idle:g} s"
-                         f"   (target at N=30: <= 15 %)")  # fmt: skip
-        lines.append(
-            f"  idle RSS     max {max(rss):6.1f} MB  mean {result['idle_rss_mb']['mean']:6.1f} MB"
-            f"  (bare peer {result['idle_rss_mb']['bare_mean']:.1f} MB; target <= 110 MB)"
-        )
-        print("\n".join(lines), flush=True)
+    if out.idle_cpu is not None:
+        lines.append(f"  idle CPU     {out.idle_cpu:6.1f} % of one core, all {n} nodes over {args.idle:g} s"
+                     f"   (target at N=30: <= 15 %)"
+                     + versus(out.idle_cpu, base.idle_cpu if base is not None else None))  # fmt: skip
+    lines.append(
+        f"  idle RSS     max {max(rss):6.1f} MB  mean {result['idle_rss_mb']['mean']:6.1f} MB"
+        f"  (bare peer {result['idle_rss_mb']['bare_mean']:.1f} MB; target <= 110 MB)"
+    )
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

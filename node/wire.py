@@ -102,7 +102,10 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     Args:
         data: the message payload.
         sender: the peer ID that published it (pubsub's signed ``from``), or None when the envelope came
-            through a relay such as catch-up; an execution must come from the node that ran it.
+            through a relay such as catch-up; an execution must come from the node that ran it. A node record
+            or drain order must come from its signer, and then pubsub's signature over the message (checked
+            before this, ``Pubsub(strict_signing=True)``) already proved who wrote it: its own signature is not
+            checked a second time here (``parse_node_record``).
         check_signature: verify a job's origin signature (skip only for data already verified).
 
     Raises:
@@ -124,9 +127,9 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
     if kind == "cancel":
         return CancelMsg(parse_cancel(body.get("cancel")))
     if kind == "node":
-        return NodeMsg(parse_node_record(body.get("node"), sender=sender))
+        return NodeMsg(parse_node_record(body.get("node"), sender=sender, by_sender=sender is not None))
     if kind == "drain":
-        return DrainMsg(parse_drain(body.get("drain"), sender=sender))
+        return DrainMsg(parse_drain(body.get("drain"), sender=sender, by_sender=sender is not None))
     if kind == "allocation":
         return AllocationMsg(parse_allocation(body.get("allocation")))
     raise WireError("malformed", f"unknown type {kind!r}")
@@ -151,16 +154,35 @@ def parse_cancel(data: Any) -> Cancel:
     return _parse(Cancel, data, "cancel of job {0.job_id}")
 
 
-def parse_node_record(data: Any, *, sender: str | None = None) -> NodeRecord:
+def parse_node_record(data: Any, *, sender: str | None = None, by_sender: bool = False) -> NodeRecord:
     """A node record from its JSON form, verified against the key of the node it describes, which must be
-    ``sender`` when known (gossip)."""
-    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender)
+    ``sender`` when known (gossip).
+
+    ``by_sender``: ``sender`` signed the message that carried it (pubsub's own signature, already verified), so
+    once the record is found to be the sender's own, its signature is not checked again. Each record reached
+    every node once per gossip neighbour, and was verified twice: by pubsub and here. A record whose own
+    signature is bad can then only come from its node itself; it is refused wherever it is relayed (catch-up
+    checks every record it receives, ``by_sender`` False), so only that node's standing suffers.
+    """
+    return _parse(
+        NodeRecord,
+        data,
+        "record of node {0.node_id}",
+        sender=sender,
+        check_signature=not (by_sender and sender is not None),
+    )
 
 
-def parse_drain(data: Any, *, sender: str | None = None) -> DrainOrder:
+def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False) -> DrainOrder:
     """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
-    be ``sender`` when known (gossip)."""
-    return _parse(DrainOrder, data, "drain order of node {0.node_id}", sender=sender)
+    be ``sender`` when known (gossip); ``by_sender``: as for ``parse_node_record``, pubsub verified that."""
+    return _parse(
+        DrainOrder,
+        data,
+        "drain order of node {0.node_id}",
+        sender=sender,
+        check_signature=not (by_sender and sender is not None),
+    )
 
 
 def parse_allocation(data: Any) -> Allocation:

@@ -21,7 +21,7 @@ from node.executor import Executor
 from node.fake_runtime import FakeRuntime
 from node.gossip import Gossip
 from node.heartbeat import Heartbeat, Vitals
-from node.identity import Identity, load_or_create
+from node.identity import Identity, load_or_create, verify
 from node.jobqueue import JobQueue
 from node.link import MeshLink
 from node.model import State
@@ -30,7 +30,7 @@ from node.registry import META_KEY, NodeState, Registry
 from node.store import Store
 from node.sync import Sync
 from node.trust import Refused
-from node.wire import DrainMsg, NodeMsg, WireError, decode, encode
+from node.wire import DrainMsg, NodeMsg, WireError, decode, encode, parse_drain, parse_node_record
 
 from .fakes import FakeInbound, receive, signed_execution, signed_job
 
@@ -59,8 +59,8 @@ def test_record_round_trips_signed_and_checked(me: Identity, peer: Identity) -> 
     assert NodeRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
 
     forged = replace(record, running=0)  # changed after signing
-    with pytest.raises(WireError, match="not signed") as exc:
-        decode(encode(NodeMsg(forged)), sender=peer.node_id)
+    with pytest.raises(WireError, match="not signed") as exc:  # relayed (catch-up): its own signature is checked
+        parse_node_record(forged.to_json())
     assert exc.value.reason == "unverified"
     with pytest.raises(WireError) as exc:  # a record of another node, published by me
         decode(encode(NodeMsg(record)), sender=me.node_id)
@@ -72,14 +72,44 @@ def test_record_round_trips_signed_and_checked(me: Identity, peer: Identity) -> 
         assert exc.value.reason == "malformed", bad
 
 
+def test_gossip_checks_a_record_signature_once(me: Identity, peer: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On gossip, pubsub has verified the message's signature by its ``from`` before ``decode`` (strict signing):
+    a record or drain order of that same node is not verified a second time. Relayed (catch-up), it is."""
+    import node.wire
+
+    calls: list[str] = []
+
+    def counting(origin: str, data: bytes, signature: str) -> bool:
+        calls.append(origin)
+        return verify(origin, data, signature)
+
+    monkeypatch.setattr(node.wire, "verify", counting)
+    record, order = record_of(peer, seq=3), sign_drain(peer, peer.node_id, True, time.time())
+    assert decode(encode(NodeMsg(record)), sender=peer.node_id) == NodeMsg(record)
+    assert decode(encode(DrainMsg(order)), sender=peer.node_id) == DrainMsg(order)
+    assert calls == []
+    forged = replace(record, running=5)  # only its own node can have sent it: pubsub's signature says so
+    assert decode(encode(NodeMsg(forged)), sender=peer.node_id) == NodeMsg(forged)
+    assert calls == []
+    with pytest.raises(WireError) as exc:  # still: a record of another node is refused before any signature
+        decode(encode(NodeMsg(record)), sender=me.node_id)
+    assert exc.value.reason == "spoofed"
+    assert parse_node_record(record.to_json()) == record  # relayed: verified
+    assert parse_drain(order.to_json()) == order
+    assert calls == [peer.node_id, peer.node_id]
+    with pytest.raises(WireError) as exc:
+        parse_node_record(forged.to_json())
+    assert exc.value.reason == "unverified"
+
+
 def test_drain_order_round_trips_signed_and_checked(me: Identity, peer: Identity) -> None:
     order = sign_drain(me, peer.node_id, True, time.time())
     assert decode(encode(DrainMsg(order)), sender=me.node_id) == DrainMsg(order)
     with pytest.raises(WireError) as exc:
         decode(encode(DrainMsg(order)), sender=peer.node_id)
     assert exc.value.reason == "spoofed"
-    with pytest.raises(WireError) as exc:
-        decode(encode(DrainMsg(replace(order, draining=False))), sender=me.node_id)
+    with pytest.raises(WireError) as exc:  # relayed: its signature is checked
+        parse_drain(replace(order, draining=False).to_json())
     assert exc.value.reason == "unverified"
 
 

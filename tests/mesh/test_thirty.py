@@ -19,12 +19,14 @@ from node import senderrecord, topology
 from node.config import Config
 from node.gossip import MeshStats
 from node.heartbeat import Heartbeat, Vitals
+from node.host import GOSSIP_PEERS, Host
 from node.identity import Identity
 from node.mesh import REPAIR_EVERY, UNSUBSCRIBED_FOR, cut_unsubscribed
 from node.noderecord import NodeRecord, sign_record
 from node.peering import Peering
 from node.registry import Registry
 from node.topology import SETTLE
+from node.wire import TOPIC
 
 D_LOW = 3
 """Gossipsub's lower mesh degree (node/host.py): fewer connections than this and the mesh cannot form."""
@@ -256,3 +258,18 @@ def test_every_pubsub_rpc_says_when_its_peer_was_last_heard(monkeypatch: pytest.
     assert senderrecord.quiet_for(host, talker) < 1.0
     senderrecord.consume(rpc_pb2.RPC(senderRecord=b"record"), host, talker)
     assert senderrecord.quiet_for(host, talker) < 1.0 and senderrecord.quiet_for(host, stranger) == float("inf")
+
+
+def test_the_heartbeat_announces_messages_to_a_few_peers_outside_the_mesh(tmp_path: Path) -> None:
+    """IHAVE goes to GOSSIP_PEERS (3) peers outside the gossip mesh at each heartbeat, not py-libp2p's max(6, 25 %)
+    of them: with node records always in the window, that was an RPC a second to each of them (node/host.py)."""
+    host = Host(config=Config(data_dir=tmp_path, listen_address="127.0.0.1", p2p_port=0), identity=new_identity())
+    router, peers = host.router, [new_identity().peer_id for _ in range(11)]
+    router.mesh[TOPIC] = set(peers[:3])
+    host.pubsub.peer_topics[TOPIC] = set(peers)
+    for peer_id in peers:
+        router.peer_protocol[peer_id] = router.protocols[0]
+    assert router.gossip_heartbeat() == {}  # nothing in the window: nothing to announce
+    router.mcache.put(rpc_pb2.Message(from_id=peers[5].to_bytes(), seqno=b"\0" * 8, data=b"{}", topicIDs=[TOPIC]))
+    told = router.gossip_heartbeat()
+    assert len(told) == GOSSIP_PEERS == 3 and not set(told) & router.mesh[TOPIC]
