@@ -220,8 +220,8 @@ class Peering:
             while trio.current_time() - began < REDIAL_FOR:
                 await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
                 attempt += 1
-                if host.connected(peer_id) or self.topology.enough():
-                    return  # enough other connections: the mesh stays whole without this one
+                if host.connected(peer_id) or not self.topology.wants_back():
+                    return  # enough other connections (the top-up finds the last one): the mesh stays whole
                 try:
                     addrs = list(host.host.get_peerstore().addrs(peer_id))
                 except Exception:  # the peerstore forgot it: nothing to dial
@@ -343,7 +343,7 @@ class Peering:
         self.topology.bootstrap.add(info.peer_id)
         failures = 0
         while True:
-            enough = self.topology.enough()  # a member: the mesh keeps us
+            enough = not self.topology.wants_back()  # a member: the mesh keeps us (``Topology.wants_back``)
             if self._host.connected(info.peer_id) or enough or await self._dial(info):
                 failures = 0
                 await trio.sleep(BOOTSTRAP_BACKOFF[0] * 5)

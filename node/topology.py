@@ -121,8 +121,19 @@ class Topology:
         return ceiling(self.members())
 
     def enough(self) -> bool:
-        """Whether this node holds its target: a lost peer or a bootstrap peer need not be dialled back."""
+        """Whether this node holds its target: nothing to top up."""
         return self.host is not None and len(self.host.host.get_connected_peers()) >= self.target()
+
+    def wants_back(self) -> bool:
+        """Whether a lost peer or a bootstrap peer is worth dialling back: only when this node is short by more
+        than one connection (below ``target - 1``, never below PEER_MIN). One short is what a node holds right
+        after a hub trimmed it (``trim``); dialling the hub back then was refused, or accepted and made the hub
+        trim someone else, so at 30 nodes the bootstrap node saw about two new connections a second. One short
+        is topped up from other known peers instead (``top_up``; the lost peer is held off meanwhile), while a
+        node cut off by a partition or a restart (all or most of its peers gone) still redials them at once."""
+        if self.host is None:
+            return False
+        return len(self.host.host.get_connected_peers()) < max(PEER_MIN, self.target() - 1)
 
     # -- what peering tells it ------------------------------------------------------------------------
 
