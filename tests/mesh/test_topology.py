@@ -163,3 +163,29 @@ async def test_a_node_that_lost_most_of_its_peers_redials_at_once(
     dialled = dials_of(p)
     await run_peering(p, host, bootstrap, 1.0)
     assert dialled.count(bootstrap) >= 2  # the bootstrap keeper's dial, and the redial's
+
+
+class NegativeCache:
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+
+    def mark_failed(self, peer_id: str) -> None:
+        self.blocked.append(peer_id)
+
+
+async def test_a_refused_peer_is_blocked_for_the_librarys_own_dials(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A hub refuses a peer it trimmed; pubsub's stream open after the close would dial it straight back (a
+    refusal loop several times a second), so the refused peer goes into the swarm's negative cache."""
+    peers = [new_identity().peer_id for _ in range(12)]
+    host = FakeHost(list(peers))
+    cache = NegativeCache()
+    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
+    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
+    p = peering_of(tmp_path, host, [10])
+    p.topology._trimmed[peers[0]] = trio.current_time() + topology.HOLD
+    async with trio.open_nursery() as nursery:
+        p._nursery = nursery
+        assert p._refuse(peers[0]) is True
+    assert cache.blocked == [str(peers[0])] and peers[0] not in host.host.connected
