@@ -28,7 +28,7 @@ from .gossip import MeshStats
 from .host import Host
 from .liveness import keepalive
 from .mdns import Discovery
-from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology
+from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology, hold_off
 
 __all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering"]
 
@@ -194,7 +194,7 @@ class Peering:
         host, nursery = self._host, self._nursery
         if host is None or nursery is None or not self.topology.refuse(peer_id):
             return False
-        _hold_off(host, peer_id)
+        hold_off(host, peer_id)
         nursery.start_soon(_disconnect, host, peer_id)
         return True
 
@@ -353,18 +353,6 @@ class Peering:
                 log.info("bootstrap peer %s not reachable yet; retrying", address)
             await trio.sleep(BOOTSTRAP_BACKOFF[min(failures, len(BOOTSTRAP_BACKOFF) - 1)])
             failures += 1
-
-
-def _hold_off(host: Host, peer_id: ID) -> None:
-    """A refused peer goes into the swarm's negative cache (what a failed dial sets, 60 s in py-libp2p): pubsub
-    heard of the connection and opens its stream after we closed it, and ``new_stream`` then dials the peer
-    again, which we refuse again, several times a second (seen at 30 nodes: the bootstrap node and a peer it had
-    trimmed). Blocked, those implicit dials fail at once; our own dials lift the block first (``_dial``). The
-    cache is the swarm's private attribute: without it, nothing is blocked (docs/py-libp2p.md)."""
-    cache = getattr(host.host.get_network(), "_negative_peer_cache", None)
-    if cache is not None:
-        with contextlib.suppress(Exception):
-            cache.mark_failed(str(peer_id))
 
 
 async def _disconnect(host: Host, peer_id: ID) -> None:

@@ -189,3 +189,21 @@ async def test_a_refused_peer_is_blocked_for_the_librarys_own_dials(
         p._nursery = nursery
         assert p._refuse(peers[0]) is True
     assert cache.blocked == [str(peers[0])] and peers[0] not in host.host.connected
+
+
+async def test_a_trimmed_peer_is_blocked_for_the_librarys_own_dials(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Right after a trim, pubsub or a ping may still open a stream to the peer, and the swarm would dial it back
+    (then we refuse it): the trimmed peer is blocked as a refused one is."""
+    peers = [new_identity().peer_id for _ in range(9)]
+    host = FakeHost(list(peers))
+    cache = NegativeCache()
+    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
+    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
+    p = peering_of(tmp_path, host, [10])
+    for peer_id in peers:
+        p.topology.connected(peer_id)
+    await trio.sleep(SETTLE)
+    await p.topology.trim()
+    assert cache.blocked == [str(host.host.closed[0])]
