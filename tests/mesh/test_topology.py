@@ -173,17 +173,22 @@ class NegativeCache:
         self.blocked.append(peer_id)
 
 
+def blocking_peering(tmp_path: Path, peers: list[ID]) -> tuple[Peering, FakeHost, NegativeCache]:
+    """A 10-member node connected to ``peers`` whose swarm has a negative cache (what ``hold_off`` fills)."""
+    host = FakeHost(list(peers))
+    cache = NegativeCache()
+    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
+    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
+    return peering_of(tmp_path, host, [10]), host, cache
+
+
 async def test_a_refused_peer_is_blocked_for_the_librarys_own_dials(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
     """A hub refuses a peer it trimmed; pubsub's stream open after the close would dial it straight back (a
     refusal loop several times a second), so the refused peer goes into the swarm's negative cache."""
     peers = [new_identity().peer_id for _ in range(12)]
-    host = FakeHost(list(peers))
-    cache = NegativeCache()
-    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
-    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
-    p = peering_of(tmp_path, host, [10])
+    p, host, cache = blocking_peering(tmp_path, peers)
     p.topology._trimmed[peers[0]] = trio.current_time() + topology.HOLD
     async with trio.open_nursery() as nursery:
         p._nursery = nursery
@@ -197,11 +202,7 @@ async def test_a_trimmed_peer_is_blocked_for_the_librarys_own_dials(
     """Right after a trim, pubsub or a ping may still open a stream to the peer, and the swarm would dial it back
     (then we refuse it): the trimmed peer is blocked as a refused one is."""
     peers = [new_identity().peer_id for _ in range(9)]
-    host = FakeHost(list(peers))
-    cache = NegativeCache()
-    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
-    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
-    p = peering_of(tmp_path, host, [10])
+    p, host, cache = blocking_peering(tmp_path, peers)
     for peer_id in peers:
         p.topology.connected(peer_id)
     await trio.sleep(SETTLE)
