@@ -124,6 +124,7 @@ class Outcome:
     reach: dict[float, tuple[list[float], int]] = field(default_factory=dict)  # jobs/s -> (spans, lost)
     idle_cpu: float | None = None  # % of one core, all nodes together
     gossip_mesh: list[int] = field(default_factory=list)  # each node's gossipsub mesh size, idle
+    churn: int = 0  # "peer connected" lines of node 0 (the bootstrap node) while idle
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -188,7 +189,9 @@ def run(
             time.sleep(0.5)
         time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
         gossip_mesh = [call(http, node.url, "NodeService.Info")["mesh"].get("gossip_mesh", 0) for node in nodes]
+        connects = nodes[0].log.read_text().count("msg=peer connected")
         cpu = idle_cpu(nodes, idle) if idle > 0 else None
+        churn = nodes[0].log.read_text().count("msg=peer connected") - connects
         reach = {rate: _reach(http, nodes, samples, 1 / rate) for rate in rates}
         edges = peer_edges(http, nodes)
         rss = [rss_mb(node.proc.pid) for node in nodes]
@@ -233,7 +236,7 @@ def run(
     b, b_lost = _spans(bare)
     reach[1 / interval] = (m, m_lost)
     return Outcome(cmnode=m, cmnode_lost=m_lost, bare=b, bare_lost=b_lost, rss=rss, bare_rss=bare_rss, edges=edges,
-                   reach=reach, idle_cpu=cpu, gossip_mesh=gossip_mesh)  # fmt: skip
+                   reach=reach, idle_cpu=cpu, gossip_mesh=gossip_mesh, churn=churn)  # fmt: skip
 
 
 def _reach(http: httpx.Client, nodes: list[Node], samples: int, interval: float) -> tuple[list[float], int]:
@@ -495,6 +498,7 @@ def report(n: int, out: Outcome, args: argparse.Namespace, interval: float, base
             "gossip_mesh": [min(out.gossip_mesh), max(out.gossip_mesh)],
         },
         "idle_cpu_pct": out.idle_cpu,
+        "bootstrap_connects_idle": out.churn,
         "ratio_p50": m["p50_ms"] / b["p50_ms"],
         "ratio_p99": m["p99_ms"] / b["p99_ms"],
         "idle_rss_mb": {
@@ -532,6 +536,8 @@ def report(n: int, out: Outcome, args: argparse.Namespace, interval: float, base
         lines.append(f"  idle CPU     {out.idle_cpu:6.1f} % of one core, all {n} nodes over {args.idle:g} s"
                      f"   (target at N=30: <= 15 %)"
                      + versus(out.idle_cpu, base.idle_cpu if base is not None else None))  # fmt: skip
+        lines.append(f"  node 0       {out.churn} peers connected while idle (the bootstrap node's churn)"
+                     + versus(out.churn, base.churn if base is not None else None))  # fmt: skip
     lines.append(
         f"  idle RSS     max {max(rss):6.1f} MB  mean {result['idle_rss_mb']['mean']:6.1f} MB"
         f"  (bare peer {result['idle_rss_mb']['bare_mean']:.1f} MB; target <= 110 MB)"

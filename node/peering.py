@@ -28,7 +28,7 @@ from .gossip import MeshStats
 from .host import Host
 from .liveness import keepalive
 from .mdns import Discovery
-from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology
+from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology, hold_off
 
 __all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering"]
 
@@ -194,6 +194,7 @@ class Peering:
         host, nursery = self._host, self._nursery
         if host is None or nursery is None or not self.topology.refuse(peer_id):
             return False
+        hold_off(host, peer_id)
         nursery.start_soon(_disconnect, host, peer_id)
         return True
 
@@ -220,8 +221,8 @@ class Peering:
             while trio.current_time() - began < REDIAL_FOR:
                 await trio.sleep(REDIAL_BACKOFF[min(attempt, len(REDIAL_BACKOFF) - 1)])
                 attempt += 1
-                if host.connected(peer_id) or self.topology.enough():
-                    return  # enough other connections: the mesh stays whole without this one
+                if host.connected(peer_id) or not self.topology.wants_back():
+                    return  # enough other connections (the top-up finds the last one): the mesh stays whole
                 try:
                     addrs = list(host.host.get_peerstore().addrs(peer_id))
                 except Exception:  # the peerstore forgot it: nothing to dial
@@ -343,7 +344,7 @@ class Peering:
         self.topology.bootstrap.add(info.peer_id)
         failures = 0
         while True:
-            enough = self.topology.enough()  # a member: the mesh keeps us
+            enough = not self.topology.wants_back()  # a member: the mesh keeps us (``Topology.wants_back``)
             if self._host.connected(info.peer_id) or enough or await self._dial(info):
                 failures = 0
                 await trio.sleep(BOOTSTRAP_BACKOFF[0] * 5)

@@ -35,6 +35,7 @@ __all__ = [
     "SETTLE",
     "Topology",
     "ceiling",
+    "hold_off",
     "target",
 ]
 
@@ -73,6 +74,18 @@ def ceiling(members: int) -> int:
     """Above this many connections a node trims: twice its target (a bootstrap node that everyone dialled
     first need not stay connected to the whole mesh)."""
     return 2 * target(members)
+
+
+def hold_off(host: Host, peer_id: ID) -> None:
+    """A peer we trimmed or refused goes into the swarm's negative cache (what a failed dial sets, 60 s in
+    py-libp2p). Pubsub and our other users of the connection may still open a stream to it after we closed it,
+    and ``new_stream`` then dials the peer, which we refuse again: at 30 nodes the bootstrap node dialled a peer it
+    had just trimmed 4 times a second for 8 s. Blocked, those implicit dials fail at once; our own dials lift
+    the block first (``Peering._dial``). The cache is the swarm's private attribute: without it, nothing is
+    blocked (docs/py-libp2p.md, "A failed dial blocks the peer for 60 s")."""
+    with contextlib.suppress(Exception):
+        network: Any = host.host.get_network()
+        network._negative_peer_cache.mark_failed(str(peer_id))
 
 
 class Topology:
@@ -121,8 +134,19 @@ class Topology:
         return ceiling(self.members())
 
     def enough(self) -> bool:
-        """Whether this node holds its target: a lost peer or a bootstrap peer need not be dialled back."""
+        """Whether this node holds its target: nothing to top up."""
         return self.host is not None and len(self.host.host.get_connected_peers()) >= self.target()
+
+    def wants_back(self) -> bool:
+        """Whether a lost peer or a bootstrap peer is worth dialling back: only when this node is short by more
+        than one connection (below ``target - 1``, never below PEER_MIN). One short is what a node holds right
+        after a hub trimmed it (``trim``); dialling the hub back then was refused, or accepted and made the hub
+        trim someone else, so at 30 nodes the bootstrap node saw about two new connections a second. One short
+        is topped up from other known peers instead (``top_up``; the lost peer is held off meanwhile), while a
+        node cut off by a partition or a restart (all or most of its peers gone) still redials them at once."""
+        if self.host is None:
+            return False
+        return len(self.host.host.get_connected_peers()) < max(PEER_MIN, self.target() - 1)
 
     # -- what peering tells it ------------------------------------------------------------------------
 
@@ -213,6 +237,7 @@ class Topology:
         for peer_id in movable[:excess]:
             self._held[peer_id] = self._trimmed[peer_id] = now + HOLD
             log.debug("closing the connection to %s: %d connections, more than %d", peer_id, len(peers), most)
+            hold_off(host, peer_id)
             with contextlib.suppress(Exception):
                 await host.host.disconnect(peer_id)
         self.stats.trimmed += min(excess, len(movable))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import multiaddr
 import pytest
 import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from node import topology
 from node.config import Config
@@ -94,3 +97,114 @@ async def test_the_cluster_size_is_at_least_the_connections(tmp_path: Path, auto
     p.topology._size = broken
     assert p.topology.members() == 21
     assert topology.Topology(stats=MeshStats()).members() == 1  # no host yet
+
+
+class Peerstore:
+    def addrs(self, peer_id: ID) -> list[multiaddr.Multiaddr]:
+        return [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4999")]
+
+
+class StoreHost(FakeHost):
+    """A fake host whose peerstore knows an address for every peer (what ``redial`` dials)."""
+
+    def __init__(self, connected: list[ID]) -> None:
+        super().__init__(connected)
+        self.host.get_peerstore = Peerstore  # type: ignore[attr-defined]
+
+
+def dials_of(p: Peering) -> list[ID]:
+    """Replace the peering's dial with a recorder whose dials connect nowhere."""
+    dialled: list[ID] = []
+
+    async def dial(info: PeerInfo, *, known: bool = False) -> bool:
+        dialled.append(info.peer_id)
+        return False
+
+    p._dial = dial  # type: ignore[method-assign]
+    return dialled
+
+
+async def run_peering(p: Peering, host: FakeHost, bootstrap: ID, seconds: float) -> None:
+    """The bootstrap keeper, the top-up and a redial of the bootstrap peer (it just closed us), for ``seconds``."""
+    async with trio.open_nursery() as nursery:
+        p._nursery = nursery
+        nursery.start_soon(p._maintain)
+        nursery.start_soon(p._keep_connected, address(bootstrap, 3999))
+        p.redial(bootstrap)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_one_short_after_a_hub_trimmed_it_tops_up_elsewhere(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """At 30 nodes (target 5) a node that its bootstrap node trimmed holds 4: it neither redials the bootstrap node
+    nor dials it as its bootstrap peer (the hub would refuse it or trim someone else: the churn of issue 13), and
+    tops up from the other members instead."""
+    bootstrap, *others = [new_identity().peer_id for _ in range(29)]
+    host = StoreHost(others[:4])
+    p = peering_of(tmp_path, host, [30], [address(peer_id, 4000 + i) for i, peer_id in enumerate([bootstrap, *others])])
+    dialled = dials_of(p)
+    await run_peering(p, host, bootstrap, 30.0)
+    topped_up = queued(p)
+    assert bootstrap not in dialled and bootstrap not in topped_up
+    assert len(topped_up) == 1 and topped_up[0] in others[4:]
+
+
+@pytest.mark.parametrize("left", [0, 2])
+async def test_a_node_that_lost_most_of_its_peers_redials_at_once(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, left: int
+) -> None:
+    """A partition or a restart leaves a node with fewer than target - 1: it dials the lost peer back within a
+    second (REDIAL_BACKOFF) and its bootstrap peer at once, as before."""
+    bootstrap, *others = [new_identity().peer_id for _ in range(29)]
+    host = StoreHost(others[:left])
+    p = peering_of(tmp_path, host, [30])
+    dialled = dials_of(p)
+    await run_peering(p, host, bootstrap, 1.0)
+    assert dialled.count(bootstrap) >= 2  # the bootstrap keeper's dial, and the redial's
+
+
+class NegativeCache:
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+
+    def mark_failed(self, peer_id: str) -> None:
+        self.blocked.append(peer_id)
+
+
+def blocking_peering(tmp_path: Path, peers: list[ID]) -> tuple[Peering, FakeHost, NegativeCache]:
+    """A 10-member node connected to ``peers`` whose swarm has a negative cache (what ``hold_off`` fills)."""
+    host = FakeHost(list(peers))
+    cache = NegativeCache()
+    host.host._negative_peer_cache = cache  # type: ignore[attr-defined]
+    host.host.get_network = lambda: host.host  # type: ignore[attr-defined]
+    return peering_of(tmp_path, host, [10]), host, cache
+
+
+async def test_a_refused_peer_is_blocked_for_the_librarys_own_dials(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A hub refuses a peer it trimmed; pubsub's stream open after the close would dial it straight back (a
+    refusal loop several times a second), so the refused peer goes into the swarm's negative cache."""
+    peers = [new_identity().peer_id for _ in range(12)]
+    p, host, cache = blocking_peering(tmp_path, peers)
+    p.topology._trimmed[peers[0]] = trio.current_time() + topology.HOLD
+    async with trio.open_nursery() as nursery:
+        p._nursery = nursery
+        assert p._refuse(peers[0]) is True
+    assert cache.blocked == [str(peers[0])] and peers[0] not in host.host.connected
+
+
+async def test_a_trimmed_peer_is_blocked_for_the_librarys_own_dials(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Right after a trim, pubsub or a ping may still open a stream to the peer, and the swarm would dial it back
+    (then we refuse it): the trimmed peer is blocked as a refused one is."""
+    peers = [new_identity().peer_id for _ in range(9)]
+    p, host, cache = blocking_peering(tmp_path, peers)
+    for peer_id in peers:
+        p.topology.connected(peer_id)
+    await trio.sleep(SETTLE)
+    await p.topology.trim()
+    assert cache.blocked == [str(host.host.closed[0])]
