@@ -29,7 +29,7 @@ from .errors import ConfigError, StorageFullError, StoreDamagedError
 from .store_file import Damaged, open_connections, open_immutable, touch
 from .store_reads import Change, Changes, JobRecord, Reads
 from .store_sql import CHANGE_FLOOR, DAMAGED, FULL, IOERR, change_head, result_code
-from .store_writes import Writes, _Pending
+from .store_writes import Pending, Writes
 
 __all__ = ["CHANGE_FLOOR", "Change", "Changes", "JobRecord", "Store"]
 
@@ -41,7 +41,7 @@ class Store(Writes, Reads):
         self._writer = writer
         self._reader = reader
         self._read_lock = trio.CapacityLimiter(1)
-        self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
+        self._send, self._recv = trio.open_memory_channel[Pending](10_000)
         self.commits = 0
         # The local change sequence: every job or execution row written gets the next number, so a peer can
         # ask "what changed after N" (catch-up). Only the writer thread advances it.

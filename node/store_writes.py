@@ -36,19 +36,19 @@ from .store_reads import Change
 from .store_sql import FULL, result_code, storage_full
 from .tombstones import is_purged, refuse_purged
 
-__all__ = ["Writes"]
+__all__ = ["Pending", "Writes"]
 
 T = TypeVar("T")
 
 
-_EARLY: contextvars.ContextVar[list[_Pending] | None] = contextvars.ContextVar("store_early", default=None)
+_EARLY: contextvars.ContextVar[list[Pending] | None] = contextvars.ContextVar("store_early", default=None)
 """The durable writes of the current ``Store.early`` block that returned at their commit (None: not in one)."""
 _SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
 """Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
 
 
-class _Pending:
-    """One write waiting for its group commit."""
+class Pending:
+    """One write waiting for its group commit (``Store`` opens the channel that carries them to the writer)."""
 
     __slots__ = ("committed", "done", "durable", "error", "fn", "quick", "result", "span")
 
@@ -82,8 +82,8 @@ class Writes:
     """The writes of ``Store``: the writer task's loop and every statement it runs."""
 
     _writer: sqlite3.Connection
-    _send: trio.MemorySendChannel[_Pending]
-    _recv: trio.MemoryReceiveChannel[_Pending]
+    _send: trio.MemorySendChannel[Pending]
+    _recv: trio.MemoryReceiveChannel[Pending]
     commits: int
     _chg: int
     _fsync: bool
@@ -96,9 +96,9 @@ class Writes:
     _log: list[tuple[int, str, str, Any]] | None
     _committed: list[Change]
     _path: Path | str
-    _syncing: trio.MemorySendChannel[_Pending] | None = None
+    _syncing: trio.MemorySendChannel[Pending] | None = None
     """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
-    _last_durable: _Pending | None = None
+    _last_durable: Pending | None = None
     """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
     _inline_run = 0
     """Commits made on the trio thread since the last one made on the writer thread."""
@@ -121,13 +121,13 @@ class Writes:
 
     async def _write_loop(self) -> None:
         """Commit what is queued, batch after batch; the syncer (started here) makes the durable ones durable."""
-        send, recv = trio.open_memory_channel[_Pending](math.inf)  # bounded by the writes queued (``_send``)
+        send, recv = trio.open_memory_channel[Pending](math.inf)  # bounded by the writes queued (``_send``)
         self._syncing = send
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sync_loop, recv)
             await self._commit_loop(send)
 
-    async def _commit_loop(self, syncing: trio.MemorySendChannel[_Pending]) -> None:
+    async def _commit_loop(self, syncing: trio.MemorySendChannel[Pending]) -> None:
         async for first in self._recv:
             batch = [first]
             while len(batch) < 1000:
@@ -157,7 +157,7 @@ class Writes:
                 else:
                     item.done.set()
 
-    async def _sync_loop(self, recv: trio.MemoryReceiveChannel[_Pending]) -> None:
+    async def _sync_loop(self, recv: trio.MemoryReceiveChannel[Pending]) -> None:
         """fdatasync the WAL for every durable write committed since the last one (one fsync for all)."""
         async for first in recv:
             batch = [first]
@@ -203,7 +203,7 @@ class Writes:
         await last.done.wait()
         return last.error is None
 
-    def _inline(self, batch: list[_Pending]) -> bool:
+    def _inline(self, batch: list[Pending]) -> bool:
         """Whether to commit ``batch`` on the trio thread: a few quick relaxed writes (a job or an execution a
         peer sent), outside a bulk block, and at most INLINE_RUN in a row.
 
@@ -220,7 +220,7 @@ class Writes:
             and all(item.quick for item in batch)
         )
 
-    def _apply(self, batch: list[_Pending], *, inline: bool = False) -> None:
+    def _apply(self, batch: list[Pending], *, inline: bool = False) -> None:
         """One transaction for the batch; an item's own error undoes only that item. A failure of the
         transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
         conn = self._writer
@@ -284,7 +284,7 @@ class Writes:
         """
         if self._readonly and not await self._reopen():
             raise storage_full()
-        item = _Pending(fn, durable)
+        item = Pending(fn, durable)
         await self._send.send(item)
         early = _EARLY.get() if durable else None
         await (item.done if early is None else item.committed).wait()
@@ -312,7 +312,7 @@ class Writes:
             StorageFullError, OSError: on leaving, an fsync of those writes failed: they may be lost with the
             machine (they were committed; whatever the block did meanwhile stands).
         """
-        written: list[_Pending] = []
+        written: list[Pending] = []
         token = _EARLY.set(written)
         try:
             yield
