@@ -3,7 +3,7 @@
 Writes go through one writer task that commits whatever has queued up in a single transaction (group
 commit), and a syncer that fsyncs the WAL for the durable ones meanwhile, so ``Create`` can wait for a durable
 write without paying one fsync per job under load. SQLite runs in worker threads (``trio.to_thread``), but
-for a quick relaxed commit of a row or a few, which never fsyncs nor checkpoints (``store_writes.py``); reads
+for a quick relaxed commit of a row or a few, which never fsyncs nor checkpoints (``store_commit.py``); reads
 use their own connection, which WAL mode lets run beside the writer.
 
 A full disk fails the writes of that commit with ``StorageFullError`` and nothing else: the writer task and
@@ -11,8 +11,8 @@ the reads carry on, and the next commit that fits clears it (``full`` says why w
 that is not a sound database stops the open with ``StoreDamagedError`` (checked with ``PRAGMA quick_check``).
 
 This module opens the store and holds its modes (full disk: open read-only, probe, reopen); the rest is in
-``store_file.py`` (schema, migrations, opening the file), ``store_writes.py`` (the group commit and every write)
-and ``store_reads.py`` (the reads, table by table).
+``store_file.py`` (schema, migrations, opening the file), ``store_commit.py`` (the group commit and its fsyncs),
+``store_writes.py`` (every write statement) and ``store_reads.py`` (the reads, table by table).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from typing import Any
 import trio
 
 from .errors import ConfigError, StorageFullError, StoreDamagedError
+from .store_commit import Pending
 from .store_file import Damaged, open_connections, open_immutable, touch
 from .store_reads import Change, Changes, JobRecord, Reads
 from .store_sql import CHANGE_FLOOR, DAMAGED, FULL, IOERR, change_head, result_code
-from .store_writes import Pending, Writes
+from .store_writes import Writes
 
 __all__ = ["CHANGE_FLOOR", "Change", "Changes", "JobRecord", "Store"]
 

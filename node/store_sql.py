@@ -2,8 +2,8 @@
 one off an exception, the error a full disk becomes, and the query for the change head.
 
 Its own module so that ``store.py`` (opening, full-disk mode), ``store_file.py`` (schema, migrations),
-``store_writes.py`` (the group commit) and ``store_reads.py`` share these without importing each other's
-private names.
+``store_commit.py`` (the group commit), ``store_writes.py`` and ``store_reads.py`` share these without importing
+each other's private names.
 """
 
 from __future__ import annotations

@@ -1,359 +1,27 @@
-"""The store's write path: one writer task commits whatever has queued up in a single transaction (group
-commit), and the statements that write jobs, executions, allocations, logs and meta in it.
+"""The statements of the store's writes: jobs, executions, allocations, logs and meta, each run in a group commit
+(``node/store_commit.py``).
 
-Durable writes are fsynced apart from their commit: every commit is made with ``synchronous=NORMAL`` (in the WAL,
-surviving a crash of this process), and a syncer task then fdatasyncs the WAL for every durable write of that
-commit and of the commits made meanwhile, while the writer goes on committing. So a relaxed write (a job a peer
-sent) never waits behind a local Create's fsync, and a caller may act on a committed write before it is on disk
-(``early``: Create publishes its job meanwhile). The WAL synced after the commit holds what a ``FULL`` commit
-would have synced; SQLite syncs the WAL itself before a checkpoint copies it back and the database after.
-
-A mixin of ``Store`` (``node/store.py``). Its size is one job: the group commit and every statement that runs in
-it, since the batched statements (a catch-up page is a thousand rows) and the change numbers and spans they hand
-out are read together.
+A mixin of ``Store`` (``node/store.py``). Its size is one job: every statement that writes, since the batched ones
+(a catch-up page is a thousand rows) and the change numbers and spans they hand out are read together.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import errno
 import functools
 import json
-import logging
-import math
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import trio
+from collections.abc import Iterable
 
 from .allocation import Allocation
 from .model import Execution, Job, State, derive_status
-from .store_reads import Change
-from .store_sql import FULL, result_code, storage_full
+from .store_commit import INLINE_BATCH, Commits, Quick
 from .tombstones import is_purged, refuse_purged
 
-__all__ = ["Pending", "Writes"]
-
-T = TypeVar("T")
+__all__ = ["Writes"]
 
 
-_EARLY: contextvars.ContextVar[list[Pending] | None] = contextvars.ContextVar("store_early", default=None)
-"""The durable writes of the current ``Store.early`` block that returned at their commit (None: not in one)."""
-_SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("store_spans", default=None)
-"""Where ``Store.spans`` collects the change numbers of the writes made in its block (None: not collected)."""
-
-
-class Pending:
-    """One write waiting for its group commit (``Store`` opens the channel that carries them to the writer)."""
-
-    __slots__ = ("committed", "done", "durable", "error", "fn", "quick", "result", "span")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
-        self.fn = fn
-        self.durable = durable
-        self.quick = isinstance(fn, _Quick) and not durable
-        """A relaxed write of a row or a few: may be committed on the trio thread (``Writes._inline``)."""
-        self.committed = trio.Event()
-        """Set once its commit ended (on disk or not); ``done`` once it is as durable as it asked."""
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.span: tuple[int, int] | None = None
-        """The change numbers this write handed out, first and last (none: it handed out none)."""
-
-
-class _Quick(Generic[T]):
-    """A write of a row or a few, which a relaxed commit may make on the trio thread (``Writes._inline``)."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
-        self.fn = fn
-
-    def __call__(self, conn: sqlite3.Connection) -> T:
-        return self.fn(conn)
-
-
-class Writes:
-    """The writes of ``Store``: the writer task's loop and every statement it runs."""
-
-    _writer: sqlite3.Connection
-    _send: trio.MemorySendChannel[Pending]
-    _recv: trio.MemoryReceiveChannel[Pending]
-    commits: int
-    _chg: int
-    _fsync: bool
-    _synchronous: str
-    _bulk: int
-    _bulk_on: bool
-    full: str | None
-    _readonly: bool
-    _listeners: list[Callable[[list[Change]], None]]
-    _log: list[tuple[int, str, str, Any]] | None
-    _committed: list[Change]
-    _path: Path | str
-    _syncing: trio.MemorySendChannel[Pending] | None = None
-    """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
-    _last_durable: Pending | None = None
-    """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
-    _inline_run = 0
-    """Commits made on the trio thread since the last one made on the writer thread."""
-    _checkpoints_held: int | None = None
-    """The writer's ``wal_autocheckpoint`` while commits on the trio thread hold it at 0 (None: not held)."""
-
-    async def _reopen(self) -> bool:
-        """Leave the read-only mode of a store opened on a full disk (``Store``)."""
-        raise NotImplementedError
-
-    def _next_chg(self) -> int:
-        self._chg += 1
-        return self._chg
-
-    def _changed(self, chg: int, kind: str, job_id: str, value: Any = None) -> None:
-        if self._log is not None:
-            self._log.append((chg, kind, job_id, value))
-
-    # -- plumbing ---------------------------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        """Commit what is queued, batch after batch; the syncer (started here) makes the durable ones durable."""
-        send, recv = trio.open_memory_channel[Pending](math.inf)  # bounded by the writes queued (``_send``)
-        self._syncing = send
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sync_loop, recv)
-            await self._commit_loop(send)
-
-    async def _commit_loop(self, syncing: trio.MemorySendChannel[Pending]) -> None:
-        async for first in self._recv:
-            batch = [first]
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if self._inline(batch):
-                self._inline_run += 1
-                self._apply(batch, inline=True)
-            else:
-                self._inline_run = 0
-                with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
-                    await trio.to_thread.run_sync(self._apply, batch)
-            self.commits += 1
-            committed, self._committed = self._committed, []
-            for listener in self._listeners if committed else ():
-                try:
-                    listener(committed)
-                except Exception:  # a listener's bug costs its events, never the writer
-                    logging.getLogger("cmnode.store").exception("a commit listener failed")
-            for item in batch:
-                item.committed.set()
-                if item.durable and self._fsync and item.error is None:
-                    self._last_durable = item
-                    syncing.send_nowait(item)
-                else:
-                    item.done.set()
-
-    async def _sync_loop(self, recv: trio.MemoryReceiveChannel[Pending]) -> None:
-        """fdatasync the WAL for every durable write committed since the last one (one fsync for all)."""
-        async for first in recv:
-            batch = [first]
-            while True:
-                try:
-                    batch.append(recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            with trio.CancelScope(shield=True):  # as a commit: a started fsync finishes, even at shutdown
-                try:
-                    await trio.to_thread.run_sync(self._sync_file)
-                except OSError as exc:  # e.g. EIO: what was committed may not be on disk; each write says so
-                    logging.getLogger("cmnode.store").error("fsync of the job store failed: %s", exc)
-                    for item in batch:
-                        item.error = exc
-            for item in batch:
-                item.done.set()
-
-    def _sync_file(self) -> None:
-        """fdatasync the WAL, where every commit is until a checkpoint copies it back (the database file when
-        there is no WAL: then SQLite synced it when it checkpointed). Opened each time: a reopened store
-        (``_reopen``) may have a new WAL file."""
-        path = str(self._path)
-        for name in (path + "-wal", path):
-            try:
-                fd = os.open(name, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            return
-
-    async def synced(self) -> bool:
-        """Wait until every durable write committed so far is on disk; False if an fsync of them failed.
-
-        For what must not act on a write that is committed but maybe not yet on disk (the executor starting a
-        container of a job that Create stored in an ``early`` block)."""
-        last = self._last_durable
-        if last is None:
-            return True
-        await last.done.wait()
-        return last.error is None
-
-    def _inline(self, batch: list[Pending]) -> bool:
-        """Whether to commit ``batch`` on the trio thread: a few quick relaxed writes (a job or an execution a
-        peer sent), outside a bulk block, and at most INLINE_RUN in a row.
-
-        Why: such a commit takes 0.2-0.3 ms of the writer's time, but handing it to a worker thread and back cost
-        4-5 ms at p50 on a loaded 2-core machine (two thread wake-ups, each waiting for a core), and that was
-        the largest part of each receiver's time until it had a job (``benchmarks/overhead.py``). What could
-        block the trio thread is kept off it: no fsync (relaxed, ``synchronous=NORMAL``) and no checkpoint
-        (``wal_autocheckpoint`` is 0 for these commits; the next commit on the writer thread, at the latest
-        after INLINE_RUN of them, checkpoints as usual)."""
-        return (
-            self._bulk == 0
-            and self._inline_run < INLINE_RUN
-            and len(batch) <= INLINE_BATCH
-            and all(item.quick for item in batch)
-        )
-
-    def _apply(self, batch: list[Pending], *, inline: bool = False) -> None:
-        """One transaction for the batch; an item's own error undoes only that item. A failure of the
-        transaction itself (a full disk) fails every item of it and leaves the connection ready for the next."""
-        conn = self._writer
-        self._log = [] if self._listeners else None
-        try:
-            # Every commit goes to the WAL without an fsync; the syncer syncs the WAL for the durable ones (and
-            # with it every relaxed write before them).
-            wanted = "NORMAL" if self._fsync else "OFF"
-            if wanted != self._synchronous:
-                conn.execute(f"PRAGMA synchronous={wanted}")
-                self._synchronous = wanted
-            if not inline and self._checkpoints_held is not None:  # back on the thread: checkpoints as before
-                conn.execute(f"PRAGMA wal_autocheckpoint={self._checkpoints_held}")
-                self._checkpoints_held = None
-            if (self._bulk > 0) != self._bulk_on:
-                self._bulk_on = self._bulk > 0
-                for pragma in _BULK_PRAGMAS if self._bulk_on else _PLAIN_PRAGMAS:
-                    conn.execute(pragma)
-            if inline and self._checkpoints_held is None:  # never a checkpoint's fsyncs on the trio thread
-                self._checkpoints_held = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                conn.execute("SAVEPOINT item")
-                mark = len(self._log) if self._log is not None else 0
-                first = self._chg
-                try:
-                    item.result = item.fn(conn)
-                    conn.execute("RELEASE item")
-                    item.span = (first + 1, self._chg) if self._chg > first else None
-                except Exception as exc:
-                    if result_code(exc) == FULL or not conn.in_transaction:  # the whole transaction cannot go on
-                        raise
-                    conn.execute("ROLLBACK TO item")
-                    conn.execute("RELEASE item")
-                    item.error = exc
-                    if self._log is not None:
-                        del self._log[mark:]
-            conn.execute("COMMIT")
-            if self._log:
-                self._committed = _with_status(conn, self._log)
-        except BaseException as exc:
-            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
-                with contextlib.suppress(sqlite3.Error):  # nothing more to undo; the next BEGIN starts clean
-                    conn.execute("ROLLBACK")
-            for item in batch:
-                item.error = exc
-            if result_code(exc) == FULL:
-                self.full = f"storage full: {exc} (writes fail until space is freed; reads work)"
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self.full = None
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Run ``fn`` inside the next group commit and return once it is on disk (``durable``) or committed
-        (visible to readers, surviving a crash of this process but not of the machine).
-
-        Raises:
-            StorageFullError: the disk is full; nothing of this write was kept.
-        """
-        if self._readonly and not await self._reopen():
-            raise storage_full()
-        item = Pending(fn, durable)
-        await self._send.send(item)
-        early = _EARLY.get() if durable else None
-        await (item.done if early is None else item.committed).wait()
-        if early is not None and item.error is None:
-            early.append(item)
-        if item.error is not None:
-            if result_code(item.error) == FULL:
-                raise storage_full() from item.error
-            raise item.error
-        spans = _SPANS.get()
-        if spans is not None and item.span is not None:
-            spans.append(item.span)
-        result: T = item.result
-        return result
-
-    @staticmethod
-    @contextlib.asynccontextmanager
-    async def early() -> AsyncIterator[None]:
-        """Durable writes made in this block (by the current task and those it starts) return once committed,
-        visible and surviving a crash of this process; leaving the block waits until they are on disk.
-
-        What a caller does meanwhile overlaps the fsync: Create publishes its job (``node/core.py``).
-
-        Raises:
-            StorageFullError, OSError: on leaving, an fsync of those writes failed: they may be lost with the
-            machine (they were committed; whatever the block did meanwhile stands).
-        """
-        written: list[Pending] = []
-        token = _EARLY.set(written)
-        try:
-            yield
-        finally:
-            _EARLY.reset(token)
-            for item in written:
-                await item.done.wait()
-        for item in written:
-            if item.error is not None:
-                if isinstance(item.error, OSError) and item.error.errno == errno.ENOSPC:
-                    raise storage_full() from item.error
-                raise item.error
-
-    @staticmethod
-    @contextlib.contextmanager
-    def spans(into: list[tuple[int, int]] | None) -> Iterator[None]:
-        """Collect into ``into`` the change numbers (first, last) handed out by each write that the current task
-        (and the tasks it starts) makes in this block; ``None`` stops collecting. Every row changed by such a
-        write carries a number in its span until it changes again, so catch-up knows which rows hold exactly
-        what one peer sent (``node/sync.py``: not sent back to it)."""
-        token = _SPANS.set(into)
-        try:
-            yield
-        finally:
-            _SPANS.reset(token)
-
-    @contextlib.contextmanager
-    def bulk(self) -> Iterator[None]:
-        """Writes many rows in this block (catch-up bringing thousands of jobs): the writer keeps more of the
-        database in memory and checkpoints its WAL less often meanwhile (``_BULK_PRAGMAS`` says why). Neither
-        changes what a commit guarantees."""
-        self._bulk += 1
-        try:
-            yield
-        finally:
-            self._bulk -= 1
-
-    async def transact(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Run ``fn`` in the writer's next group commit: for a module that keeps its SQL beside its own table
-        of this store (node/purge.py); ``fn`` runs on the writer thread and must stay short."""
-        return await self._write(fn, durable=durable)
+class Writes(Commits):
+    """The writes of ``Store``: every statement, each through the group commit (``Commits._write``)."""
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -362,7 +30,7 @@ class Writes:
 
         ``durable=False`` is for what peers told us and can tell us again (catch-up asks them from a watermark
         committed after them, so it is never ahead of what survived): no fsync of its own."""
-        return await self._write(_Quick(lambda conn: self._insert_job(conn, job, execution)), durable=durable)
+        return await self._write(Quick(lambda conn: self._insert_job(conn, job, execution)), durable=durable)
 
     async def add_jobs(self, items: Iterable[tuple[Job, Execution | None]], *, durable: bool = True) -> int:
         """Record many jobs in one commit (catch-up, bulk loads); returns how many were new. ``durable`` as for
@@ -470,7 +138,7 @@ class Writes:
         ``durable=False`` as for ``add_job``: for other nodes' executions, which catch-up can bring again."""
         batch = list(executions)
         write = functools.partial(self._put_executions, batch=batch)
-        return await self._write(_Quick(write) if len(batch) <= INLINE_BATCH else write, durable=durable)
+        return await self._write(Quick(write) if len(batch) <= INLINE_BATCH else write, durable=durable)
 
     def _put_executions(self, conn: sqlite3.Connection, batch: list[Execution]) -> list[Execution]:
         """As ``_put_execution`` for each and the jobs' statuses refreshed, in a few statements (a catch-up
@@ -572,17 +240,6 @@ class Writes:
         await self._write(write, durable=durable)
 
 
-def _with_status(conn: sqlite3.Connection, log: list[tuple[int, str, str, Any]]) -> list[Change]:
-    """The batch's changes, each with its job's status after the commit (one read on the writer's connection)."""
-    ids = list({job_id for _, kind, job_id, _ in log if kind != "allocation"})
-    status: dict[str, str] = {}
-    for at in range(0, len(ids), 500):
-        chunk = ids[at : at + 500]
-        marks = ",".join("?" * len(chunk))
-        status.update(conn.execute(f"SELECT job_id, status FROM jobs WHERE job_id IN ({marks})", chunk).fetchall())
-    return [Change(chg, kind, job_id, value, status.get(job_id)) for chg, kind, job_id, value in log]
-
-
 def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
     if is_purged(conn, e.job_id):  # an execution of a job purged here is dropped, as its job would be
         return False
@@ -595,23 +252,7 @@ def _put_execution(conn: sqlite3.Connection, e: Execution, chg: int) -> bool:
     return cur.rowcount > 0
 
 
-INLINE_RUN = 50
-"""Commits on the trio thread in a row at most (``Writes._inline``): then one on the writer thread, where SQLite
-checkpoints the WAL if it grew past ``wal_autocheckpoint`` meanwhile (50 small commits: a few hundred pages)."""
-INLINE_BATCH = 4
-"""Quick writes a commit on the trio thread holds at most (each a row or a few)."""
-
 _IN_IDS = "SELECT {} WHERE job_id IN (SELECT value FROM json_each(?))"
-
-_BULK_PRAGMAS = ("PRAGMA cache_size=-16000", "PRAGMA wal_autocheckpoint=8000")
-"""The writer's settings in a ``bulk`` block. A page of catch-up inserts hundreds of random job IDs into each of
-three keyed indexes (jobs, executions, labels), touching a page of each per row: with SQLite's default 2 MB cache
-those are read back from the file each time, and with its default checkpoint every 1,000 WAL pages (4 MB) nearly
-every commit copied its pages into the database and fsynced it. 16 MB of cache at most (taken only as pages are
-read) and a checkpoint every 32 MB of WAL halved the writer's time in ``benchmarks/catchup.py``. Neither touches
-durability: a commit is in the WAL, synced as its ``synchronous`` says, whenever the WAL is copied back."""
-_PLAIN_PRAGMAS = ("PRAGMA cache_size=-2000", "PRAGMA wal_autocheckpoint=1000")
-"""SQLite's defaults, back after a ``bulk`` block: the cache shrinks to them again."""
 
 
 def _ids_of(executions: list[Execution]) -> str:

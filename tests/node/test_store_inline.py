@@ -1,5 +1,5 @@
 """A relaxed write of a row or a few (a job or an execution a peer sent) is committed on the trio thread: a
-worker thread's round trip cost 4-5 ms at p50 on a loaded machine, 20 times the commit (``Writes._inline``).
+worker thread's round trip cost 4-5 ms at p50 on a loaded machine, 20 times the commit (``Commits._inline``).
 What may block stays on the writer thread: durable writes, big batches, bulk blocks, and every checkpoint."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio
 
 from node.model import Execution, Job, JobSpec, State
 from node.store import Store
-from node.store_writes import INLINE_RUN
+from node.store_commit import INLINE_RUN
 
 
 def _job() -> Job:
