@@ -164,25 +164,13 @@ def parse_node_record(data: Any, *, sender: str | None = None, by_sender: bool =
     signature is bad can then only come from its node itself; it is refused wherever it is relayed (catch-up
     checks every record it receives, ``by_sender`` False), so only that node's standing suffers.
     """
-    return _parse(
-        NodeRecord,
-        data,
-        "record of node {0.node_id}",
-        sender=sender,
-        check_signature=not (by_sender and sender is not None),
-    )
+    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender, by_sender=by_sender)
 
 
 def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False) -> DrainOrder:
     """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
     be ``sender`` when known (gossip); ``by_sender``: as for ``parse_node_record``, pubsub verified that."""
-    return _parse(
-        DrainOrder,
-        data,
-        "drain order of node {0.node_id}",
-        sender=sender,
-        check_signature=not (by_sender and sender is not None),
-    )
+    return _parse(DrainOrder, data, "drain order of node {0.node_id}", sender=sender, by_sender=by_sender)
 
 
 def parse_allocation(data: Any) -> Allocation:
@@ -194,7 +182,15 @@ def parse_allocation(data: Any) -> Allocation:
 _R = TypeVar("_R", bound=Signed)
 
 
-def _parse(kind: type[_R], data: Any, what: str, *, sender: str | None = None, check_signature: bool = True) -> _R:
+def _parse(
+    kind: type[_R],
+    data: Any,
+    what: str,
+    *,
+    sender: str | None = None,
+    check_signature: bool = True,
+    by_sender: bool = False,
+) -> _R:
     """``kind.from_json(data)``, then checked in the cheapest order: the schema, the sender (more telling than a
     bad signature, and free), the signature by the record's signer.
 
@@ -205,6 +201,8 @@ def _parse(kind: type[_R], data: Any, what: str, *, sender: str | None = None, c
         sender: the peer that published it (pubsub's signed ``from``), which must be the signer; None when it
             came through a relay such as catch-up.
         check_signature: False only for data verified before.
+        by_sender: ``sender`` signed the message that carried it (pubsub verified that), so a record found to be
+            the sender's own is not verified again (``parse_node_record``); without a sender, it is.
 
     Raises:
         WireError: ``malformed``, ``spoofed`` (sent by another node than its signer), or ``unverified``.
@@ -216,6 +214,8 @@ def _parse(kind: type[_R], data: Any, what: str, *, sender: str | None = None, c
     signer = record.signer
     if sender is not None and signer != sender:
         raise WireError("spoofed", f"{what.format(record)} by {signer} sent by {sender}")
+    if by_sender and sender is not None:  # the sender's own record, and pubsub verified the sender's signature
+        check_signature = False
     if check_signature and not verify(signer, record.canonical_bytes(), record.signature):
         raise WireError("unverified", f"{what.format(record)} is not signed by {signer}")
     return record
