@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import trio
@@ -126,7 +125,7 @@ class Node:
         """
         self.executor.policy.check(spec)
         job = Job(job_id=str(uuid.uuid4()), spec=spec, origin=self.node_id, created_at=time.time())
-        job = replace(job, signature=self.identity.sign(job.canonical_bytes()))
+        job = job.signed_by(self.identity)
         if spec.placement.mode == "replicas":
             return await self.replicas.create(job)
         announced = False
