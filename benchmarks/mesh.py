@@ -175,12 +175,14 @@ def run(
     idle: float = 0.0,
     code: Path | None = None,
     with_bare: bool = True,
+    node_args: tuple[str, ...] = (),
 ) -> Outcome:
     """Both sides at once, their samples interleaved, so that the machine's other load hits both alike; or,
     ``sequential``, cmnode first and then the bare processes, so neither pays for the other's processes.
     ``rates``: jobs per second of the cmnode-only rounds before the compared one (at ``1 / interval``); ``code``:
-    the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all."""
-    with cmnode_cluster(n, data_root, code=code) as nodes, httpx.Client(timeout=30) as http:
+    the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all; ``node_args``: more
+    ``cmnode run`` options for every node (e.g. ``--heartbeat 600``)."""
+    with cmnode_cluster(n, data_root, node_args, code=code) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 60 + 3 * n  # 30 processes take about a minute to start on 2 cores
         while not formed(http, nodes):
             if time.monotonic() > deadline:
@@ -223,6 +225,7 @@ def run(
             for job_id, origin in jobs
         }
         recorded = [node.recorded() for node in nodes]
+        print_late(nodes, jobs, created, f"{1 / interval:g}/s")
     mesh = [([recorded[i].get(job_id) for i in range(n) if i != origin], created[job_id]) for job_id, origin in jobs]
     bare = [
         (
@@ -252,8 +255,86 @@ def _reach(http: httpx.Client, nodes: list[Node], samples: int, interval: float)
         for job_id, origin in jobs
     }
     recorded = [node.recorded() for node in nodes]
+    print_late(nodes, jobs, created, f"{1 / interval:g}/s")
     return _spans([([recorded[i].get(job_id) for i in range(n) if i != origin], created[job_id])
                    for job_id, origin in jobs])  # fmt: skip
+
+
+# -- reach: which nodes had a slow job late, and by which path ------------------------------------------
+
+LATE = 0.150
+"""A node that stored a job this long (seconds) after its creation had it late (the 1 job/s target at N = 30)."""
+LOG_LINE = re.compile(r"^(\S+)Z level=\w+ logger=(\S+) msg=(.*)$")
+VIA = re.compile(r"job_id=(\S+) .*via=(\w+)")
+NOTED = ("gossip mesh", "peer connected", "peer disconnected", "caught up with", "trimm", "dead connection")
+"""The log lines that tell how a node stood when a job reached it late: its gossipsub mesh (node/host.py, at
+debug level: ``--node-arg=--log-level --node-arg=debug``), its connections, its catch-up rounds."""
+
+
+def _when(stamp: str) -> float:
+    """A log line's UTC timestamp (``2026-12-02T12:00:00.123``) as epoch seconds."""
+    whole = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    return whole + float("0" + stamp[19:])
+
+
+def log_events(node: Node) -> list[tuple[float, str]]:
+    """(when, message) of each log line of ``node``."""
+    out = []
+    for line in node.log.read_text().splitlines():
+        if m := LOG_LINE.match(line):
+            out.append((_when(m.group(1)), m.group(3)))
+    return out
+
+
+def late_story(events: list[tuple[float, str]], created: float, arrived: float, names: dict[str, str]) -> str:
+    """What a late node logged about its mesh, connections and catch-up from 5 s before the job to its arrival
+    (peer IDs as ``names`` gives them: n<index>)."""
+    noted = [(t, msg) for t, msg in events if created - 5 <= t <= arrived and msg.startswith(NOTED)]
+    before = [(t, msg) for t, msg in events if t < created - 5 and msg.startswith("gossip mesh")]
+    parts = [f"last mesh event {created - before[-1][0]:.0f} s before: {before[-1][1]}"] if before else []
+    parts += [f"{(t - created) * 1000:+.0f} ms {msg[:90]}" for t, msg in noted[-6:]]
+    return re.sub(r"12D3KooW\w+", lambda m: names.get(m.group(0), "n?"), "; ".join(parts))
+
+
+def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[str, float], most: int = 6) -> list[str]:
+    """For the slowest jobs over LATE: how many nodes had each late, and for the latest few, when, by which
+    path (``via=gossip`` or ``via=sync``, i.e. catch-up; an older node's log says neither) and what that node
+    logged meanwhile."""
+    events = [log_events(node) for node in nodes]
+    names = {node.node_id: f"n{i}" for i, node in enumerate(nodes)}
+    arrivals: list[dict[str, tuple[float, str]]] = []
+    for node_events in events:
+        got: dict[str, tuple[float, str]] = {}
+        for t, msg in node_events:
+            if msg.startswith("job from peer") and (m := VIA.search(msg)):
+                got[m.group(1)] = (t, m.group(2))
+            elif msg.startswith("job from peer job_id="):
+                got.setdefault(msg.split()[3].removeprefix("job_id="), (t, "?"))
+        arrivals.append(got)
+    slow = []
+    for job_id, origin in jobs:
+        late = sorted(((arrivals[i][job_id][0] - created[job_id], i, arrivals[i][job_id][1])
+                       for i in range(len(nodes)) if i != origin and job_id in arrivals[i]), reverse=True)  # fmt: skip
+        if late and late[0][0] > LATE:
+            slow.append((late[0][0], job_id, origin, [x for x in late if x[0] > LATE]))
+    lines = []
+    for span, job_id, origin, late in sorted(slow, reverse=True)[:most]:
+        vias = {v: sum(1 for x in late if x[2] == v) for v in sorted({x[2] for x in late})}
+        lines.append(f"    job {job_id[:8]} from node {origin}: {span * 1000:.0f} ms; {len(late)} nodes late ("
+                     + ", ".join(f"{k} via {v}" for v, k in vias.items()) + ")")  # fmt: skip
+        origin_story = late_story(events[origin], created[job_id], created[job_id], names)
+        if origin_story:
+            lines.append(f"      origin {origin}: {origin_story}")
+        for delay, i, via in late[:3]:
+            story = late_story(events[i], created[job_id], created[job_id] + delay, names)
+            lines.append(f"      node {i}: {delay * 1000:.0f} ms via {via}" + (f"; {story}" if story else ""))
+    return lines
+
+
+def print_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[str, float], rate: str) -> None:
+    lines = explain_late(nodes, jobs, created)
+    if lines:
+        print(f"  {rate}: jobs that reached a node later than {LATE * 1000:.0f} ms\n" + "\n".join(lines), flush=True)
 
 
 def run_swarm_key(n: int, samples: int, interval: float, data_root: str | None = None) -> tuple[Outcome, Outcome]:
@@ -439,6 +520,14 @@ def main() -> None:
         "--baseline", metavar="REF", help="first the same cmnode run with every node at this git revision"
     )
     parser.add_argument("--cmnode-only", action="store_true", help="no bare side (only the cmnode figures)")
+    parser.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more `cmnode run` argument for every node, both sides of --baseline (repeat it: "
+        "--node-arg=--heartbeat --node-arg=600)",
+    )
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
@@ -474,10 +563,11 @@ def main() -> None:
         if args.baseline:
             with source_at(args.baseline) as old:
                 baseline = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                               idle=args.idle, code=old, with_bare=not args.cmnode_only)  # fmt: skip
+                               idle=args.idle, code=old, with_bare=not args.cmnode_only,
+                               node_args=tuple(args.node_arg))  # fmt: skip
             report(n, baseline, args, interval, None, f"baseline {args.baseline}")
         out = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                  idle=args.idle, with_bare=not args.cmnode_only)  # fmt: skip
+                  idle=args.idle, with_bare=not args.cmnode_only, node_args=tuple(args.node_arg))  # fmt: skip
         report(n, out, args, interval, baseline, "this tree" if baseline else "")
 
 

@@ -79,6 +79,8 @@ class DirectPubsub(Pubsub):
                 del self._registering[peer_id]
 
 
+mesh_log = logging.getLogger("cmnode.p2p.mesh")
+
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any]]]
 
 DEGREE, DEGREE_LOW, DEGREE_HIGH = 3, 3, 6
@@ -104,6 +106,32 @@ class LazyGossipSub(GossipSub):
         if self.adaptive_gossip_enabled:
             return super()._get_adaptive_gossip_peers_count(topic, total_peers)
         return max(0, min(GOSSIP_PEERS, total_peers))
+
+    # -- the mesh's changes, at debug level (benchmarks/mesh.py ``--trace`` reads them: which node had no mesh
+    # when a job reached it late) -----------------------------------------------------------------------------
+
+    def mesh_heartbeat(self) -> tuple[Any, Any]:
+        graft, prune = super().mesh_heartbeat()
+        if (graft or prune) and mesh_log.isEnabledFor(logging.DEBUG):
+            mesh_log.debug("gossip mesh heartbeat size=%d grafted=%d pruned=%d", len(self.mesh.get(TOPIC, ())),
+                           len(graft), len(prune))  # fmt: skip
+        return graft, prune
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        await super().handle_graft(graft_msg, sender_peer_id)
+        if mesh_log.isEnabledFor(logging.DEBUG):
+            mesh_log.debug("gossip mesh graft from=%s accepted=%s size=%d", sender_peer_id,
+                           sender_peer_id in self.mesh.get(TOPIC, ()), len(self.mesh.get(TOPIC, ())))  # fmt: skip
+
+    async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
+        await super().handle_prune(prune_msg, sender_peer_id)
+        if mesh_log.isEnabledFor(logging.DEBUG):
+            mesh_log.debug("gossip mesh prune from=%s size=%d", sender_peer_id, len(self.mesh.get(TOPIC, ())))
+
+    def remove_peer(self, peer_id: ID) -> None:
+        super().remove_peer(peer_id)
+        if mesh_log.isEnabledFor(logging.DEBUG):
+            mesh_log.debug("gossip mesh removed=%s size=%d", peer_id, len(self.mesh.get(TOPIC, ())))
 
 
 class Host:

@@ -109,7 +109,8 @@ class Replica:
         if obeyed is not None:
             await self._obey(obeyed)
         if new:
-            log.info("job from peer job_id=%s origin=%s run_here=%s", job.job_id, job.origin, run)
+            log.info("job from peer job_id=%s origin=%s run_here=%s via=%s", job.job_id, job.origin, run,
+                     "gossip" if gossip else "sync")  # fmt: skip
         return new
 
     async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:
@@ -147,7 +148,7 @@ class Replica:
                 for i, added in zip(quiet, new, strict=True):
                     outcomes[i] = added  # False: another round (or gossip) recorded it since ``facts`` was read
                     if added:
-                        log.info("job from peer job_id=%s origin=%s run_here=False", jobs[i][0].job_id,
+                        log.info("job from peer job_id=%s origin=%s run_here=False via=sync", jobs[i][0].job_id,
                                  jobs[i][0].origin)  # fmt: skip
 
         async def one(i: int) -> None:
