@@ -296,6 +296,14 @@ def late_story(events: list[tuple[float, str]], created: float, arrived: float, 
     return re.sub(r"12D3KooW\w+", lambda m: names.get(m.group(0), "n?"), "; ".join(parts))
 
 
+def job_path(events: list[tuple[float, str]], job_id: str, created: float, names: dict[str, str]) -> str:
+    """A job's way through one node, from its debug lines (node/host.py): published, validated, forwarded."""
+    steps = [f"{msg.split(' job_id=')[0].removeprefix('gossip ')} {(t - created) * 1000:+.0f} ms"
+             + "".join(f" {f}" for f in msg.split()[3:])
+             for t, msg in events if msg.startswith("gossip ") and f"job_id={job_id}" in msg]  # fmt: skip
+    return re.sub(r"12D3KooW\w+", lambda m: names.get(m.group(0), "n?"), ", ".join(steps))
+
+
 def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[str, float], most: int = 6) -> list[str]:
     """For the slowest jobs over LATE: how many nodes had each late, and for the latest few, when, by which
     path (``via=gossip`` or ``via=sync``, i.e. catch-up; an older node's log says neither) and what that node
@@ -320,14 +328,19 @@ def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[s
     lines = []
     for span, job_id, origin, late in sorted(slow, reverse=True)[:most]:
         vias = {v: sum(1 for x in late if x[2] == v) for v in sorted({x[2] for x in late})}
+        first = min(arrivals[i][job_id][0] for i in range(len(nodes)) if i != origin and job_id in arrivals[i])
         lines.append(f"    job {job_id[:8]} from node {origin}: {span * 1000:.0f} ms; {len(late)} nodes late ("
-                     + ", ".join(f"{k} via {v}" for v, k in vias.items()) + ")")  # fmt: skip
+                     + ", ".join(f"{k} via {v}" for v, k in vias.items())
+                     + f"); first stored at {(first - created[job_id]) * 1000:.0f} ms; origin: "
+                     + job_path(events[origin], job_id, created[job_id], names))  # fmt: skip
         origin_story = late_story(events[origin], created[job_id], created[job_id], names)
         if origin_story:
             lines.append(f"      origin {origin}: {origin_story}")
         for delay, i, via in late[:3]:
             story = late_story(events[i], created[job_id], created[job_id] + delay, names)
-            lines.append(f"      node {i}: {delay * 1000:.0f} ms via {via}" + (f"; {story}" if story else ""))
+            path = job_path(events[i], job_id, created[job_id], names)
+            lines.append(f"      node {i}: {delay * 1000:.0f} ms via {via}" + (f" ({path})" if path else "")
+                         + (f"; {story}" if story else ""))  # fmt: skip
     return lines
 
 

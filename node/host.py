@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +66,13 @@ class DirectPubsub(Pubsub):
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if TOPIC in publish_message.topicIDs:
             self.deliver(publish_message)
+            if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(publish_message.data)):
+                mesh_log.debug("gossip validated job_id=%s", job_id)
+
+    async def publish(self, topic_id: str | list[str], data: bytes) -> None:
+        if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(data)):
+            mesh_log.debug("gossip publish job_id=%s", job_id)
+        await super().publish(topic_id, data)
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
         """One registration of a peer at a time ("Two connections at once leave a pubsub sending loop behind"):
@@ -80,6 +88,16 @@ class DirectPubsub(Pubsub):
 
 
 mesh_log = logging.getLogger("cmnode.p2p.mesh")
+"""At debug level: each job's way through this node (published, validated, forwarded) and each change of the
+gossipsub mesh, for ``benchmarks/mesh.py`` (``--node-arg=--log-level --node-arg=debug``) to explain a late job."""
+_JOB_ID = re.compile(rb'^\{"type":"job","job":\{.*?"job_id":"([0-9a-f-]{36})"')
+
+
+def traced_job(data: bytes) -> str | None:
+    """The job ID of a gossip message that carries a job (``wire.encode``'s layout), else None; debug only."""
+    match = _JOB_ID.match(data)
+    return match.group(1).decode() if match else None
+
 
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any]]]
 
@@ -106,6 +124,12 @@ class LazyGossipSub(GossipSub):
         if self.adaptive_gossip_enabled:
             return super()._get_adaptive_gossip_peers_count(topic, total_peers)
         return max(0, min(GOSSIP_PEERS, total_peers))
+
+    async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
+        if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(pubsub_msg.data)):
+            mesh_log.debug("gossip forward job_id=%s from=%s mesh=%d", job_id, msg_forwarder,
+                           len(self.mesh.get(TOPIC, ())))  # fmt: skip
+        await super().publish(msg_forwarder, pubsub_msg)
 
     # -- the mesh's changes, at debug level (benchmarks/mesh.py ``--trace`` reads them: which node had no mesh
     # when a job reached it late) -----------------------------------------------------------------------------
