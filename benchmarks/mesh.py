@@ -266,9 +266,10 @@ LATE = 0.150
 """A node that stored a job this long (seconds) after its creation had it late (the 1 job/s target at N = 30)."""
 LOG_LINE = re.compile(r"^(\S+)Z level=\w+ logger=(\S+) msg=(.*)$")
 VIA = re.compile(r"job_id=(\S+) .*via=(\w+)")
-NOTED = ("gossip mesh", "peer connected", "peer disconnected", "caught up with", "trimm", "dead connection")
+NOTED = ("gossip mesh", "peer connected", "peer disconnected", "caught up with", "trimm", "dead connection", "gc pause")
 """The log lines that tell how a node stood when a job reached it late: its gossipsub mesh (node/host.py, at
-debug level: ``--node-arg=--log-level --node-arg=debug``), its connections, its catch-up rounds."""
+debug level: ``--node-arg=--log-level --node-arg=debug``), its connections, its catch-up rounds, its garbage
+collector's pauses (node/gcwatch.py, debug too)."""
 
 
 def _when(stamp: str) -> float:
@@ -287,8 +288,8 @@ def log_events(node: Node) -> list[tuple[float, str]]:
 
 
 def late_story(events: list[tuple[float, str]], created: float, arrived: float, names: dict[str, str]) -> str:
-    """What a late node logged about its mesh, connections and catch-up from 5 s before the job to its arrival
-    (peer IDs as ``names`` gives them: n<index>)."""
+    """What a late node logged about its mesh, connections, catch-up and garbage collector from 5 s before the job
+    to its arrival (peer IDs as ``names`` gives them: n<index>)."""
     noted = [(t, msg) for t, msg in events if created - 5 <= t <= arrived and msg.startswith(NOTED)]
     before = [(t, msg) for t, msg in events if t < created - 5 and msg.startswith("gossip mesh")]
     parts = [f"last mesh event {created - before[-1][0]:.0f} s before: {before[-1][1]}"] if before else []

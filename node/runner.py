@@ -11,7 +11,7 @@ import urllib.parse
 import ifaddr
 import trio
 
-from . import logsetup
+from . import gcwatch, logsetup
 from .config import Config
 from .errors import ConfigError, StoreDamagedError
 from .startup import imports_without_gc
@@ -30,6 +30,7 @@ def main(config: Config) -> int:
             from .app import run_node  # after logging is configured (libp2p logs on the root logger)
 
         logsetup.adopt_libp2p()  # after libp2p is imported: its import unhooks its logger
+        gcwatch.install()  # debug only: the collector's pauses beside the jobs they delay
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
