@@ -52,6 +52,7 @@ import httpx
 from benchmarks.catchup import source_at
 from benchmarks.common import LoggedNode, call, pct
 from node import topology
+from node.runner import TRACE_ENV
 
 RECORDED = re.compile(r"^(\S+)Z level=info logger=cmnode.sync msg=job from peer job_id=(\S+)")
 NOWHERE = "12D3KooWNowhereNowhereNowhereNowhereNowhereNowhere1"
@@ -267,9 +268,9 @@ LATE = 0.150
 LOG_LINE = re.compile(r"^(\S+)Z level=\w+ logger=(\S+) msg=(.*)$")
 VIA = re.compile(r"job_id=(\S+) .*via=(\w+)")
 NOTED = ("gossip mesh", "peer connected", "peer disconnected", "caught up with", "trimm", "dead connection", "gc pause")
-"""The log lines that tell how a node stood when a job reached it late: its gossipsub mesh (node/host.py, at
-debug level: ``--node-arg=--log-level --node-arg=debug``), its connections, its catch-up rounds, its garbage
-collector's pauses (node/gcwatch.py, debug too)."""
+"""The log lines that tell how a node stood when a job reached it late: its gossipsub mesh (node/host.py) and
+its garbage collector's pauses (node/gcwatch.py), both logged with ``--trace`` only, its connections, its
+catch-up rounds."""
 
 
 def _when(stamp: str) -> float:
@@ -321,17 +322,17 @@ def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[s
                 got.setdefault(msg.split()[3].removeprefix("job_id="), (t, "?"))
         arrivals.append(got)
     slow = []
-    for job_id, origin in jobs:
+    for k, (job_id, origin) in enumerate(jobs):
         late = sorted(((arrivals[i][job_id][0] - created[job_id], i, arrivals[i][job_id][1])
                        for i in range(len(nodes)) if i != origin and job_id in arrivals[i]), reverse=True)  # fmt: skip
         if late and late[0][0] > LATE:
-            slow.append((late[0][0], job_id, origin, [x for x in late if x[0] > LATE]))
-    lines = []
-    for span, job_id, origin, late in sorted(slow, reverse=True)[:most]:
+            slow.append((late[0][0], k, job_id, origin, [x for x in late if x[0] > LATE]))
+    lines = [f"    {len(slow)} of {len(jobs)} jobs late (sample numbers {[k for _, k, *_ in slow]})"] if slow else []
+    for span, k, job_id, origin, late in sorted(slow, reverse=True)[:most]:
         vias = {v: sum(1 for x in late if x[2] == v) for v in sorted({x[2] for x in late})}
         first = min(arrivals[i][job_id][0] for i in range(len(nodes)) if i != origin and job_id in arrivals[i])
-        lines.append(f"    job {job_id[:8]} from node {origin}: {span * 1000:.0f} ms; {len(late)} nodes late ("
-                     + ", ".join(f"{k} via {v}" for v, k in vias.items())
+        lines.append(f"    job {job_id[:8]} (sample {k}) from node {origin}: {span * 1000:.0f} ms; {len(late)} nodes "
+                     "late (" + ", ".join(f"{c} via {v}" for v, c in vias.items())
                      + f"); first stored at {(first - created[job_id]) * 1000:.0f} ms; origin: "
                      + job_path(events[origin], job_id, created[job_id], names))  # fmt: skip
         origin_story = late_story(events[origin], created[job_id], created[job_id], names)
@@ -347,8 +348,9 @@ def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[s
 
 def print_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[str, float], rate: str) -> None:
     lines = explain_late(nodes, jobs, created)
-    if lines:
-        print(f"  {rate}: jobs that reached a node later than {LATE * 1000:.0f} ms\n" + "\n".join(lines), flush=True)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"  {rate}: load average {load} at the end of the round" + (f"; jobs that reached a node later than "
+          f"{LATE * 1000:.0f} ms:\n" + "\n".join(lines) if lines else ""), flush=True)  # fmt: skip
 
 
 def run_swarm_key(n: int, samples: int, interval: float, data_root: str | None = None) -> tuple[Outcome, Outcome]:
@@ -542,6 +544,12 @@ def main() -> None:
         help="one more `cmnode run` argument for every node, both sides of --baseline (repeat it: "
         "--node-arg=--heartbeat --node-arg=600)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="the nodes log each job's way through them, their gossip mesh's changes and their collector's pauses "
+        "(CMNODE_TRACE=1), and the report explains each job that reached a node later than 150 ms with them",
+    )
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
@@ -571,6 +579,8 @@ def main() -> None:
                 flush=True,
             )
         return
+    if args.trace:
+        os.environ[TRACE_ENV] = "1"  # the node processes inherit it
     interval = args.interval or 1 / args.rates[-1]
     for n in args.nodes:
         baseline = None

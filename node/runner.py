@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import urllib.parse
@@ -16,7 +17,7 @@ from .config import Config
 from .errors import ConfigError, StoreDamagedError
 from .startup import imports_without_gc
 
-__all__ = ["main", "reachable"]
+__all__ = ["TRACED", "TRACE_ENV", "main", "reachable", "trace_from_env"]
 
 
 def main(config: Config) -> int:
@@ -30,6 +31,7 @@ def main(config: Config) -> int:
             from .app import run_node  # after logging is configured (libp2p logs on the root logger)
 
         logsetup.adopt_libp2p()  # after libp2p is imported: its import unhooks its logger
+        trace_from_env()
         gcwatch.install()  # debug only: the collector's pauses beside the jobs they delay
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -64,6 +66,20 @@ def main(config: Config) -> int:
             return 1
         raise
     return 0
+
+
+TRACE_ENV = "CMNODE_TRACE"
+TRACED = ("cmnode.p2p.mesh", "cmnode.gc")
+"""Loggers that ``CMNODE_TRACE=1`` puts at debug level, whatever ``--log-level`` says: each job's way through the
+node and the gossip mesh's changes (node/host.py), the collector's pauses (node/gcwatch.py). What
+``benchmarks/mesh.py --trace`` reads to explain a late job, without the rest of debug logging (py-libp2p's
+multiaddr alone logs ~30 lines a second per connection there, which would be the load it measures)."""
+
+
+def trace_from_env() -> None:
+    if os.environ.get(TRACE_ENV) == "1":
+        for name in TRACED:
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
 
 def reachable(url: str) -> list[str]:
