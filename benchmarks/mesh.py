@@ -346,10 +346,20 @@ def explain_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[s
     return lines
 
 
+def gc_pauses(nodes: list[Node], since: float) -> str:
+    """The collector's pauses in all nodes' logs since ``since`` (epoch s; logged with ``--trace`` only)."""
+    pauses = [float(m.group(2)) for node in nodes for t, msg in log_events(node)
+              if t >= since and (m := re.match(r"gc pause gen=(\d) ms=([\d.]+)", msg))]  # fmt: skip
+    if not pauses:
+        return ""
+    return f"; gc pauses (>= 5 ms or full) {len(pauses)}, max {max(pauses):.0f} ms, total {sum(pauses):.0f} ms"
+
+
 def print_late(nodes: list[Node], jobs: list[tuple[str, int]], created: dict[str, float], rate: str) -> None:
     lines = explain_late(nodes, jobs, created)
+    pauses = gc_pauses(nodes, min(created.values())) if created else ""
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"  {rate}: load average {load} at the end of the round" + (f"; jobs that reached a node later than "
+    print(f"  {rate}: load average {load} at the end of the round{pauses}" + (f"; jobs that reached a node later than "
           f"{LATE * 1000:.0f} ms:\n" + "\n".join(lines) if lines else ""), flush=True)  # fmt: skip
 
 
