@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import statistics
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -125,19 +124,6 @@ class LazyGossipSub(GossipSub):
         if self.adaptive_gossip_enabled:
             return super()._get_adaptive_gossip_peers_count(topic, total_peers)
         return max(0, min(GOSSIP_PEERS, total_peers))
-
-    def _perform_opportunistic_grafting(self, topic: str, peers_to_graft: Any) -> int:
-        """Graft beyond D only when the mesh's peers score badly (median below 0: they forwarded invalid
-        messages), as go-libp2p's opportunistic grafting intends (docs/py-libp2p.md, "Opportunistic grafting
-        churns the mesh"). py-libp2p 0.8.1 runs it at every heartbeat with a threshold that every peer scoring 0
-        meets, so each second a full mesh grafted two more peers, went past D_high, and pruned back to D, putting
-        the pruned peers in a 60 s backoff: the mesh never settled."""
-        if self.scorer is None:
-            return 0
-        scores = [self.scorer.score(p, [topic]) for p in self.mesh.get(topic, ()) if self.supports_scoring(p)]
-        if not scores or statistics.median(scores) >= 0:
-            return 0
-        return super()._perform_opportunistic_grafting(topic, peers_to_graft)
 
     async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
         if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(pubsub_msg.data)):
