@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import types
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -114,6 +115,10 @@ GOSSIP_PEERS = 3
 """IHAVE goes to this many peers outside the mesh at each heartbeat (``LazyGossipSub``)."""
 
 
+GRAFT_SLACK = 3.0
+"""Seconds past a prune backoff's end before this node grafts that peer (go-libp2p: two heartbeats)."""
+
+
 class LazyGossipSub(GossipSub):
     """GossipSub whose heartbeat announces (IHAVE) recent messages to GOSSIP_PEERS peers outside the mesh, not
     py-libp2p's ``max(6, 25 %)`` of them (docs/py-libp2p.md, "IHAVE goes to every peer outside the mesh"): with
@@ -124,6 +129,38 @@ class LazyGossipSub(GossipSub):
         if self.adaptive_gossip_enabled:
             return super()._get_adaptive_gossip_peers_count(topic, total_peers)
         return max(0, min(GOSSIP_PEERS, total_peers))
+
+    def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
+        """IHAVE of the recent messages to GOSSIP_PEERS peers outside the mesh, chosen whether or not a prune
+        backoff stands between us (docs/py-libp2p.md, "A node in backoff with all its peers hears no gossip").
+        py-libp2p leaves peers in backoff out, as it does when grafting; a node whose mesh had emptied while every
+        peer it holds was in backoff with it then heard of no message but through catch-up, seconds later. A
+        backoff is about the mesh; go-libp2p gossips to such peers too."""
+        told: defaultdict[ID, dict[str, list[bytes]]] = defaultdict(dict)
+        if self.pubsub is None:
+            return told
+        for topic, mesh in self.mesh.items():
+            msg_ids = self.mcache.window(topic)
+            if not msg_ids or topic not in self.pubsub.peer_topics:
+                continue
+            others = [p for p in self.pubsub.peer_topics[topic] if p not in mesh and p in self.peer_protocol]
+            for peer in self.select_from_minus(self._get_adaptive_gossip_peers_count(topic, len(others)), others, ()):
+                told[peer][topic] = list(msg_ids)
+        return told
+
+    def _get_in_topic_gossipsub_peers_from_minus(
+        self, topic: str, num_to_select: int, minus: Iterable[ID], backoff_check: bool = False
+    ) -> list[ID]:
+        """Peers to graft: a peer whose backoff ended less than GRAFT_SLACK seconds ago is not grafted yet (go-libp2p
+        keeps the same slack; docs/py-libp2p.md, "A node in backoff with all its peers hears no gossip"). Without
+        it a node grafted a peer in the very second its own backoff ended, while the peer's (set a moment later,
+        on our PRUNE) still ran: refused, both backoffs renewed for 60 s, and again."""
+        if not backoff_check:
+            return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, minus, False)
+        until, now = self.back_off.get(topic, {}), time.time()
+        for peer in [p for p, t in until.items() if t + GRAFT_SLACK <= now]:
+            del until[peer]  # ended, slack included (the library deletes an entry as soon as it ends)
+        return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, set(minus) | set(until), False)
 
     def _get_peers_to_send(
         self, topic_ids: Iterable[str], msg_forwarder: ID, origin: ID, msg_id: bytes | None = None

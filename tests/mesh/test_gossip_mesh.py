@@ -1,15 +1,18 @@
-"""Where gossipsub sends a message (node/host.py ``LazyGossipSub``; docs/py-libp2p.md, "Our own messages go only
-to the mesh"). Against the real router, no network: its choice of peers is called directly."""
+"""Where gossipsub sends a message and whom it grafts (node/host.py ``LazyGossipSub``; docs/py-libp2p.md, "Our own
+messages go only to the mesh" and "A node in backoff with all its peers hears no gossip"). Against the real
+router, no network: its choice of peers and its heartbeat's steps are called directly."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
 
 from node.config import Config
-from node.host import DEGREE, Host, LazyGossipSub
+from node.host import DEGREE, GOSSIP_PEERS, GRAFT_SLACK, Host, LazyGossipSub
 from node.identity import Identity
 from node.wire import TOPIC
 
@@ -40,3 +43,37 @@ def test_our_own_messages_go_to_every_connected_peer_on_the_topic(tmp_path: Path
     assert set(router._get_peers_to_send([TOPIC], msg_forwarder=me, origin=me)) == set(peers)
     forwarded = set(router._get_peers_to_send([TOPIC], msg_forwarder=peers[0], origin=peers[5]))
     assert forwarded == set(peers[1:DEGREE])
+
+
+def test_ihave_reaches_peers_in_prune_backoff(tmp_path: Path) -> None:
+    """A node whose every peer is in backoff with it (a hub that pruned them all) still hears of each message by
+    IHAVE at the next heartbeat: py-libp2p left such peers out, so it heard of none but through catch-up."""
+    peers = [new_identity().peer_id for _ in range(10)]
+    router = router_with(tmp_path, peers, peers[:DEGREE])
+    for peer_id in peers[DEGREE:]:
+        router._add_back_off(peer_id, TOPIC, False)
+    router.mcache.put(rpc_pb2.Message(from_id=peers[0].to_bytes(), seqno=b"\0" * 8, data=b"{}", topicIDs=[TOPIC]))
+    told = router.gossip_heartbeat()
+    assert len(told) == GOSSIP_PEERS and set(told) <= set(peers[DEGREE:])
+
+
+def test_a_peer_is_grafted_only_a_few_seconds_after_its_backoff_ended(tmp_path: Path) -> None:
+    """Grafting in the very second a backoff ended met the peer's own backoff, set a moment later on our PRUNE:
+    refused, and both renewed for 60 s. The heartbeat waits GRAFT_SLACK past the end (go-libp2p's slack)."""
+    peers = [new_identity().peer_id for _ in range(10)]
+    router = router_with(tmp_path, peers, [])
+    now = int(time.time())
+    router.back_off[TOPIC] = dict.fromkeys(peers, now)  # just ended: ``_check_back_off`` says free
+    graft, _ = router.mesh_heartbeat()
+    assert not graft and not router.mesh[TOPIC]
+    router.back_off[TOPIC] = dict.fromkeys(peers, now - GRAFT_SLACK - 1)
+    graft, _ = router.mesh_heartbeat()
+    assert len(graft) == DEGREE == len(router.mesh[TOPIC])
+
+
+def test_the_slack_leaves_peers_without_backoff_to_graft(tmp_path: Path) -> None:
+    peers = [new_identity().peer_id for _ in range(10)]
+    router = router_with(tmp_path, peers, [])
+    router.back_off[TOPIC] = dict.fromkeys(peers[:8], int(time.time()))
+    graft, _ = router.mesh_heartbeat()
+    assert set(graft) == set(peers[8:])
