@@ -26,6 +26,12 @@ its ratio to the first. ``--cmnode-only``: no bare side (its processes double th
 connection encrypted with it under Noise) and one without, jobs created on both alternately; prints the p50/p99
 of each and the ratio keyed/open. Target: <= 1.1x.
 
+``--trace``: each job that reached some node later than 150 ms is explained after its round: how many nodes had it
+late, by which path (gossip or catch-up), when the origin published it, and for the latest nodes when they
+validated and forwarded it and what they logged meanwhile (gossip mesh changes, connections, catch-up rounds, gc
+pauses; the nodes log these with ``CMNODE_TRACE=1``, node/runner.py). Without it the report still names the late
+jobs and nodes, and each round prints the machine's load average.
+
 The jobs are placed on a node that does not exist (``{"nodes": [...]}``), so they are recorded everywhere and
 run nowhere: one gossip message per job, as on the bare side, and no container load on the machine.
 """
@@ -73,8 +79,7 @@ class Node(LoggedNode):
         out = {}
         for line in self.log.read_text().splitlines():
             if m := RECORDED.match(line):
-                out[m.group(2)] = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-                out[m.group(2)] += float("0" + m.group(1)[19:])
+                out[m.group(2)] = _when(m.group(1))
         return out
 
 
