@@ -128,3 +128,20 @@ async def test_a_big_batch_of_executions_stays_on_the_writer_thread(tmp_path: Pa
             assert len(await store.put_executions(many[:2], durable=False)) == 2
             assert len(await store.put_executions(many[2:], durable=False)) == 48
         assert seen[0] == threading.get_ident() and seen[1] != threading.get_ident()
+
+
+async def test_a_quick_write_commits_in_the_writing_task_without_a_scheduling_round(tmp_path: Path) -> None:
+    """The writer idle: the write is committed in the caller's task, which goes on at once; a task made ready
+    before it has not run yet (through the writer task, it took two rounds behind every ready task)."""
+    async with Store.open(tmp_path / "db") as store, trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()  # the writer task waits for work
+        ran: list[str] = []
+
+        async def other() -> None:
+            ran.append("other")
+
+        nursery.start_soon(other)
+        job = _job()
+        assert await store.add_job(job, durable=False)
+        assert ran == []
+        assert await store.get_job(job.job_id) is not None
