@@ -229,9 +229,9 @@ def main() -> None:
             continue
         line = (f"  {name:9s} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  lost {r['lost']}"
                 f"  (first receiver p50 {r['first']['p50_ms']:6.1f} ms)")  # fmt: skip
-        line += f"\n            CPU of its {args.nodes} processes while the jobs ran: {r['cpu'] * 100:.0f} % of a core"
         if "ratio_p50" in r:
             line += f"  ratio p50 {r['ratio_p50']:5.2f}x p99 {r['ratio_p99']:5.2f}x (target <= 1.3x)"
+        line += f"\n            CPU of its {args.nodes} processes while the jobs ran: {r['cpu'] * 100:.0f} % of a core"
         if "mesh" in r:
             line += "\n            " + ", ".join(f"{key} {value}" for key, value in r["mesh"].items())
         print(line, flush=True)
