@@ -90,7 +90,7 @@ async def test_a_write_goes_to_the_writer_thread_while_a_batch_is_committed_ther
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store.put_executions, many)  # a big batch: on the writer thread
-                await trio.to_thread.run_sync(started.wait)
+                assert await trio.to_thread.run_sync(started.wait, 30)
                 assert store._thread_busy
                 nursery.start_soon(store.add_job, job)
                 await trio.testing.wait_all_tasks_blocked()
