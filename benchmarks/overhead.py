@@ -17,7 +17,9 @@ from another tree at the same time (e.g. ``git archive HEAD | tar -x -C /tmp/bas
 sees the same load. Jobs are created on each side in turn, round robin over its nodes, ``1 / --rate`` s apart per
 side. Time until all others have a job: cmnode, from the job's ``created_at`` to the last receiver's "job from
 peer" log line (as benchmarks/mesh.py); bare, from just before the publish to the last arrival. Also printed: the
-time until the first receiver has it, which holds the origin's part (Create's durable write, signing, publish).
+time until the first receiver has it, which holds the origin's part (Create's durable write, signing, publish),
+and the CPU each side's processes used while the jobs ran (in % of one core, all of them together): the sides
+share two cores, so a side that uses more, its jobs included, waits longer for a core at every hop.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import LoggedNode, call
-from benchmarks.mesh import SPEC, Bare, Node, _spans, formed, peer_edges, start_bare, summary
+from benchmarks.mesh import SPEC, Bare, Node, _spans, cpu_seconds, formed, peer_edges, start_bare, summary
 
 HERE = Path(__file__).resolve().parent.parent
 MESH_COUNTERS = ("messages_in", "sync_jobs", "dead_connections", "unsubscribed", "trimmed")
@@ -160,6 +162,10 @@ def run(n: int, samples: int, rate: float, code: Path, baseline: Path | None, pl
             stack.callback(peer.stop)
         jobs: dict[str, list[tuple[str, int]]] = {name: [] for name in sides}
         step = 1 / rate / (len(sides) + 1)
+        pids = {**{name: [node.proc.pid for node in side] for name, side in sides.items()},
+                "bare": [peer.proc.pid for peer in peers]}  # fmt: skip
+        cpu_before = {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+        began = time.monotonic()
         for k in range(samples):
             origin = k % n
             for name, side in sides.items():
@@ -168,6 +174,8 @@ def run(n: int, samples: int, rate: float, code: Path, baseline: Path | None, pl
             peers[origin].send(f"pub {k}")
             time.sleep(step)
         time.sleep(3)
+        cpu = {name: (sum(cpu_seconds(pid) for pid in group) - cpu_before[name]) / (time.monotonic() - began)
+               for name, group in pids.items()}  # fmt: skip
         out: dict[str, Any] = {"nodes": n, "samples": samples, "rate": rate, "connections": len(edges)}
         for name, side in sides.items():
             created = {
@@ -181,11 +189,12 @@ def run(n: int, samples: int, rate: float, code: Path, baseline: Path | None, pl
             mesh = [call(http, node.url, "NodeService.Info")["mesh"] for node in side]
             counters = {key: sum(m.get(key, 0) for m in mesh) for key in MESH_COUNTERS}
             counters["dropped"] = sum(m.get("dropped_total", 0) for m in mesh)
-            out[name] = {**summary(spans), "lost": lost, "first": summary(first_spans(arrivals)), "mesh": counters}
+            out[name] = {**summary(spans), "lost": lost, "first": summary(first_spans(arrivals)), "mesh": counters,
+                         "cpu": cpu[name]}  # fmt: skip
     bare = [([peers[i].events.get(("recv", str(k))) for i in range(n) if i != k % n],
              peers[k % n].events.get(("sent", str(k)))) for k in range(samples)]  # fmt: skip
     spans, lost = _spans(bare)
-    out["bare"] = {**summary(spans), "lost": lost, "first": summary(first_spans(bare))}
+    out["bare"] = {**summary(spans), "lost": lost, "first": summary(first_spans(bare)), "cpu": cpu["bare"]}
     for name in sides:
         side, base = out[name], out["bare"]
         side["ratio_p50"] = side["p50_ms"] / base["p50_ms"]
@@ -222,6 +231,7 @@ def main() -> None:
                 f"  (first receiver p50 {r['first']['p50_ms']:6.1f} ms)")  # fmt: skip
         if "ratio_p50" in r:
             line += f"  ratio p50 {r['ratio_p50']:5.2f}x p99 {r['ratio_p99']:5.2f}x (target <= 1.3x)"
+        line += f"\n            CPU of its {args.nodes} processes while the jobs ran: {r['cpu'] * 100:.0f} % of a core"
         if "mesh" in r:
             line += "\n            " + ", ".join(f"{key} {value}" for key, value in r["mesh"].items())
         print(line, flush=True)

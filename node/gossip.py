@@ -5,12 +5,14 @@ that calls ``pubsub.publish``, paced so that no peer's outbound queue overflows 
 queues drop beyond 32 messages"). It signs this node's executions on their way out: whatever wrote a version,
 peers accept it only signed by this node.
 
-In: pubsub calls ``validate`` (parse and check once; a rejected message is neither delivered nor forwarded) and
-then ``deliver``, which only queues into a large inbox, and only then forwards the message: both are on the path
-of every hop, so they do nothing more (the store is written after, by ``consumer``, which applies the inbox
-through the node's ``Inbound``, one lane per job). Nothing a peer sends may raise out of these: an unexpected
-exception costs that one message, counted in ``MeshStats.dropped`` under ``error`` (and logged once with its
-stack), never the node.
+In: pubsub calls ``validate`` (parse and check once; a rejected message is neither delivered nor forwarded), then
+forwards the message, and then, in the same task, ``forwarded`` applies it through the node's ``Inbound`` (the
+store is written there and then when nothing holds it up), or queues it into a large inbox that ``consumer``
+applies, one lane per job. Validation is on the path of every hop, so it does nothing more; the apply follows the
+forward without yielding to the node's other tasks (see ``forwarded``). ``deliver`` is the library's plain
+delivery (``node/host.py``'s ``DirectPubsub`` without ``forwarded``): it queues into the inbox. Nothing a peer
+sends may raise out of these: an unexpected exception costs that one message, counted in ``MeshStats.dropped``
+under ``error`` (and logged once with its stack), never the node.
 
 Penalties: a rejected message lowers its forwarder's gossipsub score (``SCORE_PARAMS``, the library's own
 scorer); ``police`` disconnects a peer whose score falls below ``DISCONNECT_SCORE`` and keeps it out for
@@ -118,6 +120,11 @@ class Gossip:
         """Messages validated and not yet delivered, by pubsub message ID: their sender and parsed value."""
         self._warned = False
         self._banned: OrderedDict[ID, float] = OrderedDict()
+        self._lanes: dict[str, list[tuple[str, Envelope]]] = {}
+        """The jobs whose messages are being applied, each with the messages waiting behind the one applied."""
+        self._room = trio.Semaphore(PENDING)
+        self._taking: str | None = None
+        """The lane of the message ``consumer`` took from the inbox and has not yet put in ``_lanes``."""
         self._kick_send, self._kick_recv = trio.open_memory_channel[ID](100)
         self._full_since: dict[ID, float] = {}
         """Peers whose outbound queue is at PEER_QUEUE_HIGH, and since when (bounded by the connected peers)."""
@@ -179,38 +186,73 @@ class Gossip:
         """Pubsub's delivery of a validated message: queue it, or count it dropped when the inbox is full."""
         try:
             validated = self._validated.pop(msg.from_id + msg.seqno, None)
-            if validated is None:  # ours (validate keeps none), or one validate never saw
-                return
-            self._inbox_send.send_nowait(validated)
-        except trio.WouldBlock:
-            self.stats.drop("overload")
+            if validated is not None:  # else ours (validate keeps none), or one validate never saw
+                self._queue(validated)
         except Exception as exc:
             self._unexpected("delivering gossip", exc)
 
+    async def forwarded(self, msg: rpc_pb2.Message) -> None:
+        """Pubsub forwarded a validated message (``DirectPubsub.forwarded``, in the task that received it): apply
+        it here and now, as the lane of its job, unless an earlier message must go first (one in the inbox, or
+        one about the same job being applied) or PENDING are being applied: then it joins the inbox. Never raises
+        (but for cancellation).
+
+        Why here: through the inbox, a message waited for the consumer, then for its lane's task, each a trio
+        scheduling round behind every task ready in the node, and its apply ran interleaved with the forward's
+        own writes to the next peers, delaying them. Here the forward is queued to the peers first (their sending
+        tasks run next), and the apply (a commit of 0.2 ms when the store is idle, ``Store._commit_here``) needs
+        no round at all; benchmarks/overhead.py measures both (the time until the last node has a job)."""
+        try:
+            validated = self._validated.pop(msg.from_id + msg.seqno, None)
+            if validated is None:  # ours (validate keeps none), or one validate never saw
+                return
+            key = _job_of(validated[1])
+            if self._inbox_recv.statistics().current_buffer_used or self._taking is not None or key in self._lanes:
+                self._queue(validated)
+                return
+            try:
+                self._room.acquire_nowait()
+            except trio.WouldBlock:
+                self._queue(validated)
+                return
+            self.stats.messages_in += 1
+            self._lanes[key] = [validated]
+        except Exception as exc:
+            self._unexpected("delivering gossip", exc)
+            return
+        await self._lane(key)
+
+    def _queue(self, validated: tuple[str, Envelope]) -> None:
+        try:
+            self._inbox_send.send_nowait(validated)
+        except trio.WouldBlock:
+            self.stats.drop("overload")
+
     async def consumer(self) -> None:
-        """Apply what arrives as it arrives: one lane (a task) per job, so messages about a job keep their order,
+        """Apply what waits in the inbox: one lane (a task) per job, so messages about a job keep their order,
         while a message about another job goes to the store at once, beside the writes in flight, and joins the
         store's next group commit instead of waiting for the previous message's commit to end (a commit behind a
         local Create's fsync takes tens of milliseconds; each was added to the time until every node has a job).
-        At most PENDING messages are being applied; beyond, the rest wait in the inbox. Until the node's inbound
-        gate opens, they wait there."""
-        lanes: dict[str, list[tuple[str, Envelope]]] = {}
-        room = trio.Semaphore(PENDING)
+        At most PENDING messages are being applied (here and by ``forwarded``); beyond, the rest wait in the
+        inbox. Until the node's inbound gate opens, they wait there."""
         async with trio.open_nursery() as nursery:
             async for sender, msg in self._inbox_recv:
                 self.stats.messages_in += 1
-                await room.acquire()
-                key = _job_of(msg)
-                lane = lanes.get(key)
-                if lane is not None:  # its task is applying an earlier message about this job: this one follows
+                key = self._taking = _job_of(msg)  # ``forwarded`` must not overtake it meanwhile
+                try:
+                    await self._room.acquire()
+                finally:
+                    self._taking = None
+                lane = self._lanes.get(key)
+                if lane is not None:  # a task is applying an earlier message about this job: this one follows
                     lane.append((sender, msg))
                 else:
-                    lanes[key] = [(sender, msg)]
-                    nursery.start_soon(self._lane, key, lanes, room)
+                    self._lanes[key] = [(sender, msg)]
+                    nursery.start_soon(self._lane, key)
 
-    async def _lane(self, key: str, lanes: dict[str, list[tuple[str, Envelope]]], room: trio.Semaphore) -> None:
+    async def _lane(self, key: str) -> None:
         """Apply one job's messages in the order they came, until none is left (then the lane is gone)."""
-        lane = lanes[key]
+        lane = self._lanes[key]
         try:
             while lane:
                 messages = lane[:]
@@ -219,9 +261,9 @@ class Gossip:
                     await self.apply(messages)
                 finally:
                     for _ in messages:
-                        room.release()
+                        self._room.release()
         finally:
-            del lanes[key]  # no checkpoint since ``lane`` was found empty: nothing was added meanwhile
+            del self._lanes[key]  # no checkpoint since ``lane`` was found empty: nothing was added meanwhile
 
     async def apply(self, messages: list[tuple[str, Envelope]]) -> None:
         """Merge messages about one job, in order. Never raises (but for cancellation)."""

@@ -8,6 +8,7 @@ departs from them says which section of ``docs/py-libp2p.md`` explains why; the 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import re
 import time
@@ -54,11 +55,22 @@ DIAL_NOISE = ("libp2p.network.swarm", "libp2p.protocol_muxer.multiselect_client"
 the log"); ``Peering`` says it once."""
 
 
+_HELD: contextvars.ContextVar[list[rpc_pb2.Message] | None] = contextvars.ContextVar("pubsub_held", default=None)
+"""The validated messages ``DirectPubsub.push_msg`` hands to ``forwarded`` once forwarded (None: not in one)."""
+
+
 class DirectPubsub(Pubsub):
     """Pubsub that hands every validated message to ``deliver`` instead of a 32-slot subscription queue
-    (docs/py-libp2p.md, "Subscription queues hold 32 messages")."""
+    (docs/py-libp2p.md, "Subscription queues hold 32 messages"); or, when ``forwarded`` is set, to ``forwarded``
+    once the library has forwarded it, awaited in the task that received it.
+
+    The library delivers before it forwards (``push_msg``: validate, deliver, then the router queues the message
+    to each peer's sending task); ``forwarded`` comes after both, so what it does costs the next hop only the
+    time it runs, not trio scheduling rounds (``Gossip.forwarded``). If forwarding fails, the message goes to
+    ``deliver`` as before."""
 
     deliver: Callable[[rpc_pb2.Message], None] = staticmethod(lambda msg: None)  # type: ignore[assignment]
+    forwarded: Callable[[rpc_pb2.Message], Awaitable[None]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,7 +78,11 @@ class DirectPubsub(Pubsub):
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if TOPIC in publish_message.topicIDs:
-            self.deliver(publish_message)
+            held = _HELD.get()
+            if held is not None:
+                held.append(publish_message)
+            else:
+                self.deliver(publish_message)
             if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(publish_message.data)):
                 mesh_log.debug("gossip validated job_id=%s", job_id)
 
@@ -74,6 +90,23 @@ class DirectPubsub(Pubsub):
         if mesh_log.isEnabledFor(logging.DEBUG) and (job_id := traced_job(data)):
             mesh_log.debug("gossip publish job_id=%s", job_id)
         await super().publish(topic_id, data)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if self.forwarded is None:
+            await super().push_msg(msg_forwarder, msg)
+            return
+        held: list[rpc_pb2.Message] = []
+        token = _HELD.set(held)  # this task's: ``notify_subscriptions`` runs in it, between validate and forward
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except BaseException:
+            for validated in held:
+                self.deliver(validated)
+            raise
+        finally:
+            _HELD.reset(token)
+        for validated in held:
+            await self.forwarded(validated)
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
         """One registration of a peer at a time ("Two connections at once leave a pubsub sending loop behind"):

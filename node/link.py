@@ -247,7 +247,8 @@ class InboundGate:
         return self._open.is_set()
 
     async def on_job(self, job: Job, *, cancel: Cancel | None = None, gossip: bool = False) -> bool:
-        await self._open.wait()
+        if not self._open.is_set():  # waiting on a set event would yield to every ready task: a job from gossip
+            await self._open.wait()  # is applied without one (``Gossip.forwarded``)
         return await self._inbound.on_job(job, cancel=cancel, gossip=gossip)
 
     async def on_jobs(self, jobs: list[tuple[Job, Cancel | None]]) -> list[bool | Exception]:

@@ -86,6 +86,7 @@ class Mesh:
         self.host = host = Host(config=self.config, identity=self.identity)
         # Everything that receives is in place before the host accepts anything.
         host.pubsub.deliver = self.gossip.deliver
+        host.pubsub.forwarded = self.gossip.forwarded
         host.pubsub.set_topic_validator(TOPIC, self.gossip.validate, False)
         host.serve(SYNC_PROTOCOL, self.catchup.serve)
         host.serve(LOGS_PROTOCOL, self._serve_logs)

@@ -49,8 +49,8 @@ class Pending:
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool = True) -> None:
         self.fn = fn
         self.durable = durable
-        self.quick = isinstance(fn, Quick) and not durable
-        """A relaxed write of a row or a few: may be committed on the trio thread (``Commits._inline``)."""
+        self.quick = isinstance(fn, Quick)
+        """A write of a row or a few: may be committed on the trio thread (``Commits._inline``)."""
         self.committed = trio.Event()
         """Set once its commit ended (on disk or not); ``done`` once it is as durable as it asked."""
         self.done = trio.Event()
@@ -61,7 +61,7 @@ class Pending:
 
 
 class Quick(Generic[T]):
-    """A write of a row or a few, which a relaxed commit may make on the trio thread (``Commits._inline``)."""
+    """A write of a row or a few, which may be committed on the trio thread (``Commits._inline``)."""
 
     __slots__ = ("fn",)
 
@@ -99,6 +99,8 @@ class Commits:
     """Commits made on the trio thread since the last one made on the writer thread."""
     _checkpoints_held: int | None = None
     """The writer's ``wal_autocheckpoint`` while commits on the trio thread hold it at 0 (None: not held)."""
+    _thread_busy = False
+    """The writer task is committing a batch on its thread: the connection is not free for a commit here."""
 
     async def _reopen(self) -> bool:
         """Leave the read-only mode of a store opened on a full disk (``Store``)."""
@@ -118,9 +120,12 @@ class Commits:
         """Commit what is queued, batch after batch; the syncer (started here) makes the durable ones durable."""
         send, recv = trio.open_memory_channel[Pending](math.inf)  # bounded by the writes queued (``_send``)
         self._syncing = send
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sync_loop, recv)
-            await self._commit_loop(send)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sync_loop, recv)
+                await self._commit_loop(send)
+        finally:
+            self._syncing = None  # no commit in a caller's task once the writer is gone
 
     async def _commit_loop(self, syncing: trio.MemorySendChannel[Pending]) -> None:
         async for first in self._recv:
@@ -135,22 +140,53 @@ class Commits:
                 self._apply(batch, inline=True)
             else:
                 self._inline_run = 0
-                with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
-                    await trio.to_thread.run_sync(self._apply, batch)
-            self.commits += 1
-            committed, self._committed = self._committed, []
-            for listener in self._listeners if committed else ():
+                self._thread_busy = True
                 try:
-                    listener(committed)
-                except Exception:  # a listener's bug costs its events, never the writer
-                    logging.getLogger("cmnode.store").exception("a commit listener failed")
-            for item in batch:
-                item.committed.set()
-                if item.durable and self._fsync and item.error is None:
-                    self._last_durable = item
-                    syncing.send_nowait(item)
-                else:
-                    item.done.set()
+                    with trio.CancelScope(shield=True):  # a started commit finishes, even at shutdown
+                        await trio.to_thread.run_sync(self._apply, batch)
+                finally:
+                    self._thread_busy = False
+            self._finish(batch, syncing)
+
+    def _finish(self, batch: list[Pending], syncing: trio.MemorySendChannel[Pending]) -> None:
+        """After a batch's commit: tell the listeners, and each write that it is committed, and durable (a
+        durable one once the syncer has synced it)."""
+        self.commits += 1
+        committed, self._committed = self._committed, []
+        for listener in self._listeners if committed else ():
+            try:
+                listener(committed)
+            except Exception:  # a listener's bug costs its events, never the writer
+                logging.getLogger("cmnode.store").exception("a commit listener failed")
+        for item in batch:
+            item.committed.set()
+            if item.durable and self._fsync and item.error is None:
+                self._last_durable = item
+                syncing.send_nowait(item)
+            else:
+                item.done.set()
+
+    def _commit_here(self, item: Pending) -> bool:
+        """Commit ``item`` at once in the calling task, as the writer task would inline, if the writer is idle:
+        nothing queued before it (which it would overtake), no batch on the writer thread (which holds the
+        connection), and ``_inline`` allows it. False: it goes through the writer task's queue.
+
+        Why: handing a write to the writer task and waiting for it took two trio scheduling rounds, each behind
+        every other task ready in the node. A receiver's job waited there 0.4 ms at p50 and 6-8 ms at p90 on the
+        loaded 2-core machine of ``benchmarks/overhead.py``, before its commit of 0.2 ms."""
+        syncing = self._syncing
+        if (
+            syncing is None  # the writer task is not running (its syncer neither)
+            or self._thread_busy
+            or self._readonly
+            or self._send.statistics().current_buffer_used
+            or not self._inline([item])
+        ):
+            return False
+        self._inline_run += 1
+        self._apply([item], inline=True)
+        self._finish([item], syncing)
+        return True
 
     async def _sync_loop(self, recv: trio.MemoryReceiveChannel[Pending]) -> None:
         """fdatasync the WAL for every durable write committed since the last one (one fsync for all)."""
@@ -199,15 +235,16 @@ class Commits:
         return last.error is None
 
     def _inline(self, batch: list[Pending]) -> bool:
-        """Whether to commit ``batch`` on the trio thread: a few quick relaxed writes (a job or an execution a
-        peer sent), outside a bulk block, and at most INLINE_RUN in a row.
+        """Whether to commit ``batch`` on the trio thread: a few quick writes (a job or an execution, from a peer
+        or made here), outside a bulk block, and at most INLINE_RUN in a row.
 
         Why: such a commit takes 0.2-0.3 ms of the writer's time, but handing it to a worker thread and back cost
         4-5 ms at p50 on a loaded 2-core machine (two thread wake-ups, each waiting for a core), and that was
-        the largest part of each receiver's time until it had a job (``benchmarks/overhead.py``). What could
-        block the trio thread is kept off it: no fsync (relaxed, ``synchronous=NORMAL``) and no checkpoint
-        (``wal_autocheckpoint`` is 0 for these commits; the next commit on the writer thread, at the latest
-        after INLINE_RUN of them, checkpoints as usual)."""
+        the largest part of each receiver's time until it had a job (``benchmarks/overhead.py``); for a job
+        created here, it came before the publish. What could block the trio thread is kept off it: no fsync
+        (every commit is ``synchronous=NORMAL``; a durable write's fsync is the syncer's, on its own thread) and
+        no checkpoint (``wal_autocheckpoint`` is 0 for these commits; the next commit on the writer thread, at
+        the latest after INLINE_RUN of them, checkpoints as usual)."""
         return (
             self._bulk == 0
             and self._inline_run < INLINE_RUN
@@ -280,9 +317,13 @@ class Commits:
         if self._readonly and not await self._reopen():
             raise storage_full()
         item = Pending(fn, durable)
-        await self._send.send(item)
+        await trio.lowlevel.checkpoint_if_cancelled()  # yields only when cancelled
+        if not self._commit_here(item):
+            await self._send.send(item)
         early = _EARLY.get() if durable else None
-        await (item.done if early is None else item.committed).wait()
+        waited = item.done if early is None else item.committed
+        if not waited.is_set():  # waiting on a set event would still yield to every other ready task
+            await waited.wait()
         if early is not None and item.error is None:
             early.append(item)
         if item.error is not None:

@@ -52,6 +52,24 @@ async def test_gate_holds_every_call_until_open(peer: Identity) -> None:
     assert len(results) == 4
 
 
+async def test_an_open_gate_passes_a_job_on_without_a_scheduling_round(peer: Identity) -> None:
+    """A job from gossip goes from pubsub's task to the store with no round behind the node's ready tasks
+    (``Gossip.forwarded``); waiting on the gate's event, already set, was one."""
+    inner = FakeInbound()
+    gate = InboundGate(inner)
+    gate.open()
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            assert await gate.on_job(signed_job(peer, "j1"))
+            assert inner.calls == [("job", "j1")] and ran == []
+
+
 async def test_gossip_waits_at_the_gate_and_then_applies_in_order(me: Identity, peer: Identity) -> None:
     """What peers publish before the executor runs is validated and kept, and applied once the gate opens."""
     inner = FakeInbound()

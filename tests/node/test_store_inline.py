@@ -1,6 +1,7 @@
-"""A relaxed write of a row or a few (a job or an execution a peer sent) is committed on the trio thread: a
-worker thread's round trip cost 4-5 ms at p50 on a loaded machine, 20 times the commit (``Commits._inline``).
-What may block stays on the writer thread: durable writes, big batches, bulk blocks, and every checkpoint."""
+"""A write of a row or a few (a job or an execution, a peer's or this node's) is committed on the trio thread: a
+worker thread's round trip cost 4-5 ms at p50 on a loaded machine, 20 times the commit (``Commits._inline``),
+and in the writing task itself when the writer is idle (``Commits._commit_here``). What may block stays off it:
+fsyncs (the syncer's thread), big batches, bulk blocks, and every checkpoint (the writer thread)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from node.model import Execution, Job, JobSpec, State
 from node.store import Store
@@ -46,10 +48,56 @@ async def test_a_relaxed_job_is_committed_on_the_trio_thread_without_checkpoints
             assert await store.add_job(_job(), durable=False)
             assert seen == [threading.get_ident()]
             assert _autocheckpoint(store) == 0  # no checkpoint's fsyncs on the trio thread
-            assert await store.add_job(_job())  # durable: on the writer thread, checkpoints as before
-            assert seen[-1] != threading.get_ident()
-            assert _autocheckpoint(store) == 1000
-            assert len(await store.list_jobs()) == 2
+            assert len(await store.list_jobs()) == 1
+
+
+async def test_a_durable_job_is_committed_on_the_trio_thread_and_fsynced_on_another(tmp_path: Path) -> None:
+    """A job created here: its commit is as quick as a peer's (no fsync: ``synchronous=NORMAL``); the syncer
+    fsyncs it on its own thread, and the write returns only after that."""
+    async with Store.open(tmp_path / "db") as store:
+        seen = _threads(store)
+        synced: list[int] = []
+        real = store._sync_file
+
+        def sync_file() -> None:
+            synced.append(threading.get_ident())
+            real()
+
+        store._sync_file = sync_file  # type: ignore[method-assign]
+        with trio.fail_after(30):
+            assert await store.add_job(_job())
+        here = threading.get_ident()
+        assert seen == [here] and synced and here not in synced
+        assert _autocheckpoint(store) == 0
+
+
+async def test_a_write_goes_to_the_writer_thread_while_a_batch_is_committed_there(tmp_path: Path) -> None:
+    """The connection is the writer thread's while it commits a batch: a quick write then queues behind it
+    instead of committing in its own task (the writer task commits it after the batch)."""
+    async with Store.open(tmp_path / "db") as store:
+        job = _job()
+        seen = _threads(store)
+        many = [Execution(job_id=job.job_id, node_id=f"n{i}", state=State.RUNNING, version=1) for i in range(50)]
+        started, release = threading.Event(), threading.Event()
+        put = store._put_executions
+
+        def held(conn: object, batch: list[Execution]) -> list[Execution]:
+            started.set()
+            release.wait(30)
+            return put(conn, batch)  # type: ignore[arg-type]
+
+        store._put_executions = held  # type: ignore[method-assign]
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.put_executions, many)  # a big batch: on the writer thread
+                assert await trio.to_thread.run_sync(started.wait, 30)
+                assert store._thread_busy
+                nursery.start_soon(store.add_job, job)
+                await trio.testing.wait_all_tasks_blocked()
+                assert seen == []  # waiting in the writer's queue, not committed here
+                release.set()
+        assert len(seen) == 1
+        assert len(await store.list_jobs()) == 1
 
 
 async def test_after_a_run_of_inline_commits_one_goes_to_the_writer_thread(tmp_path: Path) -> None:
@@ -80,3 +128,20 @@ async def test_a_big_batch_of_executions_stays_on_the_writer_thread(tmp_path: Pa
             assert len(await store.put_executions(many[:2], durable=False)) == 2
             assert len(await store.put_executions(many[2:], durable=False)) == 48
         assert seen[0] == threading.get_ident() and seen[1] != threading.get_ident()
+
+
+async def test_a_quick_write_commits_in_the_writing_task_without_a_scheduling_round(tmp_path: Path) -> None:
+    """The writer idle: the write is committed in the caller's task, which goes on at once; a task made ready
+    before it has not run yet (through the writer task, it took two rounds behind every ready task)."""
+    async with Store.open(tmp_path / "db") as store, trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()  # the writer task waits for work
+        ran: list[str] = []
+
+        async def other() -> None:
+            ran.append("other")
+
+        nursery.start_soon(other)
+        job = _job()
+        assert await store.add_job(job, durable=False)
+        assert ran == []
+        assert await store.get_job(job.job_id) is not None
