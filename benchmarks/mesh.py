@@ -175,12 +175,14 @@ def run(
     idle: float = 0.0,
     code: Path | None = None,
     with_bare: bool = True,
+    node_args: tuple[str, ...] = (),
 ) -> Outcome:
     """Both sides at once, their samples interleaved, so that the machine's other load hits both alike; or,
     ``sequential``, cmnode first and then the bare processes, so neither pays for the other's processes.
     ``rates``: jobs per second of the cmnode-only rounds before the compared one (at ``1 / interval``); ``code``:
-    the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all."""
-    with cmnode_cluster(n, data_root, code=code) as nodes, httpx.Client(timeout=30) as http:
+    the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all; ``node_args``: more
+    ``cmnode run`` options for every node (e.g. ``--heartbeat 600``)."""
+    with cmnode_cluster(n, data_root, node_args, code=code) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 60 + 3 * n  # 30 processes take about a minute to start on 2 cores
         while not formed(http, nodes):
             if time.monotonic() > deadline:
@@ -439,6 +441,14 @@ def main() -> None:
         "--baseline", metavar="REF", help="first the same cmnode run with every node at this git revision"
     )
     parser.add_argument("--cmnode-only", action="store_true", help="no bare side (only the cmnode figures)")
+    parser.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more `cmnode run` argument for every node, both sides of --baseline (repeat it: "
+        "--node-arg=--heartbeat --node-arg=600)",
+    )
     parser.add_argument("--bare-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_peer:
@@ -474,10 +484,11 @@ def main() -> None:
         if args.baseline:
             with source_at(args.baseline) as old:
                 baseline = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                               idle=args.idle, code=old, with_bare=not args.cmnode_only)  # fmt: skip
+                               idle=args.idle, code=old, with_bare=not args.cmnode_only,
+                               node_args=tuple(args.node_arg))  # fmt: skip
             report(n, baseline, args, interval, None, f"baseline {args.baseline}")
         out = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                  idle=args.idle, with_bare=not args.cmnode_only)  # fmt: skip
+                  idle=args.idle, with_bare=not args.cmnode_only, node_args=tuple(args.node_arg))  # fmt: skip
         report(n, out, args, interval, baseline, "this tree" if baseline else "")
 
 
