@@ -16,7 +16,8 @@ under ``error`` (and logged once with its stack), never the node.
 
 Penalties: a rejected message lowers its forwarder's gossipsub score (``SCORE_PARAMS``, the library's own
 scorer); ``police`` disconnects a peer whose score falls below ``DISCONNECT_SCORE`` and keeps it out for
-``BAN_SECONDS`` (docs/py-libp2p.md, "Peer scoring only gates, never disconnects").
+``BAN_SECONDS`` (docs/py-libp2p.md, "Peer scoring only gates, never disconnects"). It looks at the scores only
+after a rejection, the one thing that lowers them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,9 @@ DISCONNECT_SCORE = -20.0
 BAN_SECONDS = 600.0
 """How long a disconnected peer is refused (disconnected again as soon as it reconnects)."""
 MAX_BANNED = 10_000
+POLICE_EVERY = 1.0
+"""Seconds between two looks at the scores while messages are being rejected (the rejections of one such second
+are judged together)."""
 
 
 @dataclass
@@ -126,6 +131,8 @@ class Gossip:
         self._taking: str | None = None
         """The lane of the message ``consumer`` took from the inbox and has not yet put in ``_lanes``."""
         self._kick_send, self._kick_recv = trio.open_memory_channel[ID](100)
+        self._rejected = trio.Event()
+        """Set when ``validate`` rejects a message: ``police``'s cue to look at the scores."""
         self._full_since: dict[ID, float] = {}
         """Peers whose outbound queue is at PEER_QUEUE_HIGH, and since when (bounded by the connected peers)."""
 
@@ -172,9 +179,11 @@ class Gossip:
         except WireError as exc:
             self.stats.drop(exc.reason)
             log.debug("gossip dropped via=%s: %s", forwarder, exc)
+            self._rejected.set()
             return False
         except Exception as exc:
             self._unexpected("validating gossip", exc)
+            self._rejected.set()
             return False
         # Pubsub delivers it next (unless it turns out to be a duplicate): keep the parsed value for deliver.
         self._validated[msg.from_id + msg.seqno] = (sender, envelope)
@@ -301,8 +310,8 @@ class Gossip:
         return True
 
     async def police(self, host: Any) -> None:
-        """Every second: disconnect the peers whose gossipsub score fell below DISCONNECT_SCORE; and at once, any
-        banned peer that connected again. ``host`` is the mesh's ``Host``."""
+        """Within a second of a rejected message: disconnect the peers whose gossipsub score fell below
+        DISCONNECT_SCORE; and at once, any banned peer that connected again. ``host`` is the mesh's ``Host``."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._kick, host)
             await self._score_rounds(host)
@@ -315,9 +324,18 @@ class Gossip:
                 log.debug("disconnecting banned %s failed: %r", peer, exc)
 
     async def _score_rounds(self, host: Any) -> None:
+        """A look at the scores each POLICE_EVERY while messages are rejected, none otherwise; a ban is lifted
+        when it runs out. A score falls only when ``validate`` rejects a message (the one term ``SCORE_PARAMS``
+        weighs; the others are 0), so between rejections no peer can cross DISCONNECT_SCORE: a look every second
+        regardless woke each of 30 idle nodes every second for nothing."""
         scorer = host.router.scorer
         while True:
-            await trio.sleep(1.0)
+            unban_at = next(iter(self._banned.values())) if self._banned else math.inf
+            with trio.move_on_at(unban_at):
+                await self._rejected.wait()
+            if self._rejected.is_set():
+                await trio.sleep(POLICE_EVERY)
+                self._rejected = trio.Event()  # a rejection from here on makes another look
             now = trio.current_time()
             while self._banned and next(iter(self._banned.values())) <= now:
                 peer, _ = self._banned.popitem(last=False)

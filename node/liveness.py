@@ -10,13 +10,17 @@ re-dials (docs/py-libp2p.md, "A silent partition leaves connections open"). Two 
   probes even while a node's event loop is busy, so a loaded node is never mistaken for a dead one; the
   library then sees the socket fail and drops the connection, and ``Peering`` dials the peer again. This is
   the fast path: a partition is noticed in ``USER_TIMEOUT`` s.
-- ``Liveness``: libp2p's own ping (``/ipfs/ping/1.0.0``, answered by every host) for what TCP cannot see (a
-  frozen peer process, a middlebox that acknowledges), of each peer that has sent us nothing (no pubsub RPC)
-  for an interval: one that has is alive. Each peer is judged on its own: a ping is answered
-  within ``TIMEOUT`` or it is a miss, whether or not the library lets the ping task go (one stuck behind a
-  write on a dead connection is not waited for: docs/py-libp2p.md, "Closing a dead connection hangs").
-  ``MISSES`` misses in a row cut the connection at its socket (``abort``), count it, and hand the peer to
-  ``redial`` (``Peering.redial``: short, bounded backoff).
+- ``Liveness``: libp2p's own ping (``/ipfs/ping/1.0.0``) for what TCP cannot see (a frozen peer process, a
+  middlebox that acknowledges), of each peer we have heard nothing from for ``QUIET`` s: not a pubsub RPC
+  (``heard``), not a ping of its own (``answer`` is our handler of the protocol and notes each), not the answer to
+  one of ours. Any of these needs the peer's event loop, so it proves the process alive. As both ends of a
+  connection keep the same rule, whichever pings first spares the other: an idle connection carries one ping
+  every ``QUIET``-``QUIET + INTERVAL`` s, one way, instead of one each way every ``INTERVAL``. Each ping is
+  judged on its own: answered within ``TIMEOUT`` or a miss, whether or not the library lets the ping task go
+  (one stuck behind a write on a dead connection is not waited for: docs/py-libp2p.md, "Closing a dead connection
+  hangs"). A peer with a miss is pinged again every ``INTERVAL`` until it answers; ``MISSES`` misses in a row cut
+  the connection at its socket (``abort``), count it, and hand the peer to ``redial`` (``Peering.redial``: short,
+  bounded backoff).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import INetConn
+from libp2p.abc import INetConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
@@ -40,6 +44,8 @@ from .host import Host
 __all__ = [
     "INTERVAL",
     "MISSES",
+    "PING_PROTOCOL",
+    "QUIET",
     "TIMEOUT",
     "USER_TIMEOUT",
     "Liveness",
@@ -53,7 +59,14 @@ __all__ = [
 log = logging.getLogger("cmnode.p2p")
 
 INTERVAL = 2.0
-"""Seconds between two probes of every connected peer."""
+"""Seconds between two looks at every connected peer: a peer quiet for ``QUIET`` is pinged then, and a peer with a
+miss outstanding is pinged again at each look until it answers (or ``MISSES`` are reached)."""
+QUIET = 5.0
+"""A peer heard from within this many seconds (a pubsub RPC, a ping it sent us, an answer to ours) is not pinged.
+Pings only find what TCP keepalive cannot (a frozen process, a middlebox that acknowledges); every connection used
+to be pinged each way every ``INTERVAL``, which with node records rare was most of an idle node's CPU (30 idle
+nodes: 23-25 % of a core, pings about two thirds of it). The price: a frozen peer is cut after about
+``QUIET + INTERVAL + (MISSES - 1) * INTERVAL + TIMEOUT`` s (16 s at most) instead of 11."""
 TIMEOUT = 5.0
 """A ping that is not answered in this time is a miss. On a LAN it takes milliseconds, but the answer needs the
 peer's event loop: ten nodes on two cores, one of them catching nine peers up, answered 3 s pings late often
@@ -69,6 +82,11 @@ KEEPALIVE_INTERVAL = 1
 KEEPALIVE_COUNT = 4
 PING_PROTOCOL = TProtocol("/ipfs/ping/1.0.0")
 PING_LENGTH = 32
+ANSWER_IDLE = 120.0
+"""Our ping handler closes a stream that brought no ping for this long (the library's closes it after 10 s, shorter
+than the gap between two pings now: ``Pinger`` opens another if the one it kept was closed)."""
+MAX_ANSWERING = 2
+"""Ping streams answered at once per peer (the library's limit too): a peer opening more is refused."""
 CLOSE_TIMEOUT = 2.0
 """The library's own close of an aborted connection (its bookkeeping and notifications) is bounded by this."""
 WALK_DEPTH = 10
@@ -80,7 +98,9 @@ class LivenessStats:
 
     pings: int = 0
     heard: int = 0
-    """Probes not sent because the peer had just sent us something."""
+    """Probes not sent because the peer had just sent us something (a pubsub RPC, a ping) or answered ours."""
+    answered: int = 0
+    """Peers' pings we answered."""
     misses: int = 0
     dead: int = 0
     """Connections closed because the peer stopped answering."""
@@ -102,18 +122,29 @@ class Pinger:
         self._turns: dict[ID, trio.Lock] = {}
 
     async def __call__(self, peer_id: ID) -> None:
-        """One ping of ``peer_id``; raises on any failure (the caller bounds the time)."""
+        """One ping of ``peer_id``; raises on any failure (the caller bounds the time). A kept stream that fails at
+        once was closed while idle (an older node's handler closes it after 10 s without a ping): the ping is made
+        again on a new stream."""
         self._forget_gone()
         turn = self._turns.setdefault(peer_id, trio.Lock())
         async with turn:
             stream = self._streams.pop(peer_id, None)
-            if stream is None:
-                stream = await self._host.host.new_stream(peer_id, [PING_PROTOCOL])
+            if stream is not None:
+                try:
+                    await _round_trip(stream)
+                except Exception:
+                    await _reset(stream)
+                except BaseException:
+                    await _reset(stream)
+                    raise
+                else:
+                    self._streams[peer_id] = stream
+                    return
+            stream = await self._host.host.new_stream(peer_id, [PING_PROTOCOL])
             try:
                 await _round_trip(stream)
             except BaseException:
-                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-                    await stream.reset()
+                await _reset(stream)
                 raise
             self._streams[peer_id] = stream
 
@@ -127,15 +158,29 @@ class Pinger:
             self._streams.pop(peer_id, None)
 
 
+async def _reset(stream: Any) -> None:
+    """Drop a stream in an unknown state (bounded, whatever cancels the caller)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()
+
+
+async def _read_ping(stream: Any) -> bytes:
+    """The next ``PING_LENGTH`` bytes (a read may return fewer); ``b""`` if the stream ended first."""
+    data = b""
+    while len(data) < PING_LENGTH:
+        chunk = await stream.read(PING_LENGTH - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
 async def _round_trip(stream: Any) -> None:
     payload = secrets.token_bytes(PING_LENGTH)
     await stream.write(payload)
-    answer = b""
-    while len(answer) < PING_LENGTH:
-        chunk = await stream.read(PING_LENGTH - len(answer))
-        if not chunk:
-            raise ConnectionError("ping stream closed")
-        answer += chunk
+    answer = await _read_ping(stream)
+    if not answer:
+        raise ConnectionError("ping stream closed")
     if answer != payload:
         raise ConnectionError("ping answered with other bytes")
 
@@ -206,7 +251,8 @@ async def abort(host: Host, peer_id: ID) -> None:
 
 
 class Liveness:
-    """Probes the peers ``peers()`` returns; run ``run`` in the mesh's nursery."""
+    """Probes the peers ``peers()`` returns; run ``run`` in the mesh's nursery, and set ``answer`` as the host's
+    handler of ``PING_PROTOCOL`` (before the host accepts connections)."""
 
     def __init__(
         self,
@@ -216,19 +262,20 @@ class Liveness:
         disconnect: Callable[[ID], Awaitable[None]],
         redial: Callable[[ID], None],
         interval: float = INTERVAL,
+        quiet: float = QUIET,
         timeout: float = TIMEOUT,
         misses: int = MISSES,
         heard: Callable[[ID], float] | None = None,
     ) -> None:
-        """``heard``: seconds since a peer last sent us anything (``senderrecord.quiet_for``). A peer heard within
-        ``interval`` is alive without a ping: on a mesh with gossip flowing (node records every few seconds), a
-        ping per connection each interval, on both ends, was most of the remaining per-connection cost."""
+        """``heard``: seconds since a peer last sent us a pubsub RPC (``senderrecord.quiet_for``); with the pings
+        it sends us and the answers to ours, a peer heard within ``quiet`` seconds is alive without a ping."""
         self._peers = peers
         self._heard = heard
         self._ping = ping
         self._disconnect = disconnect
         self._redial = redial
         self.interval = interval
+        self.quiet = quiet
         self.timeout = timeout
         self.misses = misses
         self.stats = LivenessStats()
@@ -241,24 +288,67 @@ class Liveness:
         """Each connected peer's latest connection (numbered by ``_connections``): a probe begun before it judges
         a connection that is gone."""
         self._connections = 0
+        self._alive_at: dict[ID, float] = {}
+        """When each peer last proved its process alive to this module: a connection made, a ping it sent us, an
+        answer to ours (pruned to the connected peers at every look)."""
+        self._answering: dict[ID, int] = {}
 
     def on_connect(self, peer_id: ID) -> None:
-        """A new connection to ``peer_id``: misses counted on an earlier one do not count against it."""
+        """A new connection to ``peer_id`` (its handshake needed the peer's event loop: it is alive now); misses
+        counted on an earlier one do not count against it."""
         self._connections += 1
         self._epoch[peer_id] = self._connections
         self._missed.pop(peer_id, None)
+        self._alive_at[peer_id] = trio.current_time()
+
+    def quiet_for(self, peer_id: ID) -> float:
+        """Seconds since ``peer_id`` last proved itself alive (infinity if never)."""
+        ours = trio.current_time() - self._alive_at.get(peer_id, -math.inf)
+        return min(ours, self._heard(peer_id)) if self._heard is not None else ours
+
+    async def answer(self, stream: INetStream) -> None:
+        """The ``/ipfs/ping/1.0.0`` handler: answers ping after ping on a stream, as the library's does, and notes
+        each one as the peer being alive (so it is not pinged back). At most ``MAX_ANSWERING`` streams per peer;
+        one idle for ``ANSWER_IDLE`` s is closed; a broken one is reset, and nothing raises from here."""
+        peer_id = stream.muxed_conn.peer_id
+        if self._answering.get(peer_id, 0) >= MAX_ANSWERING:
+            await _reset(stream)
+            return
+        self._answering[peer_id] = self._answering.get(peer_id, 0) + 1
+        try:
+            while True:
+                payload = b""
+                with trio.move_on_after(ANSWER_IDLE):
+                    payload = await _read_ping(stream)
+                if not payload:  # the pinger closed it, or it idled
+                    with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(Exception):
+                        await stream.close()
+                    return
+                self._alive_at[peer_id] = trio.current_time()
+                self.stats.answered += 1
+                with trio.fail_after(self.timeout):
+                    await stream.write(payload)
+        except Exception as exc:  # a reset stream, a closed connection, a write that timed out
+            log.debug("answering pings of %s failed: %r", peer_id, exc)
+            await _reset(stream)
+        finally:
+            left = self._answering.get(peer_id, 1) - 1
+            if left > 0:
+                self._answering[peer_id] = left
+            else:
+                self._answering.pop(peer_id, None)
 
     async def run(self) -> None:
-        """Probe every connected peer each ``interval``, each probe on its own, until cancelled."""
+        """Look at every connected peer each ``interval`` and probe those quiet for ``quiet`` s, each probe on its
+        own, until cancelled."""
         async with trio.open_nursery() as nursery:
             while True:
                 peers = self._peers()
-                for gone in set(self._missed) - set(peers):  # bounded by the peers connected now
-                    del self._missed[gone]
-                for gone in set(self._epoch) - set(peers):
-                    del self._epoch[gone]
+                for kept in (self._missed, self._epoch, self._alive_at):  # bounded by the peers connected now
+                    for gone in set(kept).difference(peers):
+                        del kept[gone]
                 for peer_id in peers:
-                    if self._heard is not None and self._heard(peer_id) < self.interval:
+                    if self.quiet_for(peer_id) < self.quiet:
                         self.stats.heard += 1
                         self._missed.pop(peer_id, None)  # it talks: whatever pings missed, it is there
                         continue
@@ -292,6 +382,7 @@ class Liveness:
             with trio.move_on_after(self.timeout):
                 await self._ping(peer_id)
                 answered.set()
+                self._alive_at[peer_id] = trio.current_time()
         except Exception as exc:  # a reset stream, a closed connection: a miss like silence
             log.debug("ping %s failed: %r", peer_id, exc)
         finally:

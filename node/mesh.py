@@ -25,7 +25,7 @@ from .gossip import Gossip, MeshStats
 from .host import Host
 from .identity import Identity
 from .link import Directory, Inbound, MeshLink
-from .liveness import Liveness, Pinger, abort
+from .liveness import PING_PROTOCOL, Liveness, Pinger, abort
 from .logfollow import Source
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
@@ -91,6 +91,14 @@ class Mesh:
         host.serve(SYNC_PROTOCOL, self.catchup.serve)
         host.serve(LOGS_PROTOCOL, self._serve_logs)
         host.host.set_stream_handler(TProtocol(LOGS_FOLLOW_PROTOCOL), self._serve_follow)  # node/meshlogs.py
+        self.liveness = liveness = Liveness(
+            peers=host.host.get_connected_peers,
+            ping=Pinger(host),  # one long-lived stream per peer
+            disconnect=lambda peer_id: abort(host, peer_id),
+            redial=self.peering.redial,
+            heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
+        )  # "A silent partition leaves connections open"
+        host.host.set_stream_handler(PING_PROTOCOL, liveness.answer)  # a peer that pings us is not pinged back
         self.peering.watch(host, self._on_connect, self._on_disconnect)
         async with host.running(), trio.open_nursery() as nursery:
             nursery.start_soon(self.gossip.publisher, host.pubsub)
@@ -99,14 +107,7 @@ class Mesh:
             nursery.start_soon(self.gossip.police, host)
             nursery.start_soon(cut_unsubscribed, host, self.counters)
             await nursery.start(self.peering.run, host)
-            self.liveness = Liveness(
-                peers=host.host.get_connected_peers,
-                ping=Pinger(host),  # one long-lived stream per peer
-                disconnect=lambda peer_id: abort(host, peer_id),
-                redial=self.peering.redial,
-                heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
-            )  # "A silent partition leaves connections open"
-            nursery.start_soon(self.liveness.run)
+            nursery.start_soon(liveness.run)
             log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))
             if host.psk is None:
                 log.warning(

@@ -142,13 +142,21 @@ class Sync:
         skip = tuple(self._echo.get(asker, ())) if isinstance(asker, str) else ()  # what it gave us: it holds it
         async with self._serving:  # a page at a time per node: bounded memory, however many peers ask
             head = self.store.head
-            raw = await self.store.query(
-                lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head, skip=skip)
-            )
-            cancelled = [job_id for job_id, _, flag in raw.jobs if flag]
-            cancels = await self.store.query(lambda conn: _metas(conn, [cancel_key(j) for j in cancelled]))
-            # JSON and this node's signatures off the trio thread: RPC keeps answering while a page is built
-            answer = await trio.to_thread.run_sync(self._answer, raw, cancels)
+            if since >= head:  # nothing after it was handed out: the empty page read_page would build, unread
+                answer = self._answer(RawPage(jobs=[], executions=[], allocations=[], upto=since, head=head,
+                                              more=False), {})  # fmt: skip
+            else:
+                raw = await self.store.query(
+                    lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head, skip=skip)
+                )
+                cancelled = [job_id for job_id, _, flag in raw.jobs if flag]
+                cancels = (
+                    await self.store.query(lambda conn: _metas(conn, [cancel_key(j) for j in cancelled]))
+                    if cancelled
+                    else {}
+                )
+                # JSON and this node's signatures off the trio thread: RPC keeps answering while a page is built
+                answer = await trio.to_thread.run_sync(self._answer, raw, cancels)
         answer["store"] = self.run_id
         if request.get("nodes") is True and self.directory is not None:
             records, drains = self.directory.known(MAX_NODE_RECORDS)
@@ -209,11 +217,14 @@ class Sync:
             raise WireError("malformed", "sync answer with an allocations field that is not a list")
         if page["head"] < since:  # the peer's store is younger than what we remember of it: start over
             return Checked(upto=upto, more=more)
-        known = await held(self.store, _job_ids(jobs, executions))
-        jobs = [entry for entry in jobs if not self._holds_job(known, entry)]
-        executions = [entry for entry in executions if not self._holds_execution(known, entry)]
-        checked = await check_in_threads(jobs, executions, allocations)
-        checked.upto, checked.more = upto, more
+        if not jobs and not executions and not allocations:  # an idle periodic round's page: no store read, no thread
+            checked = Checked(upto=upto, more=more)
+        else:
+            known = await held(self.store, _job_ids(jobs, executions))
+            jobs = [entry for entry in jobs if not self._holds_job(known, entry)]
+            executions = [entry for entry in executions if not self._holds_execution(known, entry)]
+            checked = await check_in_threads(jobs, executions, allocations)
+            checked.upto, checked.more = upto, more
         store = page.get("store")
         checked.store = store if isinstance(store, str) else None
         return checked
@@ -402,7 +413,10 @@ class Sync:
                         # No fsync of its own: the WAL keeps commits in order (each frame's checksum covers those
                         # before it), so after a crash the watermark is never ahead of the rows it counts. A
                         # power cut may lose the last pages and their watermark together: they are asked again.
-                        await self.store.set_meta(key, str(since), durable=False)
+                        # An unchanged one (an idle round's) is not written again.
+                        if str(since) != stored:
+                            await self.store.set_meta(key, str(since), durable=False)
+                            stored = str(since)
                     except Exception as exc:
                         failure = exc
                         break

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from node.allocation import Allocation
-from node.events import Event, EventFilter, EventHub
+from node.events import NODES_EVERY, NODES_UNREAD_EVERY, Event, EventFilter, EventHub
 from node.model import Execution, Job, JobSpec, State
 from node.registry import NodeInfo, NodeState
 from node.store import Store
@@ -228,3 +228,38 @@ async def test_node_events_on_change_only(tmp_path: Path, autojump_clock: Any) -
     assert ready.data == {"node_id": "n1", "name": "one", "state": "ready", "labels": {}}
     assert [(e.data["node_id"], e.data["state"]) for e in events] == [("n1", "down"), ("n2", "ready")]
     assert not ready.stored and ready.id == hub.last_id
+
+
+async def test_node_states_are_looked_at_every_second_only_while_someone_reads(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Nobody reading: a look every NODES_UNREAD_EVERY (30 idle nodes each built every node's state every second
+    for nobody); a stream that opens gets a look at once, then one every NODES_EVERY while it reads."""
+
+    class View:
+        looks = 0
+
+        def nodes(self) -> list[NodeInfo]:
+            self.looks += 1
+            return [NodeInfo(node_id="n1", name="one")]
+
+        def get(self, node_id: str) -> NodeInfo | None:
+            return None
+
+    view = View()
+    async with hub_on(tmp_path) as (_, hub), trio.open_nursery() as nursery:
+        nursery.start_soon(hub.watch_nodes, view)
+        await trio.sleep(60.5)
+        assert view.looks <= 60 / NODES_UNREAD_EVERY + 1
+        before = view.looks
+
+        async def read() -> None:
+            async for _ in hub.stream(since=0):
+                pass
+
+        nursery.start_soon(read)
+        await trio.sleep(0.01)
+        assert view.looks == before + 1  # at once
+        await trio.sleep(10)
+        assert view.looks >= before + 10 / NODES_EVERY
+        nursery.cancel_scope.cancel()
