@@ -9,6 +9,7 @@ It is built after the node and knows it only as an ``Inbound``; the node reaches
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 import trio
@@ -27,6 +28,8 @@ from .identity import Identity
 from .link import Directory, Inbound, MeshLink
 from .liveness import Liveness, Pinger, abort
 from .logfollow import Source
+from .losswatch import LossWatch
+from .lost import sign_lost
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
 from .registry import DOWN_AFTER
@@ -72,6 +75,9 @@ class Mesh:
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
         self.liveness: Liveness | None = None
+        self.losswatch = LossWatch(probe=self.peering.probe, report=self._report_lost, enabled=self._gate)
+        if directory is not None:
+            directory.vouch = self._vouch
 
     @property
     def node_id(self) -> str:
@@ -91,7 +97,9 @@ class Mesh:
         host.serve(LOGS_PROTOCOL, self._serve_logs)
         host.host.set_stream_handler(TProtocol(LOGS_FOLLOW_PROTOCOL), self._serve_follow)  # node/meshlogs.py
         self.peering.watch(host, self._on_connect, self._on_disconnect)
+        self.losswatch.guard(host.host)
         async with host.running(), trio.open_nursery() as nursery:
+            await nursery.start(self.losswatch.run)
             nursery.start_soon(self.gossip.publisher, host.pubsub)
             nursery.start_soon(self.gossip.consumer)
             nursery.start_soon(self.catchup.run, host)
@@ -135,15 +143,44 @@ class Mesh:
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""
+        self.losswatch.opened(peer_id)
         if self.liveness is not None:
             self.liveness.on_connect(peer_id)
         if not self.gossip.banned(peer_id):
             self.catchup.on_connect(peer_id)
 
     def _on_disconnect(self, peer_id: ID) -> None:
-        """A peer's last connection closed: dial it again (briefly), unless we cut it off for misbehaving."""
+        """A peer's last connection closed: probe it (``node/losswatch.py``) and dial it again (briefly), unless
+        we cut it off for misbehaving."""
+        self.losswatch.closed(peer_id)
         if not self.gossip.banned(peer_id):
             self.peering.redial(peer_id)
+
+    def _gate(self) -> bool:
+        return self.directory is not None and self.directory.gate()
+
+    def _vouch(self, node_id: str) -> bool:
+        """Whether this node holds a connection to ``node_id``: a notice that it is lost is not taken here."""
+        if self.host is None:
+            return False
+        try:
+            return self.host.connected(ID.from_base58(node_id))
+        except Exception:  # not a peer ID
+            return False
+
+    async def _report_lost(self, peer_id: ID) -> None:
+        """A peer lost and not reachable: down here, and a signed notice to the mesh (none if it is down here
+        already, say by another node's notice, or this node never had its record)."""
+        if self.directory is None:
+            return
+        node_id = peer_id.to_base58()
+        record = self.directory.record(node_id)
+        if record is None:
+            return
+        notice = sign_lost(self.identity, node_id, record.seq, time.time())
+        if self.directory.on_lost(notice):
+            log.warning("peer %s lost: its connection closed and it did not answer a dial; telling the mesh", peer_id)
+            await self.link.publish_lost(notice)
 
     # -- what the node asks (MeshView) ------------------------------------------------------------
 

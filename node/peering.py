@@ -244,6 +244,31 @@ class Peering:
         finally:
             self._redialing.discard(peer_id)
 
+    async def probe(self, peer_id: ID) -> bool:
+        """Whether ``peer_id``, whose last connection just closed, can be reached: one dial at the addresses it
+        announced (``node/losswatch.py`` bounds the time). A peer connected again meanwhile, or with no address
+        to dial, counts as reached (no verdict). The probe's connection stays only if the topology wants it
+        (this node holds no more than its target); otherwise it is closed again, as this node's own close."""
+        host = self._host
+        if host is None or host.connected(peer_id):
+            return True
+        try:
+            addrs = list(host.host.get_peerstore().addrs(peer_id))
+        except Exception:  # the peerstore forgot it: nowhere to dial
+            addrs = []
+        if not addrs:
+            return True
+        dialing = peer_id in self._dialing
+        self._dialing.add(peer_id)
+        try:
+            reached = await self._dial(PeerInfo(peer_id, addrs), known=True)
+        finally:
+            if not dialing:
+                self._dialing.discard(peer_id)
+        if reached and len(host.host.get_connected_peers()) > self.topology.target():
+            await _disconnect(host, peer_id)
+        return reached
+
     async def _discover(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """mDNS: announce our concrete addresses and dial every peer found at once, not after the library's
         ~10 s poll. Zeroconf blocks, so it starts and stops in a worker thread (docs/py-libp2p.md, "mDNS")."""

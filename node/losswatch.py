@@ -1,0 +1,122 @@
+"""Telling a dead peer from its connections: a node that loses its last connection to a peer probes it, and if
+the peer cannot be reached, says so (a lost notice, ``node/lost.py``).
+
+Records are rare once lost notices are on (``node/heartbeat.py``), so this is how the mesh learns of a death in
+seconds. A peer's last connection closing is a sign only when this node did not close it itself (a trim, a ban,
+a probe's own connection: ``ours``) and it had lived LIVED_FOR at least; then the peer is dialled once, within
+PROBE_TIMEOUT (on loopback or a LAN a dead process refuses at once; a frozen one accepts but never completes the
+handshake). Reached: it is alive, nothing is said (the probe's connection is closed again unless the topology
+wants it, as our own close: and since a connection that lived only seconds is never probed, two nodes cannot
+probe each other in a loop). Not reached: ``report`` (the mesh signs and publishes the notice, and marks the
+peer down here). Nothing is probed while ``enabled`` says no (a node of an older version is up: the version
+gate), so the mesh then behaves as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import trio
+from libp2p.peer.id import ID
+
+__all__ = ["LIVED_FOR", "MAX_PROBES", "OURS_FOR", "PROBE_TIMEOUT", "LossWatch"]
+
+log = logging.getLogger("cmnode.p2p")
+
+PROBE_TIMEOUT = 3.0
+"""A probe's dial, handshake included, must succeed within this many seconds, or the peer is lost."""
+LIVED_FOR = 5.0
+"""A connection that lived less than this (seconds) is not probed when it closes: a probe's own connection, a
+peer refusing us, a flapping link (each of which a longer-lived connection's loss already covered)."""
+OURS_FOR = 10.0
+"""A close this node asked for counts as its own for this long (the library tells of it later)."""
+MAX_PROBES = 64
+"""Probes at once; beyond, a lost peer is not probed (its silence, or another node's probe, tells)."""
+MAX_TRACKED = 10_000
+
+
+class LossWatch:
+    """Run ``run`` in the mesh's nursery; feed it ``opened``, ``closed`` and ``ours`` (``guard`` wires the last
+    to a host's ``disconnect``)."""
+
+    def __init__(
+        self,
+        *,
+        probe: Callable[[ID], Awaitable[bool]],
+        report: Callable[[ID], Awaitable[None]],
+        enabled: Callable[[], bool],
+    ) -> None:
+        """``probe``: dial the peer, True if it answered (bounded by the caller or by PROBE_TIMEOUT here);
+        ``report``: publish that it is lost; ``enabled``: the version gate."""
+        self._probe = probe
+        self._report = report
+        self._enabled = enabled
+        self._since: dict[ID, float] = {}
+        """When each connected peer's first connection opened (trio time); bounded by the connected peers."""
+        self._ours: dict[ID, float] = {}
+        """Peers this node is closing, until when that counts as its own close."""
+        self._probing: set[ID] = set()
+        self._nursery: trio.Nursery | None = None
+        self.probes = 0
+        self.reported = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def guard(self, host: Any) -> None:
+        """Count every close made through ``host.disconnect`` (a py-libp2p ``BasicHost``) as this node's own: the
+        trims, bans and repairs elsewhere all close that way, and the library says nothing of who closed."""
+        disconnect = host.disconnect
+
+        async def ours_then_disconnect(peer_id: ID) -> None:
+            self.ours(peer_id)
+            await disconnect(peer_id)
+
+        host.disconnect = ours_then_disconnect
+
+    def ours(self, peer_id: ID) -> None:
+        """This node is closing its connections to ``peer_id``: not a loss."""
+        now = trio.current_time()
+        if len(self._ours) >= MAX_TRACKED:
+            self._ours = {p: until for p, until in self._ours.items() if until > now}
+        if len(self._ours) < MAX_TRACKED:
+            self._ours[peer_id] = now + OURS_FOR
+
+    def opened(self, peer_id: ID) -> None:
+        """A connection to ``peer_id`` opened (its first, or another: the first one's time counts)."""
+        if len(self._since) < MAX_TRACKED:
+            self._since.setdefault(peer_id, trio.current_time())
+
+    def closed(self, peer_id: ID) -> None:
+        """The last connection to ``peer_id`` closed: probe it if that is a sign (see the module's docstring)."""
+        now = trio.current_time()
+        since = self._since.pop(peer_id, None)
+        ours = self._ours.pop(peer_id, 0.0) > now
+        if ours or since is None or now - since < LIVED_FOR or peer_id in self._probing:
+            return
+        if self._nursery is None or len(self._probing) >= MAX_PROBES or not self._enabled():
+            return
+        self._probing.add(peer_id)
+        self._nursery.start_soon(self._check, peer_id)
+
+    async def _check(self, peer_id: ID) -> None:
+        self.probes += 1
+        try:
+            answered = False
+            with trio.move_on_after(PROBE_TIMEOUT):
+                answered = await self._probe(peer_id)
+            if answered:
+                log.debug("peer %s lost its connection but answered a probe: alive", peer_id)
+                return
+            self.reported += 1
+            await self._report(peer_id)
+        except Exception as exc:  # a library failure costs this probe, not the mesh
+            log.debug("probing %s failed: %r", peer_id, exc)
+        finally:
+            self._probing.discard(peer_id)
