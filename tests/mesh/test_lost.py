@@ -287,8 +287,8 @@ async def test_which_closes_are_probed_and_what_a_probe_says(autojump_clock: tri
         watch.closed("trimmed")  # type: ignore[arg-type]
         watch.closed("never opened")  # type: ignore[arg-type]
         watch.opened("brief")  # type: ignore[arg-type]
-        await trio.sleep(1)
-        watch.closed("brief")  # type: ignore[arg-type]  # lived a second: never probed (no probe loops)
+        await trio.sleep(LIVED_FOR / 2)
+        watch.closed("brief")  # type: ignore[arg-type]  # a probe's own connection: never probed (no probe loops)
         await trio.sleep(PROBE_TIMEOUT + 1)
         assert sorted(probes) == ["alive", "dead", "frozen"] and host.closed == ["trimmed"]
         assert sorted(reported) == ["dead", "frozen"]  # the frozen one did not answer within PROBE_TIMEOUT
