@@ -329,7 +329,8 @@ class Registry:
 
     def _close_roll(self, now: float) -> None:
         """Once ROLL_WINDOW has passed since the open roll call began, every node not heard since ROLL_JITTER
-        before it (and not connected to this one) is down from its start."""
+        before it (and not connected to this one, and of a version that answers roll calls) is down from its
+        start."""
         began = self._roll_at
         if began is None or now < began + ROLL_WINDOW:
             return
@@ -337,7 +338,8 @@ class Registry:
         for node_id, known in self._known.items():
             if node_id == self.node_id or known.heard >= began - ROLL_JITTER:
                 continue
-            if self._down_since(known, now) is None and not self.vouch(node_id):
+            answers = speaks_lost(known.record.version)  # an older node does not answer roll calls
+            if answers and self._down_since(known, now) is None and not self.vouch(node_id):
                 known.lost_at = began
                 self.lost += 1
                 log.info("node %s down: not heard in the roll call of %.0f s ago", node_id, now - began)

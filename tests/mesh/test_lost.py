@@ -165,9 +165,10 @@ async def test_a_roll_call_finds_the_nodes_beyond_a_cut(
     """A notice names only the reporter's neighbours; the roll call it opens finds every node that does not answer
     within ROLL_WINDOW (down from the call's start), while each node that receives it republishes its record."""
     registry = registry_of(me)
-    answers, silent = fresh(), fresh()
+    answers, silent, older = fresh(), fresh(), fresh()
     for node in (peer, stranger, answers, silent):
         registry.on_record(record_of(node, seq=2))
+    registry.on_record(record_of(older, seq=2, version="0.1.0", heartbeat=60.0))  # it cannot answer: not judged
     await trio.sleep(60)
     began = trio.current_time()
     registry.on_lost(sign_lost(peer, stranger.node_id, 2, time.time()))
@@ -178,8 +179,8 @@ async def test_a_roll_call_finds_the_nodes_beyond_a_cut(
     await trio.sleep(ROLL_WINDOW - 2)
     assert state(registry, silent) is NodeState.READY  # the window is still open
     await trio.sleep(1.5)
-    states = [state(registry, n) for n in (peer, answers, stranger, silent)]
-    assert states == [NodeState.READY, NodeState.READY, NodeState.DOWN, NodeState.DOWN]
+    states = [state(registry, n) for n in (peer, answers, older, stranger, silent)]
+    assert states == [NodeState.READY, NodeState.READY, NodeState.READY, NodeState.DOWN, NodeState.DOWN]
     info = registry.get(silent.node_id)
     assert info is not None and info.down_for == pytest.approx(ROLL_WINDOW + 0.5)  # since the call began
 
