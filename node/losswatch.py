@@ -5,11 +5,12 @@ Records are rare once lost notices are on (``node/heartbeat.py``), so this is ho
 seconds. A peer's last connection closing is a sign only when this node did not close it itself (a trim, a ban,
 a probe's own connection: ``ours``) and it had lived LIVED_FOR at least; then the peer is dialled once, within
 PROBE_TIMEOUT (on loopback or a LAN a dead process refuses at once; a frozen one accepts but never completes the
-handshake). Reached: it is alive, nothing is said (the probe's connection is closed again unless the topology
-wants it, as our own close: and since a connection that lived only seconds is never probed, two nodes cannot
-probe each other in a loop). Not reached: ``report`` (the mesh signs and publishes the notice, and marks the
-peer down here). Nothing is probed while ``enabled`` says no (a node of an older version is up: the version
-gate), so the mesh then behaves as it always did.
+handshake). Reached: it is alive, nothing is said, and it is not probed again for ANSWERED_FOR (the probe's
+connection is closed again at once unless the topology would dial the peer back anyway, as our own close; and
+since a connection that lived less than LIVED_FOR is never probed, two nodes cannot probe each other in a
+loop). Not reached: ``report`` (the mesh signs and publishes the notice, and marks the peer down here).
+Nothing is probed while ``enabled`` says no (a node of an older version is up: the version gate), so the mesh
+then behaves as it always did.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import trio
 from libp2p.peer.id import ID
 
-__all__ = ["LIVED_FOR", "MAX_PROBES", "OURS_FOR", "PROBE_TIMEOUT", "LossWatch"]
+__all__ = ["ANSWERED_FOR", "LIVED_FOR", "MAX_PROBES", "OURS_FOR", "PROBE_TIMEOUT", "LossWatch"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -33,6 +34,10 @@ again by the prober as soon as its dial returns: milliseconds), a peer refusing 
 killed a few seconds after it joined went unreported (5 s missed the kills of ``benchmarks.reschedule``)."""
 OURS_FOR = 10.0
 """A close this node asked for counts as its own for this long (the library tells of it later)."""
+ANSWERED_FOR = 10.0
+"""A peer that answered a probe is not probed again for this long (seconds): it was alive a moment ago, and a
+connection it closes again (a hub refusing us) is no sign; another neighbour's probe, or the roll call, covers a
+death meanwhile."""
 MAX_PROBES = 64
 """Probes at once; beyond, a lost peer is not probed (its silence, or another node's probe, tells)."""
 MAX_TRACKED = 10_000
@@ -58,6 +63,8 @@ class LossWatch:
         """When each connected peer's first connection opened (trio time); bounded by the connected peers."""
         self._ours: dict[ID, float] = {}
         """Peers this node is closing, until when that counts as its own close."""
+        self._answered: dict[ID, float] = {}
+        """Peers that answered a probe, until when that stands for them."""
         self._probing: set[ID] = set()
         self._nursery: trio.Nursery | None = None
         self.probes = 0
@@ -99,7 +106,8 @@ class LossWatch:
         now = trio.current_time()
         since = self._since.pop(peer_id, None)
         ours = self._ours.pop(peer_id, 0.0) > now
-        if ours or since is None or now - since < LIVED_FOR or peer_id in self._probing:
+        answered = self._answered.get(peer_id, 0.0) > now
+        if ours or answered or since is None or now - since < LIVED_FOR or peer_id in self._probing:
             return
         if self._nursery is None or len(self._probing) >= MAX_PROBES or not self._enabled():
             return
@@ -114,6 +122,11 @@ class LossWatch:
                 answered = await self._probe(peer_id)
             if answered:
                 log.debug("peer %s lost its connection but answered a probe: alive", peer_id)
+                now = trio.current_time()
+                if len(self._answered) >= MAX_TRACKED:
+                    self._answered = {p: until for p, until in self._answered.items() if until > now}
+                if len(self._answered) < MAX_TRACKED:
+                    self._answered[peer_id] = now + ANSWERED_FOR
                 return
             self.reported += 1
             await self._report(peer_id)

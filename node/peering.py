@@ -247,8 +247,11 @@ class Peering:
     async def probe(self, peer_id: ID) -> bool:
         """Whether ``peer_id``, whose last connection just closed, can be reached: one dial at the addresses it
         announced (``node/losswatch.py`` bounds the time). A peer connected again meanwhile, or with no address
-        to dial, counts as reached (no verdict). The probe's connection stays only if the topology wants it
-        (this node holds no more than its target); otherwise it is closed again, as this node's own close."""
+        to dial, counts as reached (no verdict). The probe's connection stays only if the topology would dial the
+        peer back anyway (``Topology.wants_back``: short by more than one); otherwise it is closed at once, as this
+        node's own close. Kept whenever this node was below its target, a hub that had trimmed this node refused
+        it a second later, which looked like another loss: at 30 nodes the bootstrap node saw 3 such connections
+        a second while idle."""
         host = self._host
         if host is None or host.connected(peer_id):
             return True
@@ -265,7 +268,7 @@ class Peering:
         finally:
             if not dialing:
                 self._dialing.discard(peer_id)
-        if reached and len(host.host.get_connected_peers()) > self.topology.target():
+        if reached and not self.topology.wants_back():
             await _disconnect(host, peer_id)
         return reached
 

@@ -19,7 +19,7 @@ from node.gossip import Gossip
 from node.heartbeat import REFRESH, Heartbeat
 from node.identity import Identity
 from node.link import MeshLink
-from node.losswatch import LIVED_FOR, PROBE_TIMEOUT, LossWatch
+from node.losswatch import ANSWERED_FOR, LIVED_FOR, PROBE_TIMEOUT, LossWatch
 from node.lost import LostNotice, sign_lost, speaks_lost
 from node.noderecord import NodeRecord, sign_record
 from node.registry import NOTICE_BURST, ROLL_JITTER, ROLL_WINDOW, NodeState, Registry
@@ -296,6 +296,18 @@ async def test_which_closes_are_probed_and_what_a_probe_says(autojump_clock: tri
         watch.closed("young")  # type: ignore[arg-type]
         await trio.testing.wait_all_tasks_blocked()
         assert probes[-1] == "young"
+        # it answered a moment ago: a connection it closes again (a hub refusing us) is no sign, for a while
+        watch.opened("alive")  # type: ignore[arg-type]
+        await trio.sleep(LIVED_FOR)
+        watch.closed("alive")  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert probes.count("alive") == 1
+        await trio.sleep(ANSWERED_FOR)
+        watch.opened("alive")  # type: ignore[arg-type]
+        await trio.sleep(LIVED_FOR)
+        watch.closed("alive")  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert probes.count("alive") == 2
         nursery.cancel_scope.cancel()
 
 
