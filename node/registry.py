@@ -474,11 +474,20 @@ class Registry:
 
     def known(self, limit: int) -> tuple[list[tuple[NodeRecord, float]], list[DrainOrder]]:
         """The latest records (each with seconds since heard), most recently heard first, and the latest drain
-        orders, at most ``limit`` of each: what catch-up serves, so a node that joins learns every node."""
+        orders, at most ``limit`` of each: what catch-up serves, so a node that joins learns every node. A node
+        reported lost (or that missed a roll call) is served as silent for DOWN_AFTER of its intervals at least: a
+        node that was away when the notice flooded (restarting, cut off) would otherwise take its last record for
+        a sign of life, and hold it up until its long refresh ran out."""
         now = trio.current_time()
+        self._close_roll(now)
         latest = sorted(self._known.values(), key=lambda k: k.heard, reverse=True)[:limit]
-        records = [(k.record, max(0.0, now - k.heard)) for k in latest]
+        records = [(k.record, self._age(k, now)) for k in latest]
         return records, list(reversed(self._drains.values()))[:limit]
+
+    @staticmethod
+    def _age(known: _Known, now: float) -> float:
+        age = max(0.0, now - known.heard)
+        return age if known.lost_at is None else max(age, DOWN_AFTER * known.record.heartbeat)
 
     # -- on disk -------------------------------------------------------------------------------------
 

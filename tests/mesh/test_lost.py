@@ -203,6 +203,22 @@ async def test_a_node_heard_again_after_an_outage_makes_this_node_republish(
     assert registry.beat_by is None
 
 
+async def test_catch_up_serves_a_lost_node_as_silent(
+    me: Identity, peer: Identity, stranger: Identity, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A node away when the notice flooded (restarting, cut off) learns the lost node's last record by catch-up:
+    served as silent for 3 of its intervals, it is down there too, not up until its long refresh runs out."""
+    registry = registry_of(me)
+    registry.on_record(record_of(peer, seq=2))
+    await trio.sleep(5)
+    registry.on_lost(sign_lost(stranger, peer.node_id, 2, time.time()))
+    served = dict((r.node_id, age) for r, age in registry.known(100)[0])
+    assert served[peer.node_id] >= 3 * 180.0
+    joiner = Registry(node_id=stranger.node_id, name="joiner", heartbeat=2.0)
+    joiner.on_record(record_of(peer, seq=2), age=served[peer.node_id])
+    assert state(joiner, peer) is NodeState.DOWN
+
+
 # -- the version gate ----------------------------------------------------------------------------------------
 
 
