@@ -9,6 +9,8 @@ handshake). Reached: it is alive, nothing is said, and it is not probed again fo
 connection is closed again at once unless the topology would dial the peer back anyway, as our own close; and
 since a connection that lived less than LIVED_FOR is never probed, two nodes cannot probe each other in a
 loop). Not reached: ``report`` (the mesh signs and publishes the notice, and marks the peer down here).
+A liveness ping that goes unanswered (``suspect``) starts a lighter probe at once, a bare TCP connection: not
+reached, the peer is reported before its connection's end (a cut link is noticed by the kernel only after 8 s).
 Nothing is probed while ``enabled`` says no (a node of an older version is up: the version gate), so the mesh
 then behaves as it always did.
 """
@@ -53,10 +55,13 @@ class LossWatch:
         probe: Callable[[ID], Awaitable[bool]],
         report: Callable[[ID], Awaitable[None]],
         enabled: Callable[[], bool],
+        reaches: Callable[[ID], Awaitable[bool]] | None = None,
     ) -> None:
         """``probe``: dial the peer, True if it answered (bounded by the caller or by PROBE_TIMEOUT here);
-        ``report``: publish that it is lost; ``enabled``: the version gate."""
+        ``report``: publish that it is lost; ``enabled``: the version gate; ``reaches``: whether the peer's kernel
+        accepts a TCP connection (``suspect``; none: suspicion is not acted on)."""
         self._probe = probe
+        self._reaches = reaches
         self._report = report
         self._enabled = enabled
         self._since: dict[ID, float] = {}
@@ -113,6 +118,33 @@ class LossWatch:
             return
         self._probing.add(peer_id)
         self._nursery.start_soon(self._check, peer_id)
+
+    def suspect(self, peer_id: ID) -> None:
+        """A liveness ping to ``peer_id``, still connected, went unanswered: if its kernel does not accept a TCP
+        connection either, its link or host is gone, and it is reported now, not when the connection's end says
+        so (the kernel's ``USER_TIMEOUT`` of 8 s, then the probe). A peer that is only busy accepts at once."""
+        now = trio.current_time()
+        if self._reaches is None or self._nursery is None or peer_id in self._probing:
+            return
+        if self._answered.get(peer_id, 0.0) > now or len(self._probing) >= MAX_PROBES or not self._enabled():
+            return
+        self._probing.add(peer_id)
+        self._nursery.start_soon(self._check_reach, peer_id)
+
+    async def _check_reach(self, peer_id: ID) -> None:
+        assert self._reaches is not None
+        self.probes += 1
+        try:
+            reached = False
+            with trio.move_on_after(PROBE_TIMEOUT):
+                reached = await self._reaches(peer_id)
+            if not reached:
+                self.reported += 1
+                await self._report(peer_id)
+        except Exception as exc:  # a library failure costs this probe, not the mesh
+            log.debug("probing %s failed: %r", peer_id, exc)
+        finally:
+            self._probing.discard(peer_id)
 
     async def _check(self, peer_id: ID) -> None:
         self.probes += 1

@@ -75,7 +75,9 @@ class Mesh:
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
         self.liveness: Liveness | None = None
-        self.losswatch = LossWatch(probe=self.peering.probe, report=self._report_lost, enabled=self._gate)
+        self.losswatch = LossWatch(
+            probe=self.peering.probe, report=self._report_lost, enabled=self._gate, reaches=self.peering.reaches
+        )
         if directory is not None:
             directory.vouch = self._vouch
 
@@ -112,6 +114,7 @@ class Mesh:
                 disconnect=lambda peer_id: abort(host, peer_id),
                 redial=self.peering.redial,
                 heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
+                on_miss=self.losswatch.suspect,  # a peer lost before its connection's end says so
             )  # "A silent partition leaves connections open"
             nursery.start_soon(self.liveness.run)
             log.info("mesh listening node_id=%s addresses=%s", self.node_id, " ".join(self.addresses()))

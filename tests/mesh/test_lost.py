@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from multiaddr import Multiaddr
 
 from benchmarks.sim.params import new_identity as fresh
 from node.gossip import Gossip
@@ -22,6 +23,7 @@ from node.link import MeshLink
 from node.losswatch import ANSWERED_FOR, LIVED_FOR, PROBE_TIMEOUT, LossWatch
 from node.lost import LostNotice, sign_lost, speaks_lost
 from node.noderecord import NodeRecord, sign_record
+from node.peering import tcp_reaches
 from node.registry import NOTICE_BURST, ROLL_JITTER, ROLL_WINDOW, NodeState, Registry
 from node.wire import LostMsg, WireError, decode, encode, parse_lost
 
@@ -329,3 +331,51 @@ async def test_which_closes_are_probed_and_what_a_probe_says(autojump_clock: tri
 
 async def _ignore(*args: Any) -> None:
     pass
+
+
+async def test_a_missed_ping_to_a_peer_not_reachable_reports_it_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A cut link is noticed by the kernel only after 8 s; a missed ping to a peer whose kernel does not accept a
+    TCP connection either reports it then. A busy peer (reachable) is not reported; nor anything with the gate shut."""
+    reported: list[str] = []
+    gate = [True]
+
+    async def reaches(peer_id: Any) -> bool:
+        if peer_id == "silent":
+            await trio.sleep_forever()  # its SYNs dropped
+        return peer_id == "busy"
+
+    async def report(peer_id: Any) -> None:
+        reported.append(peer_id)
+
+    watch = LossWatch(probe=_never, report=report, enabled=lambda: gate[0], reaches=reaches)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch.run)
+        for peer in ("busy", "gone", "silent"):
+            watch.suspect(peer)  # type: ignore[arg-type]
+        await trio.sleep(PROBE_TIMEOUT + 1)
+        assert sorted(reported) == ["gone", "silent"]
+        gate[0] = False
+        watch.suspect("other")  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(reported) == ["gone", "silent"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_reaches_is_a_bare_tcp_connection_to_any_announced_address() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    spare = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    closed = spare.socket.getsockname()[1]
+    await spare.aclose()  # nothing listens there now: refused at once
+    live, dead = Multiaddr(f"/ip4/127.0.0.1/tcp/{port}"), Multiaddr(f"/ip4/127.0.0.1/tcp/{closed}")
+    with trio.fail_after(5):
+        assert await tcp_reaches([dead, live], 1.0)
+        assert not await tcp_reaches([dead], 1.0)
+        assert await tcp_reaches([], 1.0)  # nothing to try: no verdict
+    await listener.aclose()
+
+
+async def _never(peer_id: Any) -> bool:
+    raise AssertionError("not dialled")
