@@ -213,6 +213,8 @@ class Mesh:
             "dial_failures": self.counters.dial_failures,
             "penalised": self.counters.penalised,
             "dead_connections": self.liveness.stats.dead if self.liveness is not None else 0,
+            "lost_probes": self.losswatch.probes,
+            "lost_reported": self.losswatch.reported,
             "sync_rounds": sync.rounds,
             "sync_failures": sync.failures,
             "sync_jobs": sync.jobs,
