@@ -1,18 +1,20 @@
-"""Telling a dead peer from its connections: a node that loses its last connection to a peer probes it, and if
-the peer cannot be reached, says so (a lost notice, ``node/lost.py``).
+"""Telling a dead peer from its connections: a node that loses its last connection to a peer probes it, and if the peer
+cannot be reached, says so (a lost notice, ``node/lost.py``).
 
-Records are rare once lost notices are on (``node/heartbeat.py``), so this is how the mesh learns of a death in
-seconds. A peer's last connection closing is a sign only when this node did not close it itself (a trim, a ban,
-a probe's own connection: ``ours``) and it had lived LIVED_FOR at least; then the peer is dialled once, within
-PROBE_TIMEOUT (on loopback or a LAN a dead process refuses at once; a frozen one accepts but never completes the
-handshake). Reached: it is alive, nothing is said, and it is not probed again for ANSWERED_FOR (the probe's
-connection is closed again at once unless the topology would dial the peer back anyway, as our own close; and
-since a connection that lived less than LIVED_FOR is never probed, two nodes cannot probe each other in a
-loop). Not reached: ``report`` (the mesh signs and publishes the notice, and marks the peer down here).
-A liveness ping that goes unanswered (``suspect``) starts a lighter probe at once, a bare TCP connection: not
-reached, the peer is reported before its connection's end (a cut link is noticed by the kernel only after 8 s).
-Nothing is probed while ``enabled`` says no (a node of an older version is up: the version gate), so the mesh
-then behaves as it always did.
+Records are rare once lost notices are on (``node/heartbeat.py``), so this is how the mesh learns of a death in seconds.
+A peer's last connection closing is a sign only when this node did not close it itself (a trim, a ban, a probe's own
+connection: ``ours``) and it had lived LIVED_FOR at least; then the peer is probed, within PROBE_TIMEOUT: a bare TCP
+connection to its addresses (on loopback or a LAN a dead process refuses at once, a cut link does not answer), and, only
+for a peer liveness cut for not answering pings (``unanswering``: a frozen process, whose kernel still accepts TCP), a
+full dial that must complete the handshake. A full dial of every lost peer made a libp2p connection each time: a hub
+that trims saw every peer it trimmed connect back at once (30 nodes: 164 connections at the bootstrap node in a minute
+of idling, none on 0.1.0). Reached: it is alive, nothing is said, and it is not probed again for ANSWERED_FOR (the
+probe's connection is closed again at once unless the topology would dial the peer back anyway, as our own close; and
+since a connection that lived less than LIVED_FOR is never probed, two nodes cannot probe each other in a loop). Not
+reached: ``report`` (the mesh signs and publishes the notice, and marks the peer down here). A liveness ping that goes
+unanswered (``suspect``) starts a lighter probe at once, a bare TCP connection: not reached, the peer is reported before
+its connection's end (a cut link is noticed by the kernel only after 8 s). Nothing is probed while ``enabled`` says no
+(a node of an older version is up: the version gate), so the mesh then behaves as it always did.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ class LossWatch:
     def __init__(
         self,
         *,
-        probe: Callable[[ID], Awaitable[bool]],
+        probe: Callable[[ID, bool], Awaitable[bool]],
         report: Callable[[ID], Awaitable[None]],
         enabled: Callable[[], bool],
         reaches: Callable[[ID], Awaitable[bool]] | None = None,
     ) -> None:
-        """``probe``: dial the peer, True if it answered (bounded by the caller or by PROBE_TIMEOUT here);
+        """``probe``: whether the peer answers (its kernel accepts a TCP connection; and, when the second
+        argument says so, a full dial completes the handshake), bounded by the caller or by PROBE_TIMEOUT here;
         ``report``: publish that it is lost; ``enabled``: the version gate; ``reaches``: whether the peer's kernel
         accepts a TCP connection (``suspect``; none: suspicion is not acted on)."""
         self._probe = probe
@@ -68,6 +71,9 @@ class LossWatch:
         """When each connected peer's first connection opened (trio time); bounded by the connected peers."""
         self._ours: dict[ID, float] = {}
         """Peers this node is closing, until when that counts as its own close."""
+        self._unanswering: dict[ID, float] = {}
+        """Peers whose connection liveness cut because they stopped answering pings (``unanswering``), until when
+        that stands: their probe needs the handshake."""
         self._answered: dict[ID, float] = {}
         """Peers that answered a probe, until when that stands for them."""
         self._probing: set[ID] = set()
@@ -101,6 +107,15 @@ class LossWatch:
         if len(self._ours) < MAX_TRACKED:
             self._ours[peer_id] = now + OURS_FOR
 
+    def unanswering(self, peer_id: ID) -> None:
+        """Liveness is cutting ``peer_id``'s connection: it stopped answering pings. Such a peer may be a frozen
+        process, whose kernel still accepts TCP: its probe dials it in full, handshake included."""
+        now = trio.current_time()
+        if len(self._unanswering) >= MAX_TRACKED:
+            self._unanswering = {p: until for p, until in self._unanswering.items() if until > now}
+        if len(self._unanswering) < MAX_TRACKED:
+            self._unanswering[peer_id] = now + OURS_FOR
+
     def opened(self, peer_id: ID) -> None:
         """A connection to ``peer_id`` opened (its first, or another: the first one's time counts)."""
         if len(self._since) < MAX_TRACKED:
@@ -117,7 +132,7 @@ class LossWatch:
         if self._nursery is None or len(self._probing) >= MAX_PROBES or not self._enabled():
             return
         self._probing.add(peer_id)
-        self._nursery.start_soon(self._check, peer_id)
+        self._nursery.start_soon(self._check, peer_id, self._unanswering.pop(peer_id, 0.0) > now)
 
     def suspect(self, peer_id: ID) -> None:
         """A liveness ping to ``peer_id``, still connected, went unanswered: if its kernel does not accept a TCP
@@ -146,12 +161,12 @@ class LossWatch:
         finally:
             self._probing.discard(peer_id)
 
-    async def _check(self, peer_id: ID) -> None:
+    async def _check(self, peer_id: ID, handshake: bool) -> None:
         self.probes += 1
         try:
             answered = False
             with trio.move_on_after(PROBE_TIMEOUT):
-                answered = await self._probe(peer_id)
+                answered = await self._probe(peer_id, handshake)
             if answered:
                 log.debug("peer %s lost its connection but answered a probe: alive", peer_id)
                 now = trio.current_time()

@@ -111,7 +111,7 @@ class Mesh:
             self.liveness = Liveness(
                 peers=host.host.get_connected_peers,
                 ping=Pinger(host),  # one long-lived stream per peer
-                disconnect=lambda peer_id: abort(host, peer_id),
+                disconnect=lambda peer_id: self._cut_unanswering(host, peer_id),
                 redial=self.peering.redial,
                 heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
                 on_miss=self.losswatch.suspect,  # a peer lost before its connection's end says so
@@ -158,6 +158,11 @@ class Mesh:
         self.losswatch.closed(peer_id)
         if not self.gossip.banned(peer_id):
             self.peering.redial(peer_id)
+
+    async def _cut_unanswering(self, host: Host, peer_id: ID) -> None:
+        """Liveness's cut of a peer that stopped answering pings: its probe must complete a handshake."""
+        self.losswatch.unanswering(peer_id)
+        await abort(host, peer_id)
 
     def _gate(self) -> bool:
         return self.directory is not None and self.directory.gate()

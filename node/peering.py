@@ -247,15 +247,15 @@ class Peering:
         finally:
             self._redialing.discard(peer_id)
 
-    async def probe(self, peer_id: ID) -> bool:
+    async def probe(self, peer_id: ID, handshake: bool = True) -> bool:
         """Whether ``peer_id``, whose last connection just closed, can be reached: a bare TCP connection to the
-        addresses it announced within REACH_TIMEOUT (``reaches``), then one dial, handshake included (a frozen
-        process accepts TCP but never completes it; ``node/losswatch.py`` bounds the time). A peer connected
-        again meanwhile, or with no address to dial, counts as reached (no verdict). The probe's connection stays
-        only if the topology would dial the peer back anyway (``Topology.wants_back``: short by more than one);
-        otherwise it is closed at once, as this node's own close. Kept whenever this node was below its target, a
-        hub that had trimmed this node refused it a second later, which looked like another loss: at 30 nodes the
-        bootstrap node saw 3 such connections a second while idle."""
+        addresses it announced within REACH_TIMEOUT (``reaches``), then, if ``handshake``, one dial, handshake included
+        (a frozen process accepts TCP but never completes it; ``node/losswatch.py`` bounds the time). A peer connected
+        again meanwhile, or with no address to dial, counts as reached (no verdict). The probe's connection stays only
+        if the topology would dial the peer back anyway (``Topology.wants_back``: short by more than one); otherwise it
+        is closed at once, as this node's own close. Kept whenever this node was below its target, a hub that had
+        trimmed this node refused it a second later, which looked like another loss: at 30 nodes the bootstrap node saw
+        3 such connections a second while idle."""
         host = self._host
         if host is None or host.connected(peer_id):
             return True
@@ -267,6 +267,8 @@ class Peering:
             return True
         if not await tcp_reaches(addrs, REACH_TIMEOUT):  # refused, or no answer: a full dial would only wait longer
             return False
+        if not handshake:
+            return True
         dialing = peer_id in self._dialing
         self._dialing.add(peer_id)
         try:

@@ -246,7 +246,7 @@ async def test_records_are_spaced_long_only_once_every_node_up_knows_notices(
 async def test_no_probe_while_an_older_node_is_up(autojump_clock: trio.testing.MockClock) -> None:
     probes: list[Any] = []
 
-    async def probe(peer_id: Any) -> bool:
+    async def probe(peer_id: Any, handshake: bool) -> bool:
         probes.append(peer_id)
         return False
 
@@ -276,9 +276,10 @@ async def test_which_closes_are_probed_and_what_a_probe_says(autojump_clock: tri
     probes: list[str] = []
     reported: list[str] = []
 
-    async def probe(peer_id: Any) -> bool:
+    async def probe(peer_id: Any, handshake: bool) -> bool:
         probes.append(peer_id)
         if peer_id == "frozen":
+            assert handshake  # its kernel accepts TCP: only a handshake tells
             await trio.sleep_forever()
         return peer_id in alive
 
@@ -300,6 +301,7 @@ async def test_which_closes_are_probed_and_what_a_probe_says(autojump_clock: tri
             watch.opened(peer)  # type: ignore[arg-type]
         await trio.sleep(LIVED_FOR)
         watch.opened("young")  # type: ignore[arg-type]  # a second connection: the first one's age counts
+        watch.unanswering("frozen")  # type: ignore[arg-type]  # liveness cut it: it stopped answering pings
         for peer in ("alive", "dead", "frozen"):
             watch.closed(peer)  # type: ignore[arg-type]
         await host.disconnect("trimmed")  # our own close (a trim, a ban, a probe's connection): no probe
@@ -377,5 +379,5 @@ async def test_reaches_is_a_bare_tcp_connection_to_any_announced_address() -> No
     await listener.aclose()
 
 
-async def _never(peer_id: Any) -> bool:
+async def _never(peer_id: Any, handshake: bool) -> bool:
     raise AssertionError("not dialled")
