@@ -8,13 +8,13 @@ connection to its addresses (on loopback or a LAN a dead process refuses at once
 for a peer liveness cut for not answering pings (``unanswering``: a frozen process, whose kernel still accepts TCP), a
 full dial that must complete the handshake. A full dial of every lost peer made a libp2p connection each time: a hub
 that trims saw every peer it trimmed connect back at once (30 nodes: 164 connections at the bootstrap node in a minute
-of idling, none on 0.1.0). Reached: it is alive, nothing is said, and it is not probed again for ANSWERED_FOR (the
-probe's connection is closed again at once unless the topology would dial the peer back anyway, as our own close; and
-since a connection that lived less than LIVED_FOR is never probed, two nodes cannot probe each other in a loop). Not
-reached: ``report`` (the mesh signs and publishes the notice, and marks the peer down here). A liveness ping that goes
-unanswered (``suspect``) starts a lighter probe at once, a bare TCP connection: not reached, the peer is reported before
-its connection's end (a cut link is noticed by the kernel only after 8 s). Nothing is probed while ``enabled`` says no
-(a node of an older version is up: the version gate), so the mesh then behaves as it always did.
+of idling, none on 0.1.0). Reached: it is alive, nothing is said (after a full dial, the probe's connection is closed
+again at once unless the topology would dial the peer back anyway, as our own close, and the peer is not probed again
+for ANSWERED_FOR, so two nodes cannot probe each other in a loop). Not reached: ``report`` (the mesh signs and publishes
+the notice, and marks the peer down here). A liveness ping that goes unanswered (``suspect``) starts a lighter probe at
+once, a bare TCP connection: not reached, the peer is reported before its connection's end (a cut link is noticed by the
+kernel only after 8 s). Nothing is probed while ``enabled`` says no (a node of an older version is up: the version
+gate), so the mesh then behaves as it always did.
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ log = logging.getLogger("cmnode.p2p")
 
 PROBE_TIMEOUT = 3.0
 """A probe's dial, handshake included, must succeed within this many seconds, or the peer is lost."""
-LIVED_FOR = 1.0
-"""A connection that lived less than this (seconds) is not probed when it closes: a probe's own connection (closed
-again by the prober as soon as its dial returns: milliseconds), a peer refusing us, a flapping link. Longer, a node
-killed a few seconds after it joined went unreported (5 s missed the kills of ``benchmarks.reschedule``)."""
+LIVED_FOR = 0.0
+"""A connection that lived less than this (seconds) is not probed when it closes. None is spared now: a probe is a
+bare TCP connection, which no node takes for a connection of its own, so a probe cannot set off another (a probe
+that dials in full, ``unanswering``, marks its peer answered for ANSWERED_FOR). 5 s, then 1 s, missed nodes killed
+right after they joined (``benchmarks.reschedule``; tests/mesh/test_registry_cluster.py kills one 0.8 s after its
+first connection)."""
 OURS_FOR = 10.0
 """A close this node asked for counts as its own for this long (the library tells of it later)."""
 ANSWERED_FOR = 10.0
-"""A peer that answered a probe is not probed again for this long (seconds): it was alive a moment ago, and a
-connection it closes again (a hub refusing us) is no sign; another neighbour's probe, or the roll call, covers a
-death meanwhile."""
+"""A peer that answered a full dial (its handshake) is not probed again for this long (seconds): the dial made a
+connection, which it may close again (a hub refusing us); another neighbour's probe covers a death meanwhile."""
 MAX_PROBES = 64
 """Probes at once; beyond, a lost peer is not probed (its silence, or another node's probe, tells)."""
 MAX_TRACKED = 10_000
@@ -169,6 +170,8 @@ class LossWatch:
                 answered = await self._probe(peer_id, handshake)
             if answered:
                 log.debug("peer %s lost its connection but answered a probe: alive", peer_id)
+                if not handshake:
+                    return
                 now = trio.current_time()
                 if len(self._answered) >= MAX_TRACKED:
                     self._answered = {p: until for p, until in self._answered.items() if until > now}
