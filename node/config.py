@@ -183,8 +183,8 @@ class Config:
         1024 * 1024
     )
     heartbeat: Annotated[
-        float, Setting("Seconds between this node's records on the mesh (beyond 10 nodes, unchanged ones are "
-                       "spaced out to N/10 times this); unheard for 3 of them, a node is down",
+        float, Setting("Seconds between this node's records on the mesh when they change; unchanged ones go out "
+                       "every max(60, this) s x N/10 (every this x N/10 while a node older than 0.2.0 is up)",
                        check=between_seconds(0.05, 3600.0))
     ] = 2.0  # fmt: skip
     node_name: Annotated[
@@ -201,7 +201,7 @@ class Config:
                      check=check_node_memory)
     ] = ""  # fmt: skip
     reschedule_after: Annotated[
-        float, Setting("Seconds a node holding replicas may go unheard before they are placed elsewhere",
+        float, Setting("Seconds a node holding replicas may be down before they are placed elsewhere",
                        check=at_least(0, "seconds"))
     ] = 10.0  # fmt: skip
     job_retention: Annotated[

@@ -40,7 +40,19 @@ from .errors import NodeError
 from .identity import Identity
 from .link import Directory, Inbound
 from .trust import Refused, sign_execution
-from .wire import TOPIC, AllocationMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, NodeMsg, WireError, decode, encode
+from .wire import (
+    TOPIC,
+    AllocationMsg,
+    DrainMsg,
+    Envelope,
+    ExecutionMsg,
+    JobMsg,
+    LostMsg,
+    NodeMsg,
+    WireError,
+    decode,
+    encode,
+)
 
 __all__ = ["BAN_SECONDS", "DISCONNECT_SCORE", "SCORE_PARAMS", "Gossip", "MeshStats"]
 
@@ -290,6 +302,9 @@ class Gossip:
                 elif isinstance(msg, DrainMsg):
                     if self.directory is not None:
                         self.directory.on_drain(msg.order)
+                elif isinstance(msg, LostMsg):
+                    if self.directory is not None:
+                        self.directory.on_lost(msg.notice)
                 else:
                     await self.inbound.on_cancel(msg.cancel)
             except Refused as exc:  # the trust rule (logged there, once per peer)
@@ -386,6 +401,8 @@ def _job_of(msg: Envelope) -> str:
         return "node:" + msg.record.node_id  # one node's records in order; no job ID looks like this
     if isinstance(msg, DrainMsg):
         return "drain:" + msg.order.node_id
+    if isinstance(msg, LostMsg):
+        return "node:" + msg.notice.node_id  # in order with the records of the node it is about
     if isinstance(msg, ExecutionMsg):
         return msg.execution.job_id
     return msg.job_id

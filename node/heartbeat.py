@@ -1,13 +1,17 @@
-"""This node's heartbeat: every ``--heartbeat`` seconds, its signed record, kept by its own registry and
-published on the mesh, so every node knows it is alive and what it offers (``node/registry.py``).
+"""This node's heartbeat: its signed record, kept by its own registry and published on the mesh, so every node
+knows what it offers and that it is there (``node/registry.py``).
 
-In a mesh of more than ``NODES_PER_BEAT`` nodes the records that only say "still here" are spaced out to
-``--heartbeat`` x N / NODES_PER_BEAT, so the mesh as a whole carries about NODES_PER_BEAT / ``--heartbeat``
-records a second whatever its size (each record costs every node a receipt per gossip link and a signature
-check: at 30 nodes, one every 2 s from each was most of the idle mesh's CPU). A record whose content changed
-(load, allocations, addresses, capacity, draining) still goes out at the next ``--heartbeat`` tick. Each record
-says the interval it keeps (``heartbeat``), and peers judge a node down after 3 of those, so at 30 nodes a
-silent node is down after 18 s instead of 6 s.
+A record whose content changed (load, allocations, addresses, capacity, draining) goes out at the next
+``--heartbeat`` tick. One that only says "still here" is spaced out: each costs every node a receipt per gossip
+link and a signature check, and at 30 nodes, one every 2 s from each was most of the idle mesh's CPU. Once every
+node held up knows lost notices (``Registry.gate``), a death is told by the connections (``node/losswatch.py``)
+and the record is only a slow refresh: every max(REFRESH, ``--heartbeat``) x max(1, N / NODES_PER_BEAT) seconds
+(3 minutes at 30 nodes; at most MAX_HEARTBEAT). Until then, as older versions do: every ``--heartbeat`` x
+max(1, N / NODES_PER_BEAT), so the mesh carries about NODES_PER_BEAT / ``--heartbeat`` records a second. Each
+record says the interval it keeps (``heartbeat``), and peers judge a node down after 3 of those unheard.
+
+A record also goes out at once when the registry asks (``Registry.beat_by``): this node was reported lost (the
+refutation), or answers a roll call.
 
 A beat is cheap: it reads what the node holds in memory (``Vitals``), signs, and queues one message that the
 mesh's publisher sends (dropped if the outbox is full: the next beat follows); nothing is written to disk
@@ -29,13 +33,13 @@ import trio
 from . import __version__
 from .errors import RuntimeFailureError
 from .identity import Identity
-from .noderecord import Allocated, Capacity, NodeRecord, sign_record
+from .noderecord import MAX_HEARTBEAT, Allocated, Capacity, NodeRecord, sign_record
 from .registry import NodeState, Registry
 
 if TYPE_CHECKING:
     from .core import Node
 
-__all__ = ["CAPACITY_RETRY", "NODES_PER_BEAT", "Heartbeat", "Vitals", "vitals_of"]
+__all__ = ["CAPACITY_RETRY", "NODES_PER_BEAT", "REFRESH", "Heartbeat", "Vitals", "vitals_of"]
 
 log = logging.getLogger("cmnode.registry")
 
@@ -43,7 +47,9 @@ CAPACITY_RETRY = 10.0
 """Seconds between two reads of the engine's capacity while it has not answered."""
 NODES_PER_BEAT = 10
 """Up to this many nodes, a record goes out every ``--heartbeat``; beyond, unchanged ones are spaced out so the
-mesh carries about this many records per ``--heartbeat``."""
+mesh carries about this many records per ``--heartbeat`` (or per REFRESH, once lost notices are on)."""
+REFRESH = 60.0
+"""Seconds between two unchanged records up to NODES_PER_BEAT nodes, once every node knows lost notices."""
 
 
 @dataclass(frozen=True)
@@ -114,26 +120,33 @@ class Heartbeat:
             await self.beat()
             task_status.started()
             while True:
-                changed = False
-                with trio.move_on_after(self.interval):
+                wait = self.interval
+                if self.registry.beat_by is not None:
+                    wait = min(wait, max(0.0, self.registry.beat_by - trio.current_time()))
+                with trio.move_on_after(wait):
                     await self.registry.changed.wait()
-                    changed = True
-                if changed or self._due():
+                if self._due():
                     await self.beat()
         raise AssertionError("unreachable")
 
     def spacing(self) -> float:
-        """Seconds between two records that say nothing new: ``interval``, stretched beyond NODES_PER_BEAT nodes
-        up (this one included)."""
+        """Seconds between two records that say nothing new: ``interval`` (or REFRESH, once every node up knows
+        lost notices), stretched beyond NODES_PER_BEAT nodes up (this one included)."""
         up = sum(1 for info in self.registry.nodes() if info.state is not NodeState.DOWN)
-        return self.interval * max(1.0, up / NODES_PER_BEAT)
+        base = max(REFRESH, self.interval) if self.registry.gate() else self.interval
+        return min(MAX_HEARTBEAT, base * max(1.0, up / NODES_PER_BEAT))
 
     def _due(self) -> bool:
-        """Whether a record goes out at this tick: its content changed, or the last one is ``spacing`` old (a
-        tick early rather than late: the peers' clock of 3 heartbeats started when they heard it)."""
+        """Whether a record goes out now: the registry asked for one, its content changed, or the last one is
+        ``spacing`` old (a tick early rather than late: the peers' clock of 3 heartbeats started when they heard
+        it; and by today's spacing if that is shorter than the one the last record promised, so a node of an
+        older version that just joined hears it at the pace it expects)."""
+        asked = self.registry.beat_by
+        if asked is not None and trio.current_time() >= asked:
+            return True
         if self._said != self._content(self._vitals()):
             return True
-        return trio.current_time() - self._said_at + self.interval > self._keeps
+        return trio.current_time() - self._said_at + self.interval > min(self._keeps, self.spacing())
 
     def _content(self, vitals: Vitals) -> tuple[object, ...]:
         return (vitals, self.capacity, self.registry.draining(self.identity.node_id))

@@ -17,7 +17,7 @@ Two orderings at start-up matter, and the objects here keep them without a back-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
@@ -26,9 +26,10 @@ import trio
 from .allocation import Allocation
 from .errors import NotFoundError
 from .logfollow import Follow, Source
+from .lost import LostNotice
 from .model import Cancel, Execution, Job
 from .noderecord import DrainOrder, NodeRecord
-from .wire import AllocationMsg, CancelMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, NodeMsg
+from .wire import AllocationMsg, CancelMsg, DrainMsg, Envelope, ExecutionMsg, JobMsg, LostMsg, NodeMsg
 
 __all__ = ["OUTBOX_SIZE", "Directory", "Inbound", "InboundGate", "MeshLink", "MeshView", "NoMesh", "Outbound"]
 
@@ -94,6 +95,21 @@ class Directory(Protocol):
     def known(self, limit: int) -> tuple[list[tuple[NodeRecord, float]], list[DrainOrder]]:
         """The latest records (with their age) and drain orders, at most ``limit`` of each."""
         ...
+
+    def on_lost(self, notice: LostNotice) -> bool:
+        """A verified lost notice (``node/lost.py``); True if it made its node down here."""
+        ...
+
+    def record(self, node_id: str) -> NodeRecord | None:
+        """The latest record of ``node_id``, if any."""
+        ...
+
+    def gate(self) -> bool:
+        """Whether every node held up knows lost notices (the version gate)."""
+        ...
+
+    vouch: Callable[[str], bool]
+    """Whether this node is connected to that node itself (set by the mesh)."""
 
 
 class MeshView(Protocol):
@@ -199,6 +215,11 @@ class MeshLink(NoMesh):
 
     async def publish_allocation(self, allocation: Allocation) -> None:
         await self._put(AllocationMsg(allocation))
+
+    async def publish_lost(self, notice: LostNotice) -> None:
+        """The mesh's own notice of a lost peer (``node/losswatch.py``): it waits for room like the rest, so a
+        notice is not dropped while records are."""
+        await self._put(LostMsg(notice))
 
     async def _put(self, msg: Envelope) -> None:
         await self._send.send(msg)

@@ -266,11 +266,15 @@ class Liveness:
         timeout: float = TIMEOUT,
         misses: int = MISSES,
         heard: Callable[[ID], float] | None = None,
+        on_miss: Callable[[ID], None] | None = None,
     ) -> None:
         """``heard``: seconds since a peer last sent us a pubsub RPC (``senderrecord.quiet_for``); with the pings
-        it sends us and the answers to ours, a peer heard within ``quiet`` seconds is alive without a ping."""
+        it sends us and the answers to ours, a peer heard within ``quiet`` seconds is alive without a ping.
+        ``on_miss``: told of every missed ping (``LossWatch.suspect``: a peer lost sooner than its connection's
+        end says so)."""
         self._peers = peers
         self._heard = heard
+        self._on_miss = on_miss
         self._ping = ping
         self._disconnect = disconnect
         self._redial = redial
@@ -371,6 +375,8 @@ class Liveness:
         if peer_id not in self._peers() or self._epoch.get(peer_id, 0) != epoch:
             return  # cut off meanwhile (by an earlier verdict, or it left), or connected anew
         self.stats.misses += 1
+        if self._on_miss is not None:
+            self._on_miss(peer_id)
         missed = self._missed.get(peer_id, 0) + 1
         self._missed[peer_id] = missed
         if missed >= self.misses:

@@ -9,6 +9,7 @@ It is built after the node and knows it only as an ``Inbound``; the node reaches
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 import trio
@@ -27,6 +28,8 @@ from .identity import Identity
 from .link import Directory, Inbound, MeshLink
 from .liveness import PING_PROTOCOL, Liveness, Pinger, abort
 from .logfollow import Source
+from .losswatch import LossWatch
+from .lost import sign_lost
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
 from .registry import DOWN_AFTER
@@ -72,6 +75,11 @@ class Mesh:
         self.catchup = Catchup(sync=self.sync, peers=self.peers, meet=self.peering.meet)
         self.host: Host | None = None
         self.liveness: Liveness | None = None
+        self.losswatch = LossWatch(
+            probe=self.peering.probe, report=self._report_lost, enabled=self._gate, reaches=self.peering.reaches
+        )
+        if directory is not None:
+            directory.vouch = self._vouch
 
     @property
     def node_id(self) -> str:
@@ -94,13 +102,16 @@ class Mesh:
         self.liveness = liveness = Liveness(
             peers=host.host.get_connected_peers,
             ping=Pinger(host),  # one long-lived stream per peer
-            disconnect=lambda peer_id: abort(host, peer_id),
+            disconnect=lambda peer_id: self._cut_unanswering(host, peer_id),
             redial=self.peering.redial,
             heard=lambda peer_id: senderrecord.quiet_for(host.host, peer_id),  # alive without a ping
+            on_miss=self.losswatch.suspect,  # a peer lost before its connection's end says so
         )  # "A silent partition leaves connections open"
         host.host.set_stream_handler(PING_PROTOCOL, liveness.answer)  # a peer that pings us is not pinged back
         self.peering.watch(host, self._on_connect, self._on_disconnect)
+        self.losswatch.guard(host.host)
         async with host.running(), trio.open_nursery() as nursery:
+            await nursery.start(self.losswatch.run)
             nursery.start_soon(self.gossip.publisher, host.pubsub)
             nursery.start_soon(self.gossip.consumer)
             nursery.start_soon(self.catchup.run, host)
@@ -137,15 +148,49 @@ class Mesh:
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""
+        self.losswatch.opened(peer_id)
         if self.liveness is not None:
             self.liveness.on_connect(peer_id)
         if not self.gossip.banned(peer_id):
             self.catchup.on_connect(peer_id)
 
     def _on_disconnect(self, peer_id: ID) -> None:
-        """A peer's last connection closed: dial it again (briefly), unless we cut it off for misbehaving."""
+        """A peer's last connection closed: probe it (``node/losswatch.py``) and dial it again (briefly), unless
+        we cut it off for misbehaving."""
+        self.losswatch.closed(peer_id)
         if not self.gossip.banned(peer_id):
             self.peering.redial(peer_id)
+
+    async def _cut_unanswering(self, host: Host, peer_id: ID) -> None:
+        """Liveness's cut of a peer that stopped answering pings: its probe must complete a handshake."""
+        self.losswatch.unanswering(peer_id)
+        await abort(host, peer_id)
+
+    def _gate(self) -> bool:
+        return self.directory is not None and self.directory.gate()
+
+    def _vouch(self, node_id: str) -> bool:
+        """Whether this node holds a connection to ``node_id``: a notice that it is lost is not taken here."""
+        if self.host is None:
+            return False
+        try:
+            return self.host.connected(ID.from_base58(node_id))
+        except Exception:  # not a peer ID
+            return False
+
+    async def _report_lost(self, peer_id: ID) -> None:
+        """A peer lost and not reachable: down here, and a signed notice to the mesh (none if it is down here
+        already, say by another node's notice, or this node never had its record)."""
+        if self.directory is None:
+            return
+        node_id = peer_id.to_base58()
+        record = self.directory.record(node_id)
+        if record is None:
+            return
+        notice = sign_lost(self.identity, node_id, record.seq, time.time())
+        if self.directory.on_lost(notice):
+            log.warning("peer %s lost: its connection closed and it did not answer a dial; telling the mesh", peer_id)
+            await self.link.publish_lost(notice)
 
     # -- what the node asks (MeshView) ------------------------------------------------------------
 
@@ -175,6 +220,8 @@ class Mesh:
             "dial_failures": self.counters.dial_failures,
             "penalised": self.counters.penalised,
             "dead_connections": self.liveness.stats.dead if self.liveness is not None else 0,
+            "lost_probes": self.losswatch.probes,
+            "lost_reported": self.losswatch.reported,
             "sync_rounds": sync.rounds,
             "sync_failures": sync.failures,
             "sync_jobs": sync.jobs,

@@ -1,9 +1,19 @@
 """The node registry: what this node knows of every node in the mesh (itself included), for placement.
 
-Every node publishes a signed record of itself every heartbeat (``node/heartbeat.py``); the ``Registry`` keeps
-the highest ``seq`` of each, heard by gossip or catch-up, and when it last heard one, on trio's clock (so tests
-run on the autojump clock). A node unheard for 3 of its own heartbeats is ``down``; a node whose latest drain
-order (``DrainOrder``, latest ``at`` wins) says so is ``draining``; this node is always ready unless draining.
+Every node publishes a signed record of itself (``node/heartbeat.py``); the ``Registry`` keeps the highest
+``seq`` of each, heard by gossip or catch-up, and when it last heard one, on trio's clock (so tests run on the
+autojump clock). A node is ``down`` when it is unheard for 3 of the intervals its record promises, or when it
+is reported lost (``on_lost``, ``node/lost.py``) or missed a roll call (below); a node whose latest drain order
+(``DrainOrder``, latest ``at`` wins) says so is ``draining``; this node is always ready unless draining.
+
+Once every node held up speaks a version that knows lost notices (``gate``), an unchanged record goes out only
+every minute or more, and death is told by the connections: a notice says "``by`` lost ``node_id``", and marks it
+down here, ``down_for`` counting from the notice's arrival, unless a newer record of it is known or this node is
+connected to it itself (``vouch``). A notice about this node is refuted at once with a fresh record. A notice
+only names the reporter's own neighbours, so it also opens a roll call: every node that receives one republishes
+its record within ROLL_JITTER, and a node not heard within ROLL_WINDOW of the call's start is down from then
+(nodes beyond a partition that nobody here was connected to). A node heard again while held down makes this
+node republish too (at most every ROLL_JITTER), so after a partition heals both sides hear each other at once.
 
 Every node ever seen is kept (up to ``MAX_NODES``, the least recently heard going first) and survives a
 restart: the records are stored in the store's ``meta`` table when a node is first seen or its name, labels,
@@ -16,6 +26,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -25,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import trio
 
 from .errors import StorageFullError, ValidationError
+from .lost import LostNotice, speaks_lost
 from .noderecord import Allocated, DrainOrder, NodeRecord, default_name, parse_labels
 from .trust import Refused, Trust
 
@@ -32,7 +44,19 @@ if TYPE_CHECKING:
     from .config import Config
     from .store import Store
 
-__all__ = ["DOWN_AFTER", "MAX_NODES", "LoneNode", "NodeInfo", "NodeState", "NodesView", "Registry"]
+__all__ = [
+    "DOWN_AFTER",
+    "MAX_NODES",
+    "NOTICE_BURST",
+    "NOTICE_RATE",
+    "ROLL_JITTER",
+    "ROLL_WINDOW",
+    "LoneNode",
+    "NodeInfo",
+    "NodeState",
+    "NodesView",
+    "Registry",
+]
 
 log = logging.getLogger("cmnode.registry")
 
@@ -42,6 +66,17 @@ DOWN_AFTER = 3
 PERSIST_EVERY = 2.0
 """Seconds between two writes of the registry to the store (a burst of first-seen nodes is one write)."""
 META_KEY = "registry"
+ROLL_JITTER = 2.0
+"""A node asked to republish (a roll call, a node heard again) does so within a random delay of up to this many
+seconds, so the mesh's records do not all arrive at once; and not again within it."""
+ROLL_WINDOW = 8.0
+"""A node not heard within this many seconds of a roll call's start (nor within ROLL_JITTER before it) is down
+from the start: its record had two seconds to be sent and six to cross a busy mesh."""
+NOTICE_BURST = 16
+"""Lost notices taken from one reporter in a burst (a node losing all its connections at once reports each)."""
+NOTICE_RATE = 0.5
+"""Lost notices a second taken from one reporter beyond the burst; the rest are dropped (counted in ``refused``)."""
+MAX_REPORTERS = 1000
 
 
 class NodeState(enum.StrEnum):
@@ -66,10 +101,13 @@ class NodeInfo:
     memory: int | None = None
     """Capacity in bytes; None: not known (yet)."""
     down_for: float = 0.0
-    """Seconds this node has been unheard (``trio.current_time()`` based), counted from its last record, so
-    ``--reschedule-after`` is measured from when it fell silent; 0.0 unless ``state`` is DOWN."""
+    """Seconds this node has been down (``trio.current_time()`` based), counted from the earliest of: its last
+    record, when silent for 3 of its intervals; the arrival of a notice that it was lost; the start of a roll
+    call it missed. So ``--reschedule-after`` is measured from when it fell silent or was found gone; 0.0 unless
+    ``state`` is DOWN."""
     last_seen: float = 0.0
-    """Unix time of the last record heard from it (now, for this node)."""
+    """Unix time of the last record heard from it (now, for this node). Records that say nothing new are rare
+    (a minute or more apart), so a ready node's may be that old."""
     allocated: Allocated = field(default_factory=Allocated)
     """What its last record says placement gave it, as it counts it: placement counts at least that, so an
     allocation of another origin's not heard here yet still counts once its holder's heartbeat is."""
@@ -106,6 +144,8 @@ class _Known:
     unheard_since: float | None = None
     """Where ``down_for`` counts from: ``heard``, except for a node loaded from the store at start (shown down
     at once, yet given the full ``--reschedule-after`` from the start before its jobs move)."""
+    lost_at: float | None = None
+    """When a notice said it was lost, or the roll call it missed began (trio time): down since then."""
 
 
 class Registry:
@@ -136,8 +176,22 @@ class Registry:
         """The highest seq of this node's records seen anywhere (a copy a peer kept from before a restart)."""
         self._dirty = trio.Event()
         self.changed = trio.Event()
-        """Set when this node's own draining changes, so the heartbeat says so at once (then replaced)."""
+        """Set when this node's own draining changes or it is asked to republish (``beat_by``), so the heartbeat
+        looks at once (then replaced)."""
         self.refused = 0
+        self.beat_by: float | None = None
+        """When this node's next record is due at the latest (trio time), asked by a roll call or a refutation;
+        None: when the heartbeat's own rules say. Cleared by ``own``."""
+        self.vouch: Callable[[str], bool] = lambda node_id: False
+        """Whether this node is connected to that node itself (the mesh sets it): a notice or a roll call does
+        not make it down here."""
+        self.lost = 0
+        """Nodes made down by a lost notice or a missed roll call."""
+        self._own_at = -1e9
+        self._roll_at: float | None = None
+        """When the open roll call began (trio time); None: none open."""
+        self._reporters: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """Each reporter's notice allowance: (tokens, when counted), least recently used first."""
 
     @classmethod
     def of(cls, config: Config, node_id: str, trust: Trust | None = None) -> Registry:
@@ -160,13 +214,17 @@ class Registry:
         known = self._known.get(record.node_id)
         if known is not None and record.seq <= known.record.seq:
             return False
+        now = trio.current_time()
+        back = known is not None and self._down_since(known, now) is not None
         age = min(max(age, 0.0), 1e9)
-        entry = _Known(record=record, heard=trio.current_time() - age, seen_at=time.time() - age)
+        entry = _Known(record=record, heard=now - age, seen_at=time.time() - age)
         if known is None or known.record.identity() != record.identity():
             self._dirty.set()
         self._known[record.node_id] = entry
         if known is None:
             self._bound()
+        if back and self._down_since(entry, now) is None and self.gate():
+            self._ask(now)  # back after an outage: its side may hold this node down too
         return True
 
     def own(self, record: NodeRecord) -> None:
@@ -175,7 +233,9 @@ class Registry:
         if known is None or known.record.identity() != record.identity():
             self._dirty.set()
         self._seq_floor = max(self._seq_floor, record.seq)
-        self._known[self.node_id] = _Known(record=record, heard=trio.current_time(), seen_at=time.time())
+        now = trio.current_time()
+        self._known[self.node_id] = _Known(record=record, heard=now, seen_at=time.time())
+        self._own_at, self.beat_by = now, None
 
     def next_seq(self) -> int:
         """The seq of this node's next record: above every earlier one, across restarts (time in ms)."""
@@ -204,6 +264,96 @@ class Registry:
             self.changed = trio.Event()
         return True
 
+    def on_lost(self, notice: LostNotice) -> bool:
+        """A verified lost notice: ``notice.node_id`` is down from now, unless a record of it newer than
+        ``notice.seq`` is known, or this node is connected to it (``vouch``); about this node, a fresh record at
+        once. Every notice taken also opens a roll call (or joins the open one). True if it made a node down."""
+        now = trio.current_time()
+        if not self._allow(notice.by, now):
+            self.refused += 1
+            log.debug("lost notice of %s by %s dropped: too many from that node", notice.node_id, notice.by)
+            return False
+        if notice.node_id == self.node_id:
+            log.info("node %s says this node is lost: refuting with a fresh record", notice.by)
+            self._wake(now)
+            return False
+        self._roll(now)
+        known = self._known.get(notice.node_id)
+        if known is None or known.record.seq > notice.seq or self._down_since(known, now) is not None:
+            return False
+        if self.vouch(notice.node_id):
+            log.debug("lost notice of %s by %s ignored: connected to it", notice.node_id, notice.by)
+            return False
+        known.lost_at = now
+        self.lost += 1
+        log.info("node %s down: reported lost by %s", notice.node_id, notice.by)
+        return True
+
+    def gate(self) -> bool:
+        """Whether every node held up (this one included) knows lost notices (``node/lost.py``): only then
+        are notices sent and unchanged records spaced out long; otherwise this node behaves as older ones do."""
+        now = trio.current_time()
+        return all(
+            speaks_lost(known.record.version)
+            for node_id, known in self._known.items()
+            if node_id == self.node_id or self._down_since(known, now) is None
+        )
+
+    def _allow(self, reporter: str, now: float) -> bool:
+        """Take one notice from ``reporter`` if its allowance (NOTICE_BURST, refilled at NOTICE_RATE) has room."""
+        tokens, then = self._reporters.pop(reporter, (float(NOTICE_BURST), now))
+        tokens = min(float(NOTICE_BURST), tokens + (now - then) * NOTICE_RATE)
+        allowed = tokens >= 1.0
+        self._reporters[reporter] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._reporters) > MAX_REPORTERS:
+            self._reporters.popitem(last=False)
+        return allowed
+
+    def _wake(self, by: float) -> None:
+        """This node's next record is due by ``by`` (trio time): the heartbeat is woken to look."""
+        self.beat_by = by if self.beat_by is None else min(self.beat_by, by)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def _ask(self, now: float) -> None:
+        """Republish within ROLL_JITTER, unless this node did or is about to (a roll call's answer)."""
+        if self.beat_by is None and now - self._own_at >= ROLL_JITTER:
+            self._wake(now + random.uniform(0.0, ROLL_JITTER))
+
+    def _roll(self, now: float) -> None:
+        """A notice arrived: answer the roll call (republish), and open one unless one is open."""
+        self._close_roll(now)
+        if self._roll_at is None:
+            self._roll_at = now
+        self._ask(now)
+
+    def _close_roll(self, now: float) -> None:
+        """Once ROLL_WINDOW has passed since the open roll call began, every node not heard since ROLL_JITTER
+        before it (and not connected to this one, and of a version that answers roll calls) is down from its
+        start."""
+        began = self._roll_at
+        if began is None or now < began + ROLL_WINDOW:
+            return
+        self._roll_at = None
+        for node_id, known in self._known.items():
+            if node_id == self.node_id or known.heard >= began - ROLL_JITTER:
+                continue
+            answers = speaks_lost(known.record.version)  # an older node does not answer roll calls
+            if answers and self._down_since(known, now) is None and not self.vouch(node_id):
+                known.lost_at = began
+                self.lost += 1
+                log.info("node %s down: not heard in the roll call of %.0f s ago", node_id, now - began)
+
+    def _down_since(self, known: _Known, now: float) -> float | None:
+        """Since when (trio time) a peer's entry is down: silent for DOWN_AFTER of its intervals, reported lost or
+        missed a roll call, whichever came first; None: up."""
+        since = None
+        if now - known.heard >= DOWN_AFTER * known.record.heartbeat:
+            since = known.heard if known.unheard_since is None else known.unheard_since
+        if known.lost_at is not None and (since is None or known.lost_at < since):
+            since = known.lost_at
+        return since
+
     def _bound(self) -> None:
         """Over the limit, forget the nodes heard least recently (never this node)."""
         while len(self._known) > self._limit + (self.node_id in self._known):
@@ -230,8 +380,8 @@ class Registry:
             last_seen = time.time()
         else:
             last_seen = known.seen_at
-            if now - known.heard >= DOWN_AFTER * record.heartbeat:
-                since = known.heard if known.unheard_since is None else known.unheard_since
+            since = self._down_since(known, now)
+            if since is not None:
                 state, down_for = NodeState.DOWN, now - since
         if draining and state is NodeState.READY:
             state = NodeState.DRAINING
@@ -242,6 +392,7 @@ class Registry:
 
     def nodes(self) -> list[NodeInfo]:
         now = trio.current_time()
+        self._close_roll(now)
         infos = [self._info(node_id, known, now) for node_id, known in self._known.items()]
         if self.node_id not in self._known:
             infos.append(self._info(self.node_id, None, now))
@@ -251,7 +402,9 @@ class Registry:
         known = self._known.get(node_id)
         if known is None and node_id != self.node_id:
             return None
-        return self._info(node_id, known, trio.current_time())
+        now = trio.current_time()
+        self._close_roll(now)
+        return self._info(node_id, known, now)
 
     def record(self, node_id: str) -> NodeRecord | None:
         known = self._known.get(node_id)
@@ -321,11 +474,20 @@ class Registry:
 
     def known(self, limit: int) -> tuple[list[tuple[NodeRecord, float]], list[DrainOrder]]:
         """The latest records (each with seconds since heard), most recently heard first, and the latest drain
-        orders, at most ``limit`` of each: what catch-up serves, so a node that joins learns every node."""
+        orders, at most ``limit`` of each: what catch-up serves, so a node that joins learns every node. A node
+        reported lost (or that missed a roll call) is served as silent for DOWN_AFTER of its intervals at least: a
+        node that was away when the notice flooded (restarting, cut off) would otherwise take its last record for
+        a sign of life, and hold it up until its long refresh ran out."""
         now = trio.current_time()
+        self._close_roll(now)
         latest = sorted(self._known.values(), key=lambda k: k.heard, reverse=True)[:limit]
-        records = [(k.record, max(0.0, now - k.heard)) for k in latest]
+        records = [(k.record, self._age(k, now)) for k in latest]
         return records, list(reversed(self._drains.values()))[:limit]
+
+    @staticmethod
+    def _age(known: _Known, now: float) -> float:
+        age = max(0.0, now - known.heard)
+        return age if known.lost_at is None else max(age, DOWN_AFTER * known.record.heartbeat)
 
     # -- on disk -------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import trio
 from .allocation import Allocation
 from .model import Execution, Job, State
 from .noderecord import Allocated
-from .registry import NodesView
+from .registry import NodeState, NodesView
 from .scheduler import Load, loads_of, move, revise, reviser
 from .store import Store
 
@@ -64,11 +64,23 @@ class Rescheduler:
 
     async def run(self) -> NoReturn:
         while True:
-            await trio.sleep(self.interval)
+            await trio.sleep(self.pause())
             try:
                 await self.round()
             except Exception as exc:  # a bad round costs this round, never the node
                 log.warning("rescheduling round failed: %r", exc, exc_info=exc)
+
+    def pause(self) -> float:
+        """Seconds until the next round: ``interval``, or less when a down node reaches ``reschedule_after``
+        sooner, so its replicas move then rather than up to a round later. A death is now told at once by a lost
+        notice (``node/lost.py``) and ``down_for`` counts from it, no longer from a record up to a heartbeat
+        before the death; without this the wait for the round would have made a kill -9 to replicas elsewhere
+        about a second slower on average."""
+        pause = self.interval
+        for info in self.nodes.nodes():
+            if info.state is NodeState.DOWN and info.down_for < self.reschedule_after:
+                pause = min(pause, self.reschedule_after - info.down_for + 0.01)
+        return pause
 
     async def round(self) -> int:
         """One pass over the active allocations; returns how many new versions this node wrote."""

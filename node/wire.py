@@ -6,6 +6,7 @@
     {"type": "node", "node": {...NodeRecord...}}                a node's heartbeat, signed and sent by that node
     {"type": "drain", "drain": {node_id, draining, by, ...}}    (un)drain a node, signed and sent by the node asking
     {"type": "allocation", "allocation": {...Allocation...}}    where a replicas job runs, signed by its writer
+    {"type": "lost", "lost": {node_id, seq, by, at, signature}}  a node lost, signed and sent by the node that says so
 
 Decoding does no I/O and trusts nothing: every envelope is size-checked, parsed, checked against the
 model's schemas (``node/schema.py``, the same checker as RPC params) and signature-checked here (a job by its
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from .allocation import Allocation
 from .errors import ValidationError
 from .identity import verify
+from .lost import LostNotice
 from .model import Cancel, Execution, Job
 from .noderecord import DrainOrder, NodeRecord
 from .signed import Signed
@@ -76,7 +78,12 @@ class AllocationMsg:
     allocation: Allocation
 
 
-Envelope = JobMsg | ExecutionMsg | CancelMsg | NodeMsg | DrainMsg | AllocationMsg
+@dataclass(frozen=True)
+class LostMsg:
+    notice: LostNotice
+
+
+Envelope = JobMsg | ExecutionMsg | CancelMsg | NodeMsg | DrainMsg | AllocationMsg | LostMsg
 
 
 def encode(msg: Envelope) -> bytes:
@@ -91,6 +98,8 @@ def encode(msg: Envelope) -> bytes:
         body = {"type": "drain", "drain": msg.order.to_json()}
     elif isinstance(msg, AllocationMsg):
         body = {"type": "allocation", "allocation": msg.allocation.to_json()}
+    elif isinstance(msg, LostMsg):
+        body = {"type": "lost", "lost": msg.notice.to_json()}
     else:
         body = {"type": "cancel", "cancel": msg.cancel.to_json()}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -132,6 +141,8 @@ def decode(data: bytes, *, sender: str | None, check_signature: bool = True) -> 
         return DrainMsg(parse_drain(body.get("drain"), sender=sender, by_sender=sender is not None))
     if kind == "allocation":
         return AllocationMsg(parse_allocation(body.get("allocation")))
+    if kind == "lost":
+        return LostMsg(parse_lost(body.get("lost"), sender=sender, by_sender=sender is not None))
     raise WireError("malformed", f"unknown type {kind!r}")
 
 
@@ -171,6 +182,12 @@ def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False
     """A drain order from its JSON form, verified against the key of the node that gave it (``by``), which must
     be ``sender`` when known (gossip); ``by_sender``: as for ``parse_node_record``, pubsub verified that."""
     return _parse(DrainOrder, data, "drain order of node {0.node_id}", sender=sender, by_sender=by_sender)
+
+
+def parse_lost(data: Any, *, sender: str | None = None, by_sender: bool = False) -> LostNotice:
+    """A lost notice from its JSON form, verified against the key of the node that says so (``by``), which must
+    be ``sender`` when known (gossip); ``by_sender``: as for ``parse_node_record``, pubsub verified that."""
+    return _parse(LostNotice, data, "lost notice of node {0.node_id}", sender=sender, by_sender=by_sender)
 
 
 def parse_allocation(data: Any) -> Allocation:

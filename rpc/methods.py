@@ -58,7 +58,16 @@ _NODE = {
         "allocated": {"type": "object", "description": "cpus, memory and jobs placement gave it"},
         "running": {"type": "integer"},
         "queue_depth": {"type": "integer"},
-        "last_seen": {"type": "number", "description": "Unix time its last record was heard"},
+        "last_seen": {
+            "type": "number",
+            "description": "Unix time its last record was heard (unchanged records "
+            "are a minute or more apart: a ready node's may be that old)",
+        },
+        "down_for": {
+            "type": "number",
+            "description": "seconds down: since it was reported lost, missed a roll "
+            "call, or (silent) since its last record; 0 unless down",
+        },
         "self": {"type": "boolean", "description": "the node answering"},
     },
 }

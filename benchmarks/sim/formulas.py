@@ -101,10 +101,11 @@ DOWN_AFTER = 3
 """Record intervals a node may stay silent before it is down (``node/registry.py``)."""
 
 
-def record_interval_at(n: int, h: float, nodes_per_beat: int | None) -> float:
-    """Seconds between an idle node's records: ``--heartbeat``, spaced out to h N / nodes_per_beat beyond that
-    many nodes (``node/heartbeat.py``), so the cluster carries about nodes_per_beat / h records a second."""
-    return h if nodes_per_beat is None else h * max(1.0, n / nodes_per_beat)
+def record_interval_at(n: int, h: float, nodes_per_beat: int | None, cap: float = 3600.0) -> float:
+    """Seconds between an idle node's records: h (``--heartbeat``, or the refresh once lost notices are on),
+    spaced out to h N / nodes_per_beat beyond that many nodes (``node/heartbeat.py``), so the cluster carries
+    about nodes_per_beat / h records a second; at most ``cap`` (the most a record may promise)."""
+    return min(cap, h if nodes_per_beat is None else h * max(1.0, n / nodes_per_beat))
 
 
 def record_copies_per_second(n: int, d: float, h: float) -> float:

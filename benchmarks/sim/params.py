@@ -62,6 +62,9 @@ class Params:
     max_node_records: int
     """Node records sent with the first page of every catch-up round, at most."""
     inbound_cap: int
+    record_refresh: float | None = None
+    """Seconds between unchanged records up to ``nodes_per_beat`` nodes once every node knows lost notices
+    (``node/heartbeat.py``'s REFRESH; at least ``record_interval``); None: ``record_interval``, as before."""
     """Inbound connections a node's swarm admits at once (py-libp2p's ``max_connections - min_connections``)."""
 
 
@@ -78,6 +81,7 @@ def current() -> Params:
     sync_peers = getattr(catchup, "SYNC_PEERS", None)
     per_beat = getattr(heartbeat, "NODES_PER_BEAT", None)
     records_every = getattr(catchup, "RECORDS_EVERY", None)
+    refresh = getattr(heartbeat, "REFRESH", None)
     return Params(
         degree=router.degree,
         degree_low=router.degree_low,
@@ -94,4 +98,5 @@ def current() -> Params:
         records_every=float(records_every) if isinstance(records_every, int | float) else None,
         max_node_records=sync.MAX_NODE_RECORDS,
         inbound_cap=int(host.host.get_network()._inbound_limiter.total_tokens),  # type: ignore[attr-defined]
+        record_refresh=max(float(refresh), config.heartbeat) if isinstance(refresh, int | float) else None,
     )

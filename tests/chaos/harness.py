@@ -172,6 +172,18 @@ class Lan:
 
         self._rules(rules)
 
+    def sever(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Only the nodes of each pair cannot reach each other; every other link works (a partial cut)."""
+        cut = {frozenset(pair) for pair in pairs}
+
+        def rules(i: int) -> list[str]:
+            others = [j for j in range(self.size) if frozenset((i, j)) in cut]
+            return [
+                r for j in others for r in (f"-A CHAOS -s {self.ip(j)} -j DROP", f"-A CHAOS -d {self.ip(j)} -j DROP")
+            ]
+
+        self._rules(rules)
+
     def isolate(self, index: int) -> None:
         """``index`` reaches no other node; the rest reach each other."""
         self.partition([[i for i in range(self.size) if i != index], [index]])

@@ -33,7 +33,8 @@ def unavailable(what: str, why: str) -> NoReturn:
 @pytest.fixture
 def lan(tmp_path: Path) -> Iterator[Cluster]:
     """``NODES`` running nodes meshed through node 0, plus one free namespace for a late joiner. Replicas are
-    moved off a node 3 s after it is found down (6 s unheard), so a cut of 15 s sees it replaced."""
+    moved off a node 3 s after it is found down (its neighbours' first missed ping, 5-7 s into the cut, and a
+    1.2 s TCP check: a lost notice; with 0.1.0's records, 6 s unheard), so a cut of 15 s sees it replaced."""
     with cluster(NODES + 1, tmp_path, unavailable=unavailable, flags=["--reschedule-after", "3"]) as chaos:
         chaos.start([0])
         chaos.start(range(1, NODES))

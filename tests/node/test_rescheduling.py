@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -367,3 +368,20 @@ async def test_release_of_a_copy_never_started_here_changes_nothing(
         await h.store.add_job(job)
         await h.executor.copies.release(job.job_id)
         assert await h.store.executions_of(job.job_id) == [] and h.published == []
+
+
+def test_the_round_after_a_node_reaches_reschedule_after_is_not_a_whole_interval_later() -> None:
+    """A death is told at once by a lost notice, so ``down_for`` counts from it: the reviser's next round comes
+    when a down node reaches ``reschedule_after``, not up to ``interval`` later."""
+    view = View(["a", "b"])
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    rescheduler = Rescheduler(node_id="a", store=None, nodes=view, write=nothing, place=nothing,  # type: ignore[arg-type]
+                              release=nothing, interval=2.0, reschedule_after=AFTER)  # fmt: skip
+    assert rescheduler.pause() == 2.0  # nobody down
+    view.down = {"b": AFTER - 0.5}
+    assert rescheduler.pause() == pytest.approx(0.51)
+    view.down = {"b": AFTER + 5}  # due long ago: rounds as usual
+    assert rescheduler.pause() == 2.0
