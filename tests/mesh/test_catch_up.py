@@ -62,7 +62,9 @@ async def test_late_joiner_and_restarted_node_converge(cluster: Cluster, test_im
     await eventually(lambda: _all_in(cluster, [n1, n3], later, {n1.node_id, n3.node_id}, "complete"), timeout=60)
     stopped = {n1.node_id: "cancelled", n3.node_id: "cancelled"}
     await eventually(lambda: _states_include(cluster, n1, active_id, stopped), timeout=60)
-    assert (await _states(cluster, n1, active_id))[n2.node_id] == "running"  # node 2 has not heard yet
+    # Node 2 has not heard yet: its copy is still running as last told, shown "unknown" once the others hold
+    # node 2 down (a lost notice follows its stop within seconds).
+    assert (await _states(cluster, n1, active_id))[n2.node_id] in ("running", "unknown")
 
     restarted = await cluster.start("n2", "--bootstrap", seed)
     assert restarted.node_id == n2.node_id  # the identity persists in --data-dir
