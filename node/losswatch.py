@@ -103,19 +103,13 @@ class LossWatch:
     def ours(self, peer_id: ID) -> None:
         """This node is closing its connections to ``peer_id``: not a loss."""
         now = trio.current_time()
-        if len(self._ours) >= MAX_TRACKED:
-            self._ours = {p: until for p, until in self._ours.items() if until > now}
-        if len(self._ours) < MAX_TRACKED:
-            self._ours[peer_id] = now + OURS_FOR
+        _mark(self._ours, peer_id, now + OURS_FOR, now)
 
     def unanswering(self, peer_id: ID) -> None:
         """Liveness is cutting ``peer_id``'s connection: it stopped answering pings. Such a peer may be a frozen
         process, whose kernel still accepts TCP: its probe dials it in full, handshake included."""
         now = trio.current_time()
-        if len(self._unanswering) >= MAX_TRACKED:
-            self._unanswering = {p: until for p, until in self._unanswering.items() if until > now}
-        if len(self._unanswering) < MAX_TRACKED:
-            self._unanswering[peer_id] = now + OURS_FOR
+        _mark(self._unanswering, peer_id, now + OURS_FOR, now)
 
     def opened(self, peer_id: ID) -> None:
         """A connection to ``peer_id`` opened (its first, or another: the first one's time counts)."""
@@ -173,10 +167,7 @@ class LossWatch:
                 if not handshake:
                     return
                 now = trio.current_time()
-                if len(self._answered) >= MAX_TRACKED:
-                    self._answered = {p: until for p, until in self._answered.items() if until > now}
-                if len(self._answered) < MAX_TRACKED:
-                    self._answered[peer_id] = now + ANSWERED_FOR
+                _mark(self._answered, peer_id, now + ANSWERED_FOR, now)
                 return
             self.reported += 1
             await self._report(peer_id)
@@ -184,3 +175,13 @@ class LossWatch:
             log.debug("probing %s failed: %r", peer_id, exc)
         finally:
             self._probing.discard(peer_id)
+
+
+def _mark(marks: dict[ID, float], peer_id: ID, until: float, now: float) -> None:
+    """``marks[peer_id] = until``, the marks bounded by MAX_TRACKED: when full, the lapsed ones go first, and a
+    mark that still finds no room is not kept (the peer is then judged as unmarked)."""
+    if len(marks) >= MAX_TRACKED:
+        for lapsed in [p for p, mark in marks.items() if mark <= now]:
+            del marks[lapsed]
+    if len(marks) < MAX_TRACKED:
+        marks[peer_id] = until
