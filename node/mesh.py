@@ -32,10 +32,10 @@ from .losswatch import LossWatch
 from .lost import sign_lost
 from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
-from .registry import DOWN_AFTER
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
 from .topology import MAX_KNOWN
+from .verdicts import DOWN_AFTER
 from .wire import TOPIC
 
 __all__ = ["LOGS_PROTOCOL", "Mesh", "cut_unsubscribed"]

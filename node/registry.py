@@ -2,18 +2,16 @@
 
 Every node publishes a signed record of itself (``node/heartbeat.py``); the ``Registry`` keeps the highest
 ``seq`` of each, heard by gossip or catch-up, and when it last heard one, on trio's clock (so tests run on the
-autojump clock). A node is ``down`` when it is unheard for 3 of the intervals its record promises, or when it
-is reported lost (``on_lost``, ``node/lost.py``) or missed a roll call (below); a node whose latest drain order
-(``DrainOrder``, latest ``at`` wins) says so is ``draining``; this node is always ready unless draining.
+autojump clock). Whether a node is ``down`` is judged by the rules of ``node/verdicts.py`` (silence, lost
+notices, roll calls); a node whose latest drain order (``DrainOrder``, latest ``at`` wins) says so is
+``draining``; this node is always ready unless draining.
 
 Once every node held up speaks a version that knows lost notices (``gate``), an unchanged record goes out only
-every minute or more, and death is told by the connections: a notice says "``by`` lost ``node_id``", and marks it
-down here, ``down_for`` counting from the notice's arrival, unless a newer record of it is known or this node is
-connected to it itself (``vouch``). A notice about this node is refuted at once with a fresh record. A notice
-only names the reporter's own neighbours, so it also opens a roll call: every node that receives one republishes
-its record within ROLL_JITTER, and a node not heard within ROLL_WINDOW of the call's start is down from then
-(nodes beyond a partition that nobody here was connected to). A node heard again while held down makes this
-node republish too (at most every ROLL_JITTER), so after a partition heals both sides hear each other at once.
+every minute or more, and death is told by the connections: a notice (``on_lost``) marks its node down here,
+``down_for`` counting from the notice's arrival, unless a newer record of it is known or this node is connected
+to it itself (``vouch``). A notice about this node is refuted at once with a fresh record. A node heard again
+while held down makes this node republish too (at most every ROLL_JITTER), so after a partition heals both sides
+hear each other at once.
 
 Every node ever seen is kept (up to ``MAX_NODES``, the least recently heard going first) and survives a
 restart: the records are stored in the store's ``meta`` table when a node is first seen or its name, labels,
@@ -39,18 +37,14 @@ from .errors import StorageFullError, ValidationError
 from .lost import LostNotice, speaks_lost
 from .noderecord import Allocated, DrainOrder, NodeRecord, default_name, parse_labels
 from .trust import Refused, Trust
+from .verdicts import DOWN_AFTER, ROLL_JITTER, Allowance, Heard, RollCall
 
 if TYPE_CHECKING:
     from .config import Config
     from .store import Store
 
 __all__ = [
-    "DOWN_AFTER",
     "MAX_NODES",
-    "NOTICE_BURST",
-    "NOTICE_RATE",
-    "ROLL_JITTER",
-    "ROLL_WINDOW",
     "LoneNode",
     "NodeInfo",
     "NodeState",
@@ -61,22 +55,9 @@ __all__ = [
 log = logging.getLogger("cmnode.registry")
 
 MAX_NODES = 10_000
-DOWN_AFTER = 3
-"""Heartbeats a node may miss before it is down."""
 PERSIST_EVERY = 2.0
 """Seconds between two writes of the registry to the store (a burst of first-seen nodes is one write)."""
 META_KEY = "registry"
-ROLL_JITTER = 2.0
-"""A node asked to republish (a roll call, a node heard again) does so within a random delay of up to this many
-seconds, so the mesh's records do not all arrive at once; and not again within it."""
-ROLL_WINDOW = 8.0
-"""A node not heard within this many seconds of a roll call's start (nor within ROLL_JITTER before it) is down
-from the start: its record had two seconds to be sent and six to cross a busy mesh."""
-NOTICE_BURST = 16
-"""Lost notices taken from one reporter in a burst (a node losing all its connections at once reports each)."""
-NOTICE_RATE = 0.5
-"""Lost notices a second taken from one reporter beyond the burst; the rest are dropped (counted in ``refused``)."""
-MAX_REPORTERS = 1000
 
 
 class NodeState(enum.StrEnum):
@@ -134,20 +115,6 @@ class LoneNode:
         return self._me if node_id == self._me.node_id else None
 
 
-@dataclass
-class _Known:
-    """A node as this node knows it: its latest record, and when it was heard (trio time) and seen (wall)."""
-
-    record: NodeRecord
-    heard: float
-    seen_at: float
-    unheard_since: float | None = None
-    """Where ``down_for`` counts from: ``heard``, except for a node loaded from the store at start (shown down
-    at once, yet given the full ``--reschedule-after`` from the start before its jobs move)."""
-    lost_at: float | None = None
-    """When a notice said it was lost, or the roll call it missed began (trio time): down since then."""
-
-
 class Registry:
     """The ``NodesView`` of a node in a mesh: fed by ``on_record`` and ``on_drain`` (gossip, catch-up, RPC)."""
 
@@ -169,7 +136,7 @@ class Registry:
         self.heartbeat = heartbeat
         self._may_order = may_order
         self._limit = max(1, limit)
-        self._known: dict[str, _Known] = {}
+        self._known: dict[str, Heard] = {}
         """This node included: its own record is "heard" when made."""
         self._drains: OrderedDict[str, DrainOrder] = OrderedDict()
         self._seq_floor = 0
@@ -188,10 +155,8 @@ class Registry:
         self.lost = 0
         """Nodes made down by a lost notice or a missed roll call."""
         self._own_at = -1e9
-        self._roll_at: float | None = None
-        """When the open roll call began (trio time); None: none open."""
-        self._reporters: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        """Each reporter's notice allowance: (tokens, when counted), least recently used first."""
+        self._call = RollCall()
+        self._allowance = Allowance()
 
     @classmethod
     def of(cls, config: Config, node_id: str, trust: Trust | None = None) -> Registry:
@@ -215,15 +180,15 @@ class Registry:
         if known is not None and record.seq <= known.record.seq:
             return False
         now = trio.current_time()
-        back = known is not None and self._down_since(known, now) is not None
+        back = known is not None and known.down_since(now) is not None
         age = min(max(age, 0.0), 1e9)
-        entry = _Known(record=record, heard=now - age, seen_at=time.time() - age)
+        entry = Heard(record=record, heard=now - age, seen_at=time.time() - age)
         if known is None or known.record.identity() != record.identity():
             self._dirty.set()
         self._known[record.node_id] = entry
         if known is None:
             self._bound()
-        if back and self._down_since(entry, now) is None and self.gate():
+        if back and entry.down_since(now) is None and self.gate():
             self._ask(now)  # back after an outage: its side may hold this node down too
         return True
 
@@ -234,7 +199,7 @@ class Registry:
             self._dirty.set()
         self._seq_floor = max(self._seq_floor, record.seq)
         now = trio.current_time()
-        self._known[self.node_id] = _Known(record=record, heard=now, seen_at=time.time())
+        self._known[self.node_id] = Heard(record=record, heard=now, seen_at=time.time())
         self._own_at, self.beat_by = now, None
 
     def next_seq(self) -> int:
@@ -269,7 +234,7 @@ class Registry:
         ``notice.seq`` is known, or this node is connected to it (``vouch``); about this node, a fresh record at
         once. Every notice taken also opens a roll call (or joins the open one). True if it made a node down."""
         now = trio.current_time()
-        if not self._allow(notice.by, now):
+        if not self._allowance.take(notice.by, now):
             self.refused += 1
             log.debug("lost notice of %s by %s dropped: too many from that node", notice.node_id, notice.by)
             return False
@@ -279,7 +244,7 @@ class Registry:
             return False
         self._roll(now)
         known = self._known.get(notice.node_id)
-        if known is None or known.record.seq > notice.seq or self._down_since(known, now) is not None:
+        if known is None or known.record.seq > notice.seq or known.down_since(now) is not None:
             return False
         if self.vouch(notice.node_id):
             log.debug("lost notice of %s by %s ignored: connected to it", notice.node_id, notice.by)
@@ -296,18 +261,8 @@ class Registry:
         return all(
             speaks_lost(known.record.version)
             for node_id, known in self._known.items()
-            if node_id == self.node_id or self._down_since(known, now) is None
+            if node_id == self.node_id or known.down_since(now) is None
         )
-
-    def _allow(self, reporter: str, now: float) -> bool:
-        """Take one notice from ``reporter`` if its allowance (NOTICE_BURST, refilled at NOTICE_RATE) has room."""
-        tokens, then = self._reporters.pop(reporter, (float(NOTICE_BURST), now))
-        tokens = min(float(NOTICE_BURST), tokens + (now - then) * NOTICE_RATE)
-        allowed = tokens >= 1.0
-        self._reporters[reporter] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._reporters) > MAX_REPORTERS:
-            self._reporters.popitem(last=False)
-        return allowed
 
     def _wake(self, by: float) -> None:
         """This node's next record is due by ``by`` (trio time): the heartbeat is woken to look."""
@@ -323,36 +278,24 @@ class Registry:
     def _roll(self, now: float) -> None:
         """A notice arrived: answer the roll call (republish), and open one unless one is open."""
         self._close_roll(now)
-        if self._roll_at is None:
-            self._roll_at = now
+        self._call.join(now)
         self._ask(now)
 
     def _close_roll(self, now: float) -> None:
         """Once ROLL_WINDOW has passed since the open roll call began, every node not heard since ROLL_JITTER
         before it (and not connected to this one, and of a version that answers roll calls) is down from its
         start."""
-        began = self._roll_at
-        if began is None or now < began + ROLL_WINDOW:
+        began = self._call.close(now)
+        if began is None:
             return
-        self._roll_at = None
         for node_id, known in self._known.items():
-            if node_id == self.node_id or known.heard >= began - ROLL_JITTER:
+            if node_id == self.node_id or not known.missed(began):
                 continue
             answers = speaks_lost(known.record.version)  # an older node does not answer roll calls
-            if answers and self._down_since(known, now) is None and not self.vouch(node_id):
+            if answers and known.down_since(now) is None and not self.vouch(node_id):
                 known.lost_at = began
                 self.lost += 1
                 log.info("node %s down: not heard in the roll call of %.0f s ago", node_id, now - began)
-
-    def _down_since(self, known: _Known, now: float) -> float | None:
-        """Since when (trio time) a peer's entry is down: silent for DOWN_AFTER of its intervals, reported lost or
-        missed a roll call, whichever came first; None: up."""
-        since = None
-        if now - known.heard >= DOWN_AFTER * known.record.heartbeat:
-            since = known.heard if known.unheard_since is None else known.unheard_since
-        if known.lost_at is not None and (since is None or known.lost_at < since):
-            since = known.lost_at
-        return since
 
     def _bound(self) -> None:
         """Over the limit, forget the nodes heard least recently (never this node)."""
@@ -369,7 +312,7 @@ class Registry:
         known = self._known.get(node_id)
         return known is not None and known.record.draining
 
-    def _info(self, node_id: str, known: _Known | None, now: float) -> NodeInfo:
+    def _info(self, node_id: str, known: Heard | None, now: float) -> NodeInfo:
         draining = self.draining(node_id)
         if known is None:  # only this node, before its first heartbeat
             return NodeInfo(node_id=node_id, name=self.name, labels=self.labels, last_seen=time.time(),
@@ -380,7 +323,7 @@ class Registry:
             last_seen = time.time()
         else:
             last_seen = known.seen_at
-            since = self._down_since(known, now)
+            since = known.down_since(now)
             if since is not None:
                 state, down_for = NodeState.DOWN, now - since
         if draining and state is NodeState.READY:
@@ -481,13 +424,8 @@ class Registry:
         now = trio.current_time()
         self._close_roll(now)
         latest = sorted(self._known.values(), key=lambda k: k.heard, reverse=True)[:limit]
-        records = [(k.record, self._age(k, now)) for k in latest]
+        records = [(k.record, k.served_age(now)) for k in latest]
         return records, list(reversed(self._drains.values()))[:limit]
-
-    @staticmethod
-    def _age(known: _Known, now: float) -> float:
-        age = max(0.0, now - known.heard)
-        return age if known.lost_at is None else max(age, DOWN_AFTER * known.record.heartbeat)
 
     # -- on disk -------------------------------------------------------------------------------------
 
@@ -519,7 +457,7 @@ class Registry:
                 self._seq_floor = max(self._seq_floor, record.seq)
                 continue
             heard = now - DOWN_AFTER * record.heartbeat  # down from now on: ``down_for`` counts from the load
-            self._known[record.node_id] = _Known(record=record, heard=heard, seen_at=record.at, unheard_since=now)
+            self._known[record.node_id] = Heard(record=record, heard=heard, seen_at=record.at, unheard_since=now)
             loaded += 1
         self._bound()
         return loaded

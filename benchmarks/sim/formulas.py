@@ -98,7 +98,7 @@ def stored_per_job(job: float, execution: float, allocation: float, runners: int
 
 
 DOWN_AFTER = 3
-"""Record intervals a node may stay silent before it is down (``node/registry.py``)."""
+"""Record intervals a node may stay silent before it is down (``node/verdicts.py``)."""
 
 
 def record_interval_at(n: int, h: float, nodes_per_beat: int | None, cap: float = 3600.0) -> float:
