@@ -203,7 +203,7 @@ def _records(report: Report, topo: Topology, params: Params, record: RecordCost,
     per_record = statistics.mean(topo.flood(o).total for o in origins) / n  # copies each node receives
     idle = f.record_interval_at(n, params.record_refresh or params.record_interval, params.nodes_per_beat,
                                 params.record_cap)  # fmt: skip
-    report.add("a silent node is down after (s, idle)", None, params.down_after * idle)
+    report.add("a silent node is down after (s, idle)", None, f.DOWN_AFTER * idle)
     mean_ihave = f.ihave_peers(topo.mean_connections - d, params.gossip_peers)
     for kind, h in (("idle", idle), ("busy", params.record_interval)):
         copies_s = per_record * n / h

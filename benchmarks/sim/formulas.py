@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 __all__ = [
+    "DOWN_AFTER",
     "ID_HEX_BYTES",
     "allocation_row_bytes",
     "anti_entropy_per_node",
@@ -96,7 +97,11 @@ def stored_per_job(job: float, execution: float, allocation: float, runners: int
     return job + runners * execution + allocation
 
 
-def record_interval_at(n: int, h: float, nodes_per_beat: int | None, cap: float) -> float:
+DOWN_AFTER = 3
+"""Record intervals a node may stay silent before it is down (``node/registry.py``)."""
+
+
+def record_interval_at(n: int, h: float, nodes_per_beat: int | None, cap: float = 3600.0) -> float:
     """Seconds between an idle node's records: h (``--heartbeat``, or the refresh once lost notices are on),
     spaced out to h N / nodes_per_beat beyond that many nodes (``node/heartbeat.py``), so the cluster carries
     about nodes_per_beat / h records a second; at most ``cap`` (the most a record may promise)."""

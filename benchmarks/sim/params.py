@@ -10,7 +10,7 @@ from functools import partial
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node import catchup, heartbeat, noderecord, registry, sync, topology
+from node import catchup, heartbeat, noderecord, sync, topology
 from node.config import Config
 from node.host import Host
 from node.identity import Identity
@@ -68,8 +68,6 @@ class Params:
     (``node/heartbeat.py``'s REFRESH; at least ``record_interval``); None: ``record_interval``, as before."""
     record_cap: float = noderecord.MAX_HEARTBEAT
     """The longest interval a record may promise: unchanged records are never spaced out further."""
-    down_after: int = registry.DOWN_AFTER
-    """Promised intervals a node may stay silent before its peers hold it down."""
 
 
 def new_identity() -> Identity:
