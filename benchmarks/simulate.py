@@ -201,7 +201,8 @@ def _records(report: Report, topo: Topology, params: Params, record: RecordCost,
     n, d = topo.n, topo.mean_degree
     origins = rng.sample(range(n), min(n, FLOOD_SAMPLE))
     per_record = statistics.mean(topo.flood(o).total for o in origins) / n  # copies each node receives
-    idle = f.record_interval_at(n, params.record_refresh or params.record_interval, params.nodes_per_beat)
+    idle = f.record_interval_at(n, params.record_refresh or params.record_interval, params.nodes_per_beat,
+                                params.record_cap)  # fmt: skip
     report.add("a silent node is down after (s, idle)", None, f.DOWN_AFTER * idle)
     mean_ihave = f.ihave_peers(topo.mean_connections - d, params.gossip_peers)
     for kind, h in (("idle", idle), ("busy", params.record_interval)):

@@ -113,7 +113,7 @@ class Node:
     async def _create(self, spec: JobSpec) -> Job:
         """Accept a job: committed here, then announced to the mesh while the commit is fsynced; this returns
         once the job is on disk (``Store.early``: the fsync no longer delays the first peer). A job to run here
-        starts only once it is on disk (the executor's workers wait for ``Store.synced``).
+        starts only once it is on disk (the executor's workers wait for its fsync: ``Store.on_disk``).
 
         Raises:
             QueueFullError: the local queue has no room; the job was not recorded.

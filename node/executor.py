@@ -203,7 +203,8 @@ class Executor:
             self.queue.release()
             raise
         self.executions.track(job, execution)
-        self.queue.put_reserved(WorkItem(job, execution.attempt))
+        # In Create's ``early`` block the write returned at its commit: the worker waits for its fsync.
+        self.queue.put_reserved(WorkItem(job, execution.attempt, self.store.on_disk()))
 
     async def accept(self, job: Job, *, run_here: bool) -> bool:
         """Record a job heard from a peer (or created here for other nodes); run it here if placement says so.
@@ -326,7 +327,7 @@ class Executor:
             item = await self.queue.get()
             self.busy += 1
             try:
-                if not await self.store.synced():  # Create queues its job at commit, before the fsync ends
+                if item.on_disk is not None and not await item.on_disk():  # Create queues at commit
                     await self._fail(item.job.job_id, item.attempt, "not started: the job store failed to sync")
                     continue
                 await self._run_attempt(item)

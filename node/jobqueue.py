@@ -6,6 +6,7 @@ without recording the job, and an accepted job always finds room in the channel.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -20,6 +21,9 @@ class WorkItem:
 
     job: Job
     attempt: int
+    on_disk: Callable[[], Awaitable[bool]] | None = None
+    """Waits for the fsync of the job's write, when Create queued it at its commit (``Store.on_disk``); False:
+    that fsync failed, so the attempt must not start. None: the job was on disk when queued."""
 
 
 class JobQueue:

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -59,6 +59,14 @@ class Pending:
         self.span: tuple[int, int] | None = None
         """The change numbers this write handed out, first and last (none: it handed out none)."""
 
+    async def on_disk(self) -> bool:
+        """Wait until this write is as durable as it asked; False if it failed (its commit, or the fsync after it).
+
+        The verdict is this write's own: an fsync that failed for a later commit says nothing of a write synced
+        before it (``Commits.on_disk``)."""
+        await self.done.wait()
+        return self.error is None
+
 
 class Quick(Generic[T]):
     """A write of a row or a few, which may be committed on the trio thread (``Commits._inline``)."""
@@ -93,8 +101,6 @@ class Commits:
     _path: Path | str
     _syncing: trio.MemorySendChannel[Pending] | None = None
     """Durable writes committed and waiting for the syncer (set by ``_write_loop``)."""
-    _last_durable: Pending | None = None
-    """The latest durable write handed to the syncer: once it is done, every one before it is (``synced``)."""
     _inline_run = 0
     """Commits made on the trio thread since the last one made on the writer thread."""
     _checkpoints_held: int | None = None
@@ -167,7 +173,6 @@ class Commits:
         for item in batch:
             item.committed.set()
             if item.durable and self._fsync and item.error is None:
-                self._last_durable = item
                 syncing.send_nowait(item)
             else:
                 item.done.set()
@@ -229,16 +234,18 @@ class Commits:
                 os.close(fd)
             return
 
-    async def synced(self) -> bool:
-        """Wait until every durable write committed so far is on disk; False if an fsync of them failed.
+    @staticmethod
+    def on_disk() -> Callable[[], Awaitable[bool]] | None:
+        """How to wait for the fsync of the last durable write made in the current ``early`` block, which returned
+        at its commit (None: outside such a block, or none made in it; a write outside one returns on disk).
 
-        For what must not act on a write that is committed but maybe not yet on disk (the executor starting a
-        container of a job that Create stored in an ``early`` block)."""
-        last = self._last_durable
-        if last is None:
-            return True
-        await last.done.wait()
-        return last.error is None
+        For what must not act on that write before it is on disk: the executor starting the container of a job
+        Create queued at its commit (``Executor.submit``). It asks about that one write: after a failed fsync,
+        the writes synced before it stay good (they are on disk), and only those of the failed batch fail. A
+        check of "every write so far" failed jobs queued and synced earlier, which Create had answered as
+        stored, because a later, unrelated write's fsync failed."""
+        written = _EARLY.get()
+        return written[-1].on_disk if written else None
 
     def _inline(self, batch: list[Pending]) -> bool:
         """Whether to commit ``batch`` on the trio thread: a few quick writes (a job or an execution, from a peer

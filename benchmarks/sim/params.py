@@ -10,7 +10,7 @@ from functools import partial
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node import catchup, heartbeat, sync, topology
+from node import catchup, heartbeat, noderecord, sync, topology
 from node.config import Config
 from node.host import Host
 from node.identity import Identity
@@ -62,10 +62,12 @@ class Params:
     max_node_records: int
     """Node records sent with the first page of every catch-up round, at most."""
     inbound_cap: int
+    """Inbound connections a node's swarm admits at once (py-libp2p's ``max_connections - min_connections``)."""
     record_refresh: float | None = None
     """Seconds between unchanged records up to ``nodes_per_beat`` nodes once every node knows lost notices
     (``node/heartbeat.py``'s REFRESH; at least ``record_interval``); None: ``record_interval``, as before."""
-    """Inbound connections a node's swarm admits at once (py-libp2p's ``max_connections - min_connections``)."""
+    record_cap: float = noderecord.MAX_HEARTBEAT
+    """The longest interval a record may promise: unchanged records are never spaced out further."""
 
 
 def new_identity() -> Identity:

@@ -235,6 +235,10 @@ class Replica:
     """Copies running once settled (or when waiting for that gave up)."""
     heal_to_settled: float
     """Heal until every node sees exactly the wanted number of copies running, and the nodes agree."""
+    down_after: float | None = None
+    """Seconds from the cut until the witness logged the cut-off node down (None: it did not, during the cut)."""
+    aborted_after: float | None = None
+    """Seconds from the cut until the witness's last connection to it closed (its log), whoever closed it."""
 
 
 def running_copies(cluster: Cluster, index: int, job_id: str) -> list[str]:
@@ -254,7 +258,7 @@ def isolated_replica(cluster: Cluster, creator: int, *, replicas: int, seconds: 
     cut = by_id[sorted(running_copies(cluster, creator, job))[0]]
     witness = next(i for i in cluster.running() if i != cut)
     cluster.lan.isolate(cut)
-    began = time.monotonic()
+    began, cut_at = time.monotonic(), time.time()
     replaced = None
     while time.monotonic() - began < seconds:
         with contextlib.suppress(httpx.HTTPError, RuntimeError):
@@ -263,7 +267,9 @@ def isolated_replica(cluster: Cluster, creator: int, *, replicas: int, seconds: 
                 replaced = time.monotonic() - began
         time.sleep(0.5)
     cluster.lan.heal()
-    healed = time.monotonic()
+    healed, cut_id = time.monotonic(), cluster.nodes[cut].node_id
+    down = logged(cluster.nodes[witness], f"node {cut_id} down", after=cut_at)
+    aborted = logged(cluster.nodes[witness], f"peer disconnected peer={cut_id}", after=cut_at)
     cluster.wait_agreement([job], timeout=timeout)
     took = time.monotonic() - healed
 
@@ -273,4 +279,6 @@ def isolated_replica(cluster: Cluster, creator: int, *, replicas: int, seconds: 
 
     with contextlib.suppress(AssertionError):
         wait(settled, timeout, f"{replicas} copies running on every node's view")
-    return Replica(replaced, took, len(running_copies(cluster, witness, job)), time.monotonic() - healed)
+    return Replica(replaced, took, len(running_copies(cluster, witness, job)), time.monotonic() - healed,
+                   None if down is None or down > cut_at + seconds else down - cut_at,
+                   None if aborted is None or aborted > cut_at + seconds else aborted - cut_at)  # fmt: skip

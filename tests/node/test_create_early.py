@@ -17,7 +17,8 @@ import trio
 import trio.testing
 
 from node.errors import StorageFullError
-from node.model import Job, JobSpec
+from node.jobqueue import JobQueue, WorkItem
+from node.model import Job, JobSpec, State
 from node.store import Store
 
 from .test_store_faults import a_node, make_job
@@ -87,13 +88,13 @@ async def test_a_relaxed_write_does_not_wait_behind_an_fsync(tmp_path: Path, mon
         with trio.fail_after(30):
             async with sync_held(store, monkeypatch) as release, trio.open_nursery() as nursery:
                 local, _ = make_job(1)
+                commits = store.commits
                 nursery.start_soon(store.add_job, local)
-                await wait_for(lambda: store._last_durable is not None)  # committed; its fsync is held
+                await wait_for(lambda: store.commits > commits)  # committed; its fsync is held
                 peers, _ = make_job(2)
                 assert await store.add_job(peers, durable=False)  # returns while the durable one waits
-                assert store._last_durable is not None and not store._last_durable.done.is_set()
+                assert await store.get_job(local.job_id) is not None and nursery.child_tasks  # still held
                 release()
-            assert await store.synced()
 
 
 async def test_a_failed_fsync_fails_create_and_withdraws_the_announced_job(
@@ -125,3 +126,64 @@ async def test_a_full_disk_at_fsync_answers_storage_full(tmp_path: Path, monkeyp
         with trio.fail_after(30), pytest.raises(StorageFullError):
             await node.create(JobSpec.from_json(ELSEWHERE))
         assert len(mesh.cancels) == 1
+
+
+async def test_a_failed_fsync_fails_only_its_own_writes_not_a_job_synced_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job Create stored (synced, answered) and queued behind busy workers still starts after a later,
+    unrelated write's fsync failed. Before, a worker asked whether every write so far was on disk and failed the
+    job's attempt ("the job store failed to sync") for the other write's fsync."""
+    real_get, gate = JobQueue.get, trio.Event()
+
+    async def held_get(queue: JobQueue) -> WorkItem:  # the workers are busy elsewhere until the gate opens
+        await gate.wait()
+        return await real_get(queue)
+
+    monkeypatch.setattr(JobQueue, "get", held_get)
+    async with a_node(tmp_path) as (node, _):
+        real_sync = node.store._sync_file
+
+        def broken() -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        with trio.fail_after(30):
+            job = await node.create(JobSpec.from_json({"image": "img:1"}))  # on disk, queued
+            monkeypatch.setattr(node.store, "_sync_file", broken)
+            with pytest.raises(OSError, match="Input/output error"):
+                await node.store.set_meta("unrelated", "1")  # a later durable write: its fsync fails
+            monkeypatch.setattr(node.store, "_sync_file", real_sync)
+            gate.set()
+            runtime, executions = node.executor.runtime, node.executor.executions
+
+            def started_or_final() -> bool:  # a final execution is no longer tracked
+                return bool(runtime.of_job(job.job_id)) or executions.get(job.job_id) is None  # type: ignore[attr-defined]
+
+            await wait_for(started_or_final)
+            (execution,) = await node.store.executions_of(job.job_id)
+            assert (execution.state, execution.error) == (State.RUNNING, None)
+
+
+async def test_on_disk_answers_for_one_write_of_an_early_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Store.on_disk`` waits for the fsync of the block's last write and answers for it alone: a write synced
+    before a failed fsync stays good; outside an ``early`` block there is nothing to wait for."""
+    assert Store.on_disk() is None
+    async with Store.open(tmp_path / "db") as store:
+        real_sync = store._sync_file
+
+        def broken() -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        with trio.fail_after(30):
+            with pytest.raises(OSError, match="Input/output error"):
+                async with store.early():
+                    assert Store.on_disk() is None  # nothing written in the block yet
+                    await store.add_job(make_job(1)[0])
+                    first = Store.on_disk()
+                    assert first is not None and await first()  # on disk before the next write
+                    monkeypatch.setattr(store, "_sync_file", broken)
+                    await store.add_job(make_job(2)[0])
+                    second = Store.on_disk()
+                    assert second is not None
+            monkeypatch.setattr(store, "_sync_file", real_sync)
+            assert await first() and not await second()

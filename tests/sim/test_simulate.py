@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 
 import pytest
 
@@ -13,9 +14,13 @@ from benchmarks.sim.measure import periodic_rounds
 from benchmarks.sim.params import Fixed, Params, current, new_identity
 from benchmarks.sim.topology import Topology
 from benchmarks.simulate import Settings, main, override
-from node import topology
+from node import __version__, topology
 from node.config import Config
+from node.heartbeat import Heartbeat
 from node.host import Host
+from node.identity import Identity
+from node.noderecord import NodeRecord, sign_record
+from node.registry import Registry
 from node.wire import TOPIC
 
 
@@ -82,6 +87,33 @@ def test_the_parameters_are_the_codes() -> None:
     assert [p.gossip_peers(k) for k in range(30)] == [
         router._get_adaptive_gossip_peers_count(TOPIC, k) for k in range(30)
     ]
+
+
+async def test_the_idle_record_interval_is_the_heartbeats() -> None:
+    """The simulation's idle record interval (its idle node-record rows and its down-after row follow from it) is
+    the spacing a node's ``Heartbeat`` gives unchanged records, every node on this version: below NODES_PER_BEAT
+    nodes, stretched beyond, and capped at the longest interval a record may promise (past 600 nodes)."""
+    p = current()
+
+    def record(identity: Identity) -> NodeRecord:
+        return sign_record(identity, NodeRecord(node_id=identity.node_id, name=identity.node_id[-6:], seq=1,
+                                                at=time.time(), heartbeat=60.0, version=__version__))  # fmt: skip
+
+    async def publish(_: NodeRecord) -> None:
+        raise AssertionError("not beating")
+
+    me = new_identity()
+    registry = Registry(node_id=me.node_id, heartbeat=p.record_interval)
+    registry.own(record(me))
+    heartbeat = Heartbeat(identity=me, registry=registry, publish=publish, name="me", interval=p.record_interval)
+    assert p.record_refresh is not None and registry.gate()
+    known = 1
+    for n in (5, 30, 200, 700):
+        for _ in range(n - known):
+            registry.on_record(record(new_identity()))
+        known = n
+        assert heartbeat.spacing() == f.record_interval_at(n, p.record_refresh, p.nodes_per_beat, p.record_cap), n
+    assert f.record_interval_at(700, p.record_refresh, p.nodes_per_beat, p.record_cap) == p.record_cap
 
 
 def test_connections_follow_the_codes_target_and_ceiling_as_the_cluster_grows() -> None:
