@@ -8,6 +8,11 @@ sent) never waits behind a local Create's fsync, and a caller may act on a commi
 (``early``: Create publishes its job meanwhile). The WAL synced after the commit holds what a ``FULL`` commit
 would have synced; SQLite syncs the WAL itself before a checkpoint copies it back and the database after.
 
+A failed fsync fails the writes of its batch, and only those (each write waits for its own verdict). A known
+limit: Linux may drop the dirty pages of a failed fsync, so the WAL can hold a hole before later frames; should
+the machine then crash, SQLite's recovery stops at the hole, and later writes whose own fsync succeeded are lost
+with it. The error is logged at ``error`` level, for the operator to look at the disk.
+
 A base of ``Writes`` (``node/store_writes.py``, the statements that run in these commits), itself a mixin of
 ``Store`` (``node/store.py``).
 """
