@@ -184,6 +184,23 @@ async def test_create_places_through_the_scheduler_and_publishes_through_the_lin
     assert allocation.note == "1 of 2 replicas placed: 1 ready node"
 
 
+async def test_create_asks_this_node_s_labels_only_for_a_placement_with_a_selector(me: Identity, store: Store) -> None:
+    executor = FakeExecutor()
+    node = _node(me, store, executor)
+    asked: list[str] = []
+    real = node.nodes.get
+
+    def get(node_id: str) -> Any:
+        asked.append(node_id)
+        return real(node_id)
+
+    node.nodes.get = get  # type: ignore[method-assign]
+    plain = await node.create(signed_job(me).spec)
+    assert asked == [] and executor.submitted == [plain.job_id]
+    other = await node.create(signed_job(me, placement=Placement(selector={"zone": "b"})).spec)
+    assert asked == [me.node_id] and executor.accepted == [(other.job_id, False)]
+
+
 async def test_a_node_without_a_mesh_publishes_nothing(me: Identity, store: Store) -> None:
     node = _node(me, store, FakeExecutor())
     assert isinstance(node.mesh, NoMesh)
