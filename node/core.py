@@ -30,7 +30,6 @@ from .registry import NodeState, NodesView, Registry
 from .replica import Replica
 from .replicas import Replicas, allocation_view
 from .rescheduler import Rescheduler
-from .scheduler import runs_here
 from .store import JobRecord, Store
 from .trust import Trust, sign_cancel
 
@@ -131,7 +130,7 @@ class Node:
         announced = False
         try:
             async with self.store.early():
-                if runs_here(job, self.node_id, labels=self._labels()):
+                if self._replica.placed_here(job):
                     await self.executor.submit(job)
                 else:
                     await self.executor.accept(job, run_here=False)  # recorded here; the nodes placement names run it

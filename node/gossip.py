@@ -147,22 +147,60 @@ class Gossip:
         """Set when ``validate`` rejects a message: ``police``'s cue to look at the scores."""
         self._full_since: dict[ID, float] = {}
         """Peers whose outbound queue is at PEER_QUEUE_HIGH, and since when (bounded by the connected peers)."""
+        self._pubsub: Pubsub | None = None
+        """The publisher's pubsub while it runs."""
+        self._direct = False
+        """A ``publish_now`` is under way."""
+        self._direct_done = trio.Event()
 
     # -- out --------------------------------------------------------------------------------------
 
     async def publisher(self, pubsub: Pubsub) -> None:
-        """The one task that publishes, paced by the peers' outbound queues so none overflows."""
-        async for msg in self._outbox:
-            if isinstance(msg, ExecutionMsg) and msg.execution.node_id == self.node_id:
-                msg = ExecutionMsg(sign_execution(self.identity, msg.execution))
-            data = encode(msg)
-            while self._crowded(pubsub):
-                await trio.sleep(0.001)  # the library offers no "queue drained" event to wait on
-            try:
-                await pubsub.publish(TOPIC, data)
-                self.stats.messages_out += 1
-            except Exception as exc:  # a library failure must not stop publishing; catch-up repairs it
-                log.warning("publish failed: %s", exc)
+        """The one task that publishes what the outbox holds, paced by the peers' outbound queues so none
+        overflows; ``publish_now`` may publish in its caller's task while this one waits for the outbox."""
+        self._pubsub = pubsub
+        try:
+            async for msg in self._outbox:
+                while self._direct:  # queued while a ``publish_now`` was under way: it goes first
+                    await self._direct_done.wait()
+                while self._crowded(pubsub):
+                    await trio.sleep(0.001)  # the library offers no "queue drained" event to wait on
+                await self._publish(pubsub, msg)
+        finally:
+            self._pubsub = None
+
+    async def publish_now(self, msg: Envelope) -> bool:
+        """Publish ``msg`` in the calling task if nothing is before it: the publisher waits on an empty outbox
+        (holding no message either), no other ``publish_now`` is under way and no peer's queue is crowded. False:
+        the caller queues it in the outbox instead. A library failure is logged, as the publisher does (True).
+
+        Why: a job created here (``Create``) reached the publisher one trio scheduling round later, behind every
+        task ready in the node, on the way to every other node (``benchmarks/overhead.py``, the first receiver).
+        Order is kept: a message queued meanwhile waits for this one (``publisher``)."""
+        pubsub = self._pubsub
+        if pubsub is None or self._direct or not self._outbox.statistics().tasks_waiting_receive:
+            return False  # not running, or busy: ``tasks_waiting_receive`` 0 means it holds a message
+        if self._crowded(pubsub):
+            return False
+        self._direct = True
+        try:
+            await self._publish(pubsub, msg)
+        finally:
+            self._direct = False
+            self._direct_done.set()
+            self._direct_done = trio.Event()
+        return True
+
+    async def _publish(self, pubsub: Pubsub, msg: Envelope) -> None:
+        """Sign this node's execution, encode and publish; a library failure is logged, never raised."""
+        if isinstance(msg, ExecutionMsg) and msg.execution.node_id == self.node_id:
+            msg = ExecutionMsg(sign_execution(self.identity, msg.execution))
+        data = encode(msg)
+        try:
+            await pubsub.publish(TOPIC, data)
+            self.stats.messages_out += 1
+        except Exception as exc:  # a library failure must not stop publishing; catch-up repairs it
+            log.warning("publish failed: %s", exc)
 
     def _crowded(self, pubsub: Pubsub) -> bool:
         """Whether a peer that is still draining its queue holds PEER_QUEUE_HIGH RPCs (one stalled for STALLED

@@ -17,7 +17,7 @@ Two orderings at start-up matter, and the objects here keep them without a back-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
@@ -190,13 +190,17 @@ class MeshLink(NoMesh):
         self.node_id = node_id
         self._send, self.outbox = trio.open_memory_channel[Envelope](size)
         self._view: MeshView | None = None
+        self._publish_now: Callable[[Envelope], Awaitable[bool]] | None = None
 
     @property
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
     async def publish_job(self, job: Job) -> None:
-        await self._put(JobMsg(job))
+        """Published in this task when the mesh's publisher is idle (``Gossip.publish_now``), else queued."""
+        msg = JobMsg(job)
+        if self._publish_now is None or not await self._publish_now(msg):
+            await self._put(msg)
 
     async def publish_execution(self, execution: Execution) -> None:
         if execution.node_id == self.node_id:  # only this node announces its own executions
@@ -225,13 +229,15 @@ class MeshLink(NoMesh):
         await self._send.send(msg)
 
     @contextmanager
-    def serving(self, view: MeshView) -> Iterator[None]:
-        """While the mesh runs, queries go to it."""
-        self._view = view
+    def serving(
+        self, view: MeshView, publish_now: Callable[[Envelope], Awaitable[bool]] | None = None
+    ) -> Iterator[None]:
+        """While the mesh runs, queries go to it, and a job may be published at once through ``publish_now``."""
+        self._view, self._publish_now = view, publish_now
         try:
             yield
         finally:
-            self._view = None
+            self._view = self._publish_now = None
 
     async def fetch_logs(self, job_id: str, node_id: str, tail: int | None) -> dict[str, Any]:
         if self._view is None:

@@ -126,7 +126,7 @@ class Mesh:
                     "job (env included) and run containers on this node; set --swarm-key (cmnode keygen swarm-key)",
                     host.port,
                 )
-            with self.link.serving(self):
+            with self.link.serving(self, self.gossip.publish_now):
                 task_status.started()
                 await trio.sleep_forever()
         raise AssertionError("unreachable")

@@ -97,7 +97,7 @@ class Replica:
         cancels = [c for c in (cancel, self._early_cancels.pop(job.job_id, None)) if c is not None]
         obeyed = next((c for c in cancels if c.job_id == job.job_id and self.trust.may_cancel(c, job.origin)), None)
         allocation = await self.store.get_allocation(job.job_id) if job.spec.placement.mode == "replicas" else None
-        placed = runs_here(job, self.node_id, labels=self._labels(), allocation=allocation)
+        placed = self.placed_here(job, allocation)
         run = obeyed is None and placed and await self._still_active(job.job_id)
         try:
             if run:
@@ -135,7 +135,7 @@ class Replica:
                 one_by_one.append(i)
             elif job.job_id in facts.known:
                 continue  # known, nothing to obey: left as it is
-            elif runs_here(job, self.node_id, labels=self._labels()) and facts.still_active(job.job_id):
+            elif self.placed_here(job) and facts.still_active(job.job_id):
                 one_by_one.append(i)
             else:
                 quiet.append(i)
@@ -177,6 +177,12 @@ class Replica:
                 log.debug("held job %s dropped: %s", job.job_id, exc)
             except Exception as exc:  # one job's failure must not cost the others their turn
                 log.warning("cannot apply held job %s: %r", job.job_id, exc)
+
+    def placed_here(self, job: Job, allocation: Allocation | None = None) -> bool:
+        """``runs_here``, asking this node's labels only for a placement with a selector: they come from the node
+        registry, which builds this node's whole entry for it, for every job a peer sends (most have none)."""
+        labels = self._labels() if job.spec.placement.selector else None
+        return runs_here(job, self.node_id, labels=labels, allocation=allocation)
 
     async def _still_active(self, job_id: str) -> bool:
         """Not final everywhere: no execution known yet, or some execution still in progress; and not purged

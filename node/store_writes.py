@@ -97,22 +97,29 @@ class Writes(Commits):
         return out
 
     def _insert_job(self, conn: sqlite3.Connection, job: Job, execution: Execution | None) -> bool:
+        """Insert one job (with this node's first execution of it, if given); False if it was known.
+
+        A peer's job (no execution) is inserted with its status, read from the executions already stored (one
+        may come before its job): as ``_insert_jobs`` does, not an insert and then an update, which rewrote the
+        row and its status index entry on every node for every job gossiped (``benchmarks/overhead.py``)."""
         refuse_purged(conn, job.job_id)  # purged here: never stored again (node/tombstones.py)
         chg = self._next_chg()
+        status = None if execution is not None else _stored_status(conn, job.job_id)
         cur = conn.execute(
-            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, body, chg) VALUES (?, ?, ?, ?, ?)",
-            (job.job_id, job.origin, job.created_at, json.dumps(job.to_json()), chg),
+            "INSERT OR IGNORE INTO jobs (job_id, origin, created_at, status, body, chg) VALUES (?, ?, ?, ?, ?, ?)",
+            (job.job_id, job.origin, job.created_at, status or "pending", json.dumps(job.to_json()), chg),
         )
         if cur.rowcount == 0:
             return False
         self._changed(chg, "job", job.job_id, job)
-        conn.executemany(
-            "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)",
-            [(job.job_id, k, v, job.created_at, cur.lastrowid) for k, v in job.spec.labels.items()],
-        )
+        if job.spec.labels:
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_labels (job_id, key, value, created_at, seq) VALUES (?, ?, ?, ?, ?)",
+                [(job.job_id, k, v, job.created_at, cur.lastrowid) for k, v in job.spec.labels.items()],
+            )
         if execution is not None:
             self._put_execution(conn, execution)
-        _refresh_status(conn, job.job_id)
+            _refresh_status(conn, job.job_id)
         return True
 
     def _put_execution(self, conn: sqlite3.Connection, execution: Execution) -> bool:
@@ -265,9 +272,13 @@ def _status_of(states: tuple[str, ...]) -> str:
     return derive_status(Execution(job_id="", node_id=str(i), state=State(s)) for i, s in enumerate(states))
 
 
-def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
+def _stored_status(conn: sqlite3.Connection, job_id: str) -> str:
+    """The status a job has by the executions stored for it."""
     # The status depends on the states only: read the column, not the bodies (parsing them was a third of the
     # cost of recording a job caught up from a peer).
-    rows = conn.execute("SELECT node_id, state FROM executions WHERE job_id = ?", (job_id,)).fetchall()
-    status = derive_status(Execution(job_id=job_id, node_id=r[0], state=State(r[1])) for r in rows)
-    conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status, job_id))
+    rows = conn.execute("SELECT state FROM executions WHERE job_id = ?", (job_id,)).fetchall()
+    return _status_of(tuple(sorted(r[0] for r in rows)))
+
+
+def _refresh_status(conn: sqlite3.Connection, job_id: str) -> None:
+    conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (_stored_status(conn, job_id), job_id))

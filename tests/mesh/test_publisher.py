@@ -8,13 +8,17 @@ caught up from them got the jobs a round before their executions. A stalled peer
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
 from libp2p.peer.id import ID
 
 from node.gossip import PEER_QUEUE_HIGH, STALLED, Gossip
 from node.identity import Identity
-from node.link import MeshLink
+from node.link import MeshLink, NoMesh
 from node.model import State
 
 from .fakes import FakeInbound, signed_execution, signed_job
@@ -61,3 +65,74 @@ async def test_a_peer_that_never_drains_does_not_stop_gossip_to_the_others(
         await trio.sleep(0.01)
         assert len(pubsub.published) == 5
         nursery.cancel_scope.cancel()
+
+
+# -- a job created here is published in the creating task when the publisher is idle ------------------------------
+
+
+class TaskPubsub:
+    """No peer crowded; records each publish's message kind and the task that made it; ``hold`` keeps the
+    first publish open until set."""
+
+    def __init__(self) -> None:
+        self.peer_queues: dict[ID, list[bytes]] = {ALIVE: []}
+        self.published: list[tuple[str, trio.lowlevel.Task]] = []
+        self.hold: trio.Event | None = None
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self.published.append((json.loads(data)["type"], trio.lowlevel.current_task()))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold.wait()
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def _serving(me: Identity, pubsub: TaskPubsub) -> AsyncIterator[tuple[MeshLink, trio.Nursery]]:
+    """A link served by a running mesh: its publisher started on ``pubsub`` and idle, ``publish_now`` wired."""
+    link = MeshLink(me.node_id)
+    gossip = Gossip(identity=me, inbound=FakeInbound(), outbox=link.outbox)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gossip.publisher, pubsub)
+            await trio.testing.wait_all_tasks_blocked()
+            with link.serving(NoMesh(), gossip.publish_now):
+                yield link, nursery
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_job_is_published_in_the_creating_task_while_the_publisher_is_idle(me: Identity) -> None:
+    """Through the publisher, Create's job waited a scheduling round behind every ready task of the node."""
+    pubsub = TaskPubsub()
+    async with _serving(me, pubsub) as (link, _):
+        await link.publish_job(signed_job(me, "j1"))
+        assert pubsub.published == [("job", trio.lowlevel.current_task())]
+        assert link.queued == 0
+
+
+async def test_a_message_queued_during_a_direct_publish_goes_out_after_it(me: Identity) -> None:
+    pubsub = TaskPubsub()
+    release = pubsub.hold = trio.Event()
+    async with _serving(me, pubsub) as (link, nursery):
+        nursery.start_soon(link.publish_job, signed_job(me, "j1"))
+        await trio.testing.wait_all_tasks_blocked()  # the job's publish is under way, held
+        await link.publish_execution(signed_execution(me, "j1", state=State.RUNNING, version=1))
+        await link.publish_job(signed_job(me, "j2"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [kind for kind, _ in pubsub.published] == ["job"]  # the publisher waits for it
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [kind for kind, _ in pubsub.published] == ["job", "execution", "job"]
+        assert link.queued == 0
+
+
+async def test_a_job_is_queued_while_a_peer_is_crowded(me: Identity) -> None:
+    pubsub = TaskPubsub()
+    pubsub.peer_queues[ALIVE] = [b"x"] * PEER_QUEUE_HIGH
+    async with _serving(me, pubsub) as (link, _):
+        await link.publish_job(signed_job(me, "j1"))
+        assert pubsub.published == []  # paced by the publisher, as before
+        pubsub.peer_queues[ALIVE] = []
+        while not pubsub.published:  # the publisher looks again every millisecond
+            await trio.sleep(0.001)
+        assert pubsub.published[0][1] is not trio.lowlevel.current_task()

@@ -184,6 +184,23 @@ async def test_create_places_through_the_scheduler_and_publishes_through_the_lin
     assert allocation.note == "1 of 2 replicas placed: 1 ready node"
 
 
+async def test_create_asks_this_node_s_labels_only_for_a_placement_with_a_selector(me: Identity, store: Store) -> None:
+    executor = FakeExecutor()
+    node = _node(me, store, executor)
+    asked: list[str] = []
+    real = node.nodes.get
+
+    def get(node_id: str) -> Any:
+        asked.append(node_id)
+        return real(node_id)
+
+    node.nodes.get = get  # type: ignore[method-assign]
+    plain = await node.create(signed_job(me).spec)
+    assert asked == [] and executor.submitted == [plain.job_id]
+    other = await node.create(signed_job(me, placement=Placement(selector={"zone": "b"})).spec)
+    assert asked == [me.node_id] and executor.accepted == [(other.job_id, False)]
+
+
 async def test_a_node_without_a_mesh_publishes_nothing(me: Identity, store: Store) -> None:
     node = _node(me, store, FakeExecutor())
     assert isinstance(node.mesh, NoMesh)
@@ -202,6 +219,35 @@ async def test_jobs_from_peers_are_placed_by_the_same_rule(me: Identity, peer: I
         await node.on_job(job)
     assert executor.accepted == [("all", True), ("listed", True)]
     assert await store.get_job("not-listed") is not None and await store.get_job("replicas") is not None
+
+
+async def test_this_node_s_labels_are_asked_only_for_a_placement_with_a_selector(
+    me: Identity, peer: Identity, store: Store
+) -> None:
+    """They come from the node registry, which builds this node's entry for it: for every job a peer sent."""
+    asked: list[int] = []
+    ran: list[str] = []
+
+    def labels() -> dict[str, str]:
+        asked.append(1)
+        return {"zone": "a"}
+
+    async def run(job: Job) -> bool:
+        ran.append(job.job_id)
+        return True
+
+    async def cancel(job_id: str) -> None:
+        pass
+
+    replica = Replica(store=store, node_id=me.node_id, run=run, cancel=cancel, labels=labels)
+    await replica.caught_up()
+    await replica.on_job(signed_job(peer, "plain"), gossip=True)
+    await replica.on_job(signed_job(peer, "listed", Placement(mode="nodes", nodes=(me.node_id,))), gossip=True)
+    await replica.on_jobs([(signed_job(peer, "page"), None)])
+    assert asked == [] and ran == ["plain", "listed", "page"]
+    await replica.on_job(signed_job(peer, "zone-a", Placement(selector={"zone": "a"})), gossip=True)
+    await replica.on_job(signed_job(peer, "zone-b", Placement(selector={"zone": "b"})), gossip=True)
+    assert len(asked) == 2 and ran == ["plain", "listed", "page", "zone-a"]
 
 
 async def test_a_cancel_before_its_job_is_kept_until_the_job_arrives(

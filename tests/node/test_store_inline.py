@@ -145,3 +145,23 @@ async def test_a_quick_write_commits_in_the_writing_task_without_a_scheduling_ro
         assert await store.add_job(job, durable=False)
         assert ran == []
         assert await store.get_job(job.job_id) is not None
+
+
+async def test_a_peer_s_job_is_inserted_with_its_status_in_one_statement(tmp_path: Path) -> None:
+    """A peer's job took an insert and then an update of its status (the row and its status index written
+    twice), on every node for every job gossiped; now one insert, with the status of the executions already
+    stored (one may come before its job)."""
+    async with Store.open(tmp_path / "db") as store:
+        early = _job()
+        running = Execution(job_id=early.job_id, node_id="peer", state=State.RUNNING, version=1)
+        with trio.fail_after(30):
+            await store.put_execution(running)
+            statements: list[str] = []
+            store._writer.set_trace_callback(statements.append)
+            assert await store.add_job(early, durable=False)
+            plain = _job()
+            assert await store.add_job(plain, durable=False)
+            store._writer.set_trace_callback(None)
+            assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+            assert [r.status for r in await store.list_jobs() if r.job.job_id == early.job_id] == ["running"]
+            assert [r.status for r in await store.list_jobs() if r.job.job_id == plain.job_id] == ["pending"]
