@@ -29,14 +29,16 @@ class KeyValueFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._seconds = ""
+        self._cached: tuple[int, str] = (-1, "")
+        """(second, its text), one object: threads (Docker calls) log too, and swap it whole."""
 
     def format(self, record: logging.LogRecord) -> str:
         second = int(record.created)
-        if second != self._second:
-            self._second, self._seconds = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        stamp = f"{self._seconds}.{int(record.msecs):03d}Z"
+        cached, text = self._cached
+        if second != cached:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cached = (second, text)
+        stamp = f"{text}.{int(record.msecs):03d}Z"
         message = record.getMessage().replace("\n", "\\n")  # one line per event, whatever the message holds
         line = f"{stamp} level={record.levelname.lower()} logger={record.name} msg={message}"
         if record.exc_info and record.levelno >= logging.ERROR:
