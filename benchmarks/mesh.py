@@ -18,6 +18,12 @@ records, pings and catch-up included) and each node's connections and gossipsub 
 Targets (issue 13): at N = 30, p99 <= 150 ms at 1 job/s and <= 500 ms at 10 jobs/s, idle CPU <= 15 % of a core for
 all 30; at N = 10, ratio <= 1.3x at p50 and p99; idle RSS <= 110 MB per node.
 
+``--settle S``: the formed cluster idles S seconds more before that window (default 0). Without it the window
+starts 3 s after every node holds its connection target, so it holds the start's last work: the hubs trim their
+excess once connections are 30 s old (node/topology.py ``SETTLE``; each trimmed node dials another peer, a new
+connection with its catch-up round), and each node's second record, spaced for the few nodes it knew at its start
+(node/heartbeat.py). The report also counts the connections all nodes made in the window.
+
 ``--baseline REF``: first the same cmnode measurement with every node at git revision REF (``git archive``), then
 this tree's, one after the other (so under the same load, as far as the machine allows); the second report adds
 its ratio to the first. ``--cmnode-only``: no bare side (its processes double the machine's load at N = 30).
@@ -131,6 +137,7 @@ class Outcome:
     idle_cpu: float | None = None  # % of one core, all nodes together
     gossip_mesh: list[int] = field(default_factory=list)  # each node's gossipsub mesh size, idle
     churn: int = 0  # "peer connected" lines of node 0 (the bootstrap node) while idle
+    connections: int = 0  # connections made while idle, all nodes (half their "peer connected" lines)
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -179,6 +186,7 @@ def run(
     *,
     rates: tuple[float, ...] = (),
     idle: float = 0.0,
+    settle: float = 0.0,
     code: Path | None = None,
     with_bare: bool = True,
     node_args: tuple[str, ...] = (),
@@ -187,7 +195,8 @@ def run(
     ``sequential``, cmnode first and then the bare processes, so neither pays for the other's processes.
     ``rates``: jobs per second of the cmnode-only rounds before the compared one (at ``1 / interval``); ``code``:
     the source tree the cmnode nodes run; ``with_bare``: False, no bare side at all; ``node_args``: more
-    ``cmnode run`` options for every node (e.g. ``--heartbeat 600``)."""
+    ``cmnode run`` options for every node (e.g. ``--heartbeat 600``); ``settle``: seconds idled, unmeasured,
+    between the mesh's formation and the idle window."""
     with cmnode_cluster(n, data_root, node_args, code=code) as nodes, httpx.Client(timeout=30) as http:
         deadline = time.monotonic() + 60 + 3 * n  # 30 processes take about a minute to start on 2 cores
         while not formed(http, nodes):
@@ -195,11 +204,12 @@ def run(
                 print("the mesh did not form (a node is short of its connection target): measuring anyway", flush=True)
                 break
             time.sleep(0.5)
-        time.sleep(3)  # a few heartbeats: the gossipsub mesh grafts
+        time.sleep(3 + settle)  # a few heartbeats: the gossipsub mesh grafts (and ``settle``: the start's work ends)
         gossip_mesh = [call(http, node.url, "NodeService.Info")["mesh"].get("gossip_mesh", 0) for node in nodes]
-        connects = nodes[0].log.read_text().count("msg=peer connected")
+        connects = [node.log.read_text().count("msg=peer connected") for node in nodes]
         cpu = idle_cpu(nodes, idle) if idle > 0 else None
-        churn = nodes[0].log.read_text().count("msg=peer connected") - connects
+        made = [node.log.read_text().count("msg=peer connected") - c for node, c in zip(nodes, connects, strict=True)]
+        churn, connections = made[0], sum(made) // 2  # each connection is logged at both ends
         reach = {rate: _reach(http, nodes, samples, 1 / rate) for rate in rates}
         edges = peer_edges(http, nodes)
         rss = [rss_mb(node.proc.pid) for node in nodes]
@@ -245,7 +255,8 @@ def run(
     b, b_lost = _spans(bare)
     reach[1 / interval] = (m, m_lost)
     return Outcome(cmnode=m, cmnode_lost=m_lost, bare=b, bare_lost=b_lost, rss=rss, bare_rss=bare_rss, edges=edges,
-                   reach=reach, idle_cpu=cpu, gossip_mesh=gossip_mesh, churn=churn)  # fmt: skip
+                   reach=reach, idle_cpu=cpu, gossip_mesh=gossip_mesh, churn=churn,
+                   connections=connections)  # fmt: skip
 
 
 def _reach(http: httpx.Client, nodes: list[Node], samples: int, interval: float) -> tuple[list[float], int]:
@@ -532,6 +543,10 @@ def main() -> None:
         help="jobs per second, one round of --samples each; the bare side runs at the last",
     )
     parser.add_argument("--idle", type=float, default=0.0, help="seconds of idling measured for CPU (0: none)")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds the formed cluster idles, unmeasured, before the --idle window (default 0: the "
+                             "window includes the hubs' first trims at 30 s and every node's first long-spaced "
+                             "record, a minute after its start)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object per N")
     parser.add_argument(
         "--data-root",
@@ -602,11 +617,12 @@ def main() -> None:
         if args.baseline:
             with source_at(args.baseline) as old:
                 baseline = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                               idle=args.idle, code=old, with_bare=not args.cmnode_only,
+                               idle=args.idle, settle=args.settle, code=old, with_bare=not args.cmnode_only,
                                node_args=tuple(args.node_arg))  # fmt: skip
             report(n, baseline, args, interval, None, f"baseline {args.baseline}")
         out = run(n, args.samples, interval, args.data_root, args.sequential, rates=tuple(args.rates[:-1]),
-                  idle=args.idle, with_bare=not args.cmnode_only, node_args=tuple(args.node_arg))  # fmt: skip
+                  idle=args.idle, settle=args.settle, with_bare=not args.cmnode_only,
+                  node_args=tuple(args.node_arg))  # fmt: skip
         report(n, out, args, interval, baseline, "this tree" if baseline else "")
 
 
@@ -628,6 +644,7 @@ def report(n: int, out: Outcome, args: argparse.Namespace, interval: float, base
         },
         "idle_cpu_pct": out.idle_cpu,
         "bootstrap_connects_idle": out.churn,
+        "connections_made_idle": out.connections,
         "ratio_p50": m["p50_ms"] / b["p50_ms"],
         "ratio_p99": m["p99_ms"] / b["p99_ms"],
         "idle_rss_mb": {
@@ -662,11 +679,17 @@ def report(n: int, out: Outcome, args: argparse.Namespace, interval: float, base
             f"  ratio        p50 {result['ratio_p50']:7.2f}x    p99 {result['ratio_p99']:7.2f}x   (target <= 1.3x)",
         ]
     if out.idle_cpu is not None:
-        lines.append(f"  idle CPU     {out.idle_cpu:6.1f} % of one core, all {n} nodes over {args.idle:g} s"
+        settled = f" after {args.settle:g} s settling" if args.settle else ""
+        lines.append(f"  idle CPU     {out.idle_cpu:6.1f} % of one core, all {n} nodes over {args.idle:g} s{settled}"
                      f"   (target at N=30: <= 15 %)"
                      + versus(out.idle_cpu, base.idle_cpu if base is not None else None))  # fmt: skip
         lines.append(f"  node 0       {out.churn} peers connected while idle (the bootstrap node's churn)"
                      + versus(out.churn, base.churn if base is not None else None))  # fmt: skip
+        lines.append(
+            f"  all nodes    {out.connections} connections made while idle (baseline {base.connections})"
+            if base is not None
+            else f"  all nodes    {out.connections} connections made while idle"
+        )
     lines.append(
         f"  idle RSS     max {max(rss):6.1f} MB  mean {result['idle_rss_mb']['mean']:6.1f} MB"
         f"  (bare peer {result['idle_rss_mb']['bare_mean']:.1f} MB; target <= 110 MB)"

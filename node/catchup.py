@@ -93,6 +93,8 @@ SYNC_QUEUE = 1000
 SPREAD_AFTER = 0.3
 """News is told to the other peers this long after the round that brought it, once for all the rounds that
 brought news meanwhile, and not to a peer that read our store since (``Catchup.spread``)."""
+EXCHANGE_FOR = 30.0
+"""The peer list our answers carry is read again at least this often, as well as whenever our connections change."""
 READ_ON = 10.0
 """A peer served a page with more to follow is taken to read on for this long (a request's timeout): news is not
 told to it meanwhile, its next page holds it."""
@@ -169,6 +171,11 @@ class Catchup:
         """The marks peers sent while a round with them ran (a subset of ``_syncing``)."""
         self._records_at: float | None = None
         self._host: Host | None = None
+        self._exchanged: dict[ID, list[Any]] = {}
+        """The peer list each peer's answers last carried (pruned to the connected peers every tick): the same
+        list again is not handed to ``meet`` (``_exchange``)."""
+        self._offered: tuple[frozenset[ID], float, list[dict[str, Any]]] | None = None
+        """Our connections as ``peers`` described them, when, and the connected set they were read for."""
 
     def on_connect(self, peer_id: ID) -> None:
         """Catch up with ``peer_id`` soon (a full round); if the queue is full, a periodic round catches up."""
@@ -221,7 +228,7 @@ class Catchup:
         """One periodic round: ``fanout`` connected peers at random, among those we are not syncing with (a
         round that runs will do). Returns them. What is kept per peer is pruned to the connected ones."""
         connected = host.host.get_connected_peers()
-        for kept in (self._heads, self._marks, self._read, self._reading):
+        for kept in (self._heads, self._marks, self._read, self._reading, self._exchanged):
             for gone in set(kept).difference(connected):
                 del kept[gone]
         for flags in (self._news, self._event, self._light, self._marked):
@@ -304,7 +311,7 @@ class Catchup:
             page = await host.request(peer_id, SYNC_PROTOCOL, body)
             if isinstance(page, dict):
                 if isinstance(page.get("peers"), list):
-                    self._meet(page.pop("peers"))
+                    self._exchange(peer_id, page.pop("peers"))
                 if _is_count(page.get("head")):
                     head = page["head"]
             return page
@@ -357,11 +364,33 @@ class Catchup:
         elif answer.get("more") is True:
             self._reading[context.peer_id] = trio.current_time()
         if "error" not in answer:
+            asker = str(context.peer_id)
             answer["peers"] = [
-                f"{addr}/p2p/{p['node_id']}" for p in self._peers() if p["node_id"] != str(context.peer_id)
+                f"{addr}/p2p/{p['node_id']}" for p in self._described() if p["node_id"] != asker
                 for addr in p["addresses"]
             ]  # fmt: skip
         return answer
+
+    def _exchange(self, peer_id: ID, addresses: list[Any]) -> None:
+        """Peer exchange: a peer's list to ``meet``, unless it is the list this peer sent last time. An idle
+        peer's answers carry the same list round after round, and ``meet`` parses every multiaddr in it (about
+        0.15 ms each, more than the rest of an idle round's asking side); what it learned from that list it holds
+        already, and a node short of connections tops up from what it holds every MAINTAIN_EVERY anyway."""
+        if self._exchanged.get(peer_id) == addresses:
+            return
+        self._exchanged[peer_id] = addresses
+        self._meet(addresses)
+
+    def _described(self) -> list[dict[str, Any]]:
+        """``peers()``, read again only when our connections changed or the last read is EXCHANGE_FOR old (a peer's
+        addresses may change while it stays connected, from identify): served on every answer, it read the
+        peerstore and formatted every connected peer's multiaddrs each time."""
+        connected = frozenset(self._host.host.get_connected_peers()) if self._host is not None else frozenset()
+        now = trio.current_time()
+        offered = self._offered
+        if offered is None or offered[0] != connected or now - offered[1] >= EXCHANGE_FOR:
+            offered = self._offered = (connected, now, self._peers())
+        return offered[2]
 
 
 def _is_count(value: Any) -> TypeGuard[int]:

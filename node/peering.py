@@ -30,7 +30,7 @@ from .liveness import keepalive
 from .mdns import Discovery
 from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology, hold_off
 
-__all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering", "tcp_reaches"]
+__all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering", "no_auto_connect", "tcp_reaches"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -149,7 +149,9 @@ class Peering:
             if on_disconnect is not None:
                 on_disconnect(peer_id)
 
-        host.host.get_network().register_notifee(ConnectionWatch(connected, disconnected))
+        network = host.host.get_network()
+        no_auto_connect(network)
+        network.register_notifee(ConnectionWatch(connected, disconnected))
 
     async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dial what is found, keep bootstrap peers connected and discover over mDNS until cancelled."""
@@ -402,6 +404,29 @@ class Peering:
                 log.info("bootstrap peer %s not reachable yet; retrying", address)
             await trio.sleep(BOOTSTRAP_BACKOFF[min(failures, len(BOOTSTRAP_BACKOFF) - 1)])
             failures += 1
+
+
+def no_auto_connect(network: INetwork) -> None:
+    """Switch off the swarm's own auto-connector: which peers a node connects to is ``Topology``'s to decide.
+
+    py-libp2p 0.8.1 starts an ``AutoConnector`` with every swarm that aims for 200 connections (the midpoint of its
+    low and high watermarks, 100 and 300) and, every 10 s while below 50 and on every disconnect, dials every peer
+    in the peerstore it is not connected to, but for the ones that disconnected in the last 60 s. So 60 s after a
+    hub trimmed its excess, the trimmed nodes and the hub itself dialled each other again, the hub trimmed again
+    once those connections were SETTLE old, and so on: at 30 idle nodes about 0.7 connections a second, each a
+    handshake, pubsub's hello and grafts, and a full catch-up round with node records at both ends
+    (docs/py-libp2p.md, "The swarm dials every known peer"). Its ``maybe_connect`` is replaced on the instance by
+    one that does nothing (the periodic task and the disconnect trigger both look it up there); a library without
+    the connector is left as it is."""
+    connector: Any = getattr(network, "auto_connector", None)
+    if connector is None:
+        return
+
+    async def maybe_connect() -> None:
+        return None
+
+    with contextlib.suppress(Exception):
+        connector.maybe_connect = maybe_connect
 
 
 async def _disconnect(host: Host, peer_id: ID) -> None:
