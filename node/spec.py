@@ -95,7 +95,7 @@ SPEC_FIELDS: dict[str, dict[str, Any]] = {
             "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CPUS, "description": "CPUs"},
             "memory": {
                 "oneOf": [
-                    {"type": "integer", "minimum": MIN_MEMORY, "description": "bytes"},
+                    {"type": "integer", "minimum": MIN_MEMORY, "maximum": schema.INT64_MAX, "description": "bytes"},
                     {"type": "string", "format": "byte-size", "description": "a size such as '256m'"},
                 ],
                 "description": "bytes (>= 6 MiB), or a size such as '256m'",
