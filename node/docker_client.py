@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from http.client import RemoteDisconnected
 from typing import Any, TypeVar
 
 import docker.errors
@@ -32,6 +33,8 @@ import trio
 # Not `docker.DockerClient`: mypy would resolve `docker` to the repository's docker/ folder.
 from docker.client import DockerClient
 from docker.transport.unixconn import UnixHTTPAdapter
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 from .docker_errors import describe, map_docker_errors
 from .errors import RuntimeFailureError
@@ -125,8 +128,46 @@ class DockerConnection:
                 client.close()
 
 
+STALE_RETRIES = 2
+"""Times a request is sent again after dockerd closed its connection without answering a byte."""
+
+
+class RetryStale(Retry):
+    """Send a request again when dockerd closed its (kept-alive, pooled) connection without a byte of answer.
+
+    The pool checks that a connection is alive just before it sends, so a connection dockerd closes meanwhile
+    fails the call: measured here, 2-4 of 10 runs of ``tests/node/test_docker_pool.py`` failed a create or a logs
+    read that way ("Remote end closed connection without response"), and a job's start would fail with it. Sending
+    again is safe for the calls the node makes: a create sent twice meets its own name (409, cleared by
+    ``DockerRuntime._start``); a start, stop or removal sent twice finds it done. Every other error is raised as
+    the SDK's own ``Retry(0, read=False)`` raises it."""
+
+    def increment(  # type: ignore[override]  # urllib3's signature, its private arguments passed through
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        if self.total and response is None and _closed_unanswered(error):
+            return self.new(total=self.total - 1)
+        return Retry(0, read=False).increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _closed_unanswered(error: Exception | None) -> bool:
+    cause = error.args[1] if isinstance(error, ProtocolError) and len(error.args) > 1 else None
+    return isinstance(cause, RemoteDisconnected | ConnectionResetError | BrokenPipeError)
+
+
 class SharedPoolAdapter(UnixHTTPAdapter):  # type: ignore[misc]  # the SDK has no type hints
-    """The SDK's unix-socket adapter with every request drawn from one pool, keyed by the socket's path."""
+    """The SDK's unix-socket adapter with every request drawn from one pool, keyed by the socket's path, and a
+    request left unanswered by a closed connection sent again (``RetryStale``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_retries = RetryStale(total=STALE_RETRIES)
 
     def get_connection(self, url: str, proxies: Any = None) -> Any:
         return super().get_connection(self.socket_path, proxies)
