@@ -69,23 +69,31 @@ async def holding_creates(path: Path) -> AsyncIterator[HeldCreates]:
         await answers.one_more()
 
     async def handle(client: trio.SocketStream) -> None:
-        upstream = await trio.open_unix_socket("/var/run/docker.sock")
-        answers = Answers()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(upstream_to, client, upstream, answers)
-            created_after: int | None = None
+
+            async def connect() -> tuple[trio.SocketStream, Answers]:
+                upstream = await trio.open_unix_socket("/var/run/docker.sock")
+                answers = Answers()
+                nursery.start_soon(upstream_to, client, upstream, answers)
+                return upstream, answers
+
+            upstream, _ = await connect()
+            create_answers: Answers | None = None
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 while data := await client.receive_some(65536):
                     if b"/containers/create" in data:
                         held.holding.set()
                         await held.release.wait()
-                        # A kept-alive connection carried earlier calls: only what dockerd says after this counts.
-                        created_after = answers.count
+                        # The create goes to dockerd on a connection of its own, so that only dockerd's answer to
+                        # it counts, and so that it never meets a kept-alive connection dockerd closed while it
+                        # was held (the send would fail, and nothing would ever answer).
+                        await upstream.aclose()
+                        upstream, create_answers = await connect()
                         # its body, if sent apart, follows in the next read (still readable once the client died)
                     await upstream.send_all(data)
-            if created_after is not None:
+            if create_answers is not None:
                 with trio.fail_after(30):
-                    await answers.beyond(created_after)  # dockerd made the container, whoever is left to hear it
+                    await create_answers.beyond(0)  # dockerd made the container, whoever is left to hear it
                 held.forwarded.set()
             await upstream.aclose()
             await client.aclose()
