@@ -87,7 +87,7 @@ class ExitWatcher:
         error = str(state.get("Error") or "") or None
         if code == 127 and error is None:
             with contextlib.suppress(docker.errors.NotFound):
-                stderr = bytes(self._conn.api().logs(str(attrs["Id"]), stdout=False, stderr=True, tail=5))
+                stderr = self._conn.logs(str(attrs["Id"]), stdout=False, stderr=True, tail=5)
                 for line in stderr.decode("utf-8", errors="replace").splitlines():
                     if line.startswith(_TINI_FATAL):
                         error = line.split("]", 1)[-1].strip()

@@ -281,10 +281,8 @@ class DockerRuntime:
         """(stdout, stderr), each decoded as UTF-8 with replacement; NotFoundError if the container is gone."""
 
         def read(stdout: bool) -> str:
-            raw = self._conn.api().logs(
-                container_id, stdout=stdout, stderr=not stdout, tail="all" if tail is None else tail
-            )
-            return bytes(raw).decode("utf-8", errors="replace")
+            raw = self._conn.logs(container_id, stdout=stdout, stderr=not stdout, tail="all" if tail is None else tail)
+            return raw.decode("utf-8", errors="replace")
 
         def both() -> tuple[str, str] | None:
             try:
