@@ -34,7 +34,7 @@ from . import __version__
 from .errors import RuntimeFailureError
 from .identity import Identity
 from .noderecord import MAX_HEARTBEAT, Allocated, Capacity, NodeRecord, sign_record
-from .registry import NodeState, Registry
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .core import Node
@@ -132,7 +132,7 @@ class Heartbeat:
     def spacing(self) -> float:
         """Seconds between two records that say nothing new: ``interval`` (or REFRESH, once every node up knows
         lost notices), stretched beyond NODES_PER_BEAT nodes up (this one included)."""
-        up = sum(1 for info in self.registry.nodes() if info.state is not NodeState.DOWN)
+        up = self.registry.up()
         base = max(REFRESH, self.interval) if self.registry.gate() else self.interval
         return min(MAX_HEARTBEAT, base * max(1.0, up / NODES_PER_BEAT))
 

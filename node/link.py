@@ -108,6 +108,10 @@ class Directory(Protocol):
         """Whether every node held up knows lost notices (the version gate)."""
         ...
 
+    def up(self) -> int:
+        """How many nodes are up, this one included (what the connection target follows)."""
+        ...
+
     vouch: Callable[[str], bool]
     """Whether this node is connected to that node itself (set by the mesh)."""
 

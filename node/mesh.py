@@ -34,8 +34,6 @@ from .meshlogs import LOGS_FOLLOW_PROTOCOL, RemoteLogs, serve_follow
 from .peering import MAX_EXCHANGED, Peering
 from .store import Store
 from .sync import SYNC_PROTOCOL, Sync
-from .topology import MAX_KNOWN
-from .verdicts import DOWN_AFTER
 from .wire import TOPIC
 
 __all__ = ["LOGS_PROTOCOL", "Mesh", "cut_unsubscribed"]
@@ -140,11 +138,7 @@ class Mesh:
 
     def _size(self) -> int:
         """How many nodes the registry heard from lately (this one included): what the connection target follows."""
-        if self.directory is None:
-            return 1
-        records, _ = self.directory.known(MAX_KNOWN)
-        up = sum(1 for record, age in records if record.node_id != self.node_id and age < DOWN_AFTER * record.heartbeat)
-        return up + 1
+        return self.directory.up() if self.directory is not None else 1
 
     def _on_connect(self, peer_id: ID) -> None:
         """A new connection: catch up with the peer, unless it is a penalised peer back too soon."""

@@ -155,6 +155,9 @@ class Registry:
         self.lost = 0
         """Nodes made down by a lost notice or a missed roll call."""
         self._own_at = -1e9
+        self._mute: frozenset[str] | None = None
+        """The nodes whose record says a version that does not know lost notices (``gate``); None: to be counted
+        again, after any record changed."""
         self._call = RollCall()
         self._allowance = Allowance()
 
@@ -186,6 +189,7 @@ class Registry:
         if known is None or known.record.identity() != record.identity():
             self._dirty.set()
         self._known[record.node_id] = entry
+        self._mute = None
         if known is None:
             self._bound()
         if back and entry.down_since(now) is None and self.gate():
@@ -201,6 +205,7 @@ class Registry:
         now = trio.current_time()
         self._known[self.node_id] = Heard(record=record, heard=now, seen_at=time.time())
         self._own_at, self.beat_by = now, None
+        self._mute = None
 
     def next_seq(self) -> int:
         """The seq of this node's next record: above every earlier one, across restarts (time in ms)."""
@@ -257,12 +262,13 @@ class Registry:
     def gate(self) -> bool:
         """Whether every node held up (this one included) knows lost notices (``node/lost.py``): only then
         are notices sent and unchanged records spaced out long; otherwise this node behaves as older ones do."""
+        mute = self._mute
+        if mute is None:  # a regex per record: counted again only when records change, not at every heartbeat
+            mute = self._mute = frozenset(n for n, k in self._known.items() if not speaks_lost(k.record.version))
+        if not mute:
+            return True
         now = trio.current_time()
-        return all(
-            speaks_lost(known.record.version)
-            for node_id, known in self._known.items()
-            if node_id == self.node_id or known.down_since(now) is None
-        )
+        return all(n != self.node_id and self._known[n].down_since(now) is not None for n in mute)
 
     def _wake(self, by: float) -> None:
         """This node's next record is due by ``by`` (trio time): the heartbeat is woken to look."""
@@ -299,6 +305,7 @@ class Registry:
 
     def _bound(self) -> None:
         """Over the limit, forget the nodes heard least recently (never this node)."""
+        self._mute = None
         while len(self._known) > self._limit + (self.node_id in self._known):
             del self._known[min((k for k in self._known if k != self.node_id), key=lambda k: self._known[k].heard)]
 
@@ -340,6 +347,14 @@ class Registry:
         if self.node_id not in self._known:
             infos.append(self._info(self.node_id, None, now))
         return sorted(infos, key=lambda info: info.node_id)
+
+    def up(self) -> int:
+        """How many nodes are up (this one included, draining or not): ``nodes()``'s count of those not DOWN,
+        without a ``NodeInfo`` of each (the heartbeat's spacing and the connection target read it every few
+        seconds)."""
+        now = trio.current_time()
+        self._close_roll(now)
+        return 1 + sum(1 for n, known in self._known.items() if n != self.node_id and known.down_since(now) is None)
 
     def get(self, node_id: str) -> NodeInfo | None:
         known = self._known.get(node_id)
@@ -459,6 +474,7 @@ class Registry:
             heard = now - DOWN_AFTER * record.heartbeat  # down from now on: ``down_for`` counts from the load
             self._known[record.node_id] = Heard(record=record, heard=heard, seen_at=record.at, unheard_since=now)
             loaded += 1
+        self._mute = None
         self._bound()
         return loaded
 

@@ -155,6 +155,30 @@ async def test_down_after_three_unheard_heartbeats(
     assert registry.get(peer.node_id).state is NodeState.DOWN  # type: ignore[union-attr]
 
 
+async def test_up_counts_what_nodes_says_and_the_gate_follows_new_records(
+    me: Identity, peer: Identity, stranger: Identity, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``up`` (read every few seconds instead of ``nodes()``) counts the nodes not DOWN, this one included, and
+    the gate's cached list of nodes of older versions is made again when a record changes."""
+    registry = registry_of(me)
+
+    def counted() -> int:
+        return sum(1 for info in registry.nodes() if info.state is not NodeState.DOWN)
+
+    assert registry.up() == counted() == 1  # this node alone, before its first record
+    registry.on_record(record_of(peer, seq=1, heartbeat=1.0, version="0.1.0"))
+    registry.on_record(record_of(stranger, seq=1, heartbeat=10.0, version="0.2.0"))
+    assert registry.up() == counted() == 3 and not registry.gate()  # an older node up
+    await trio.sleep(3.1)  # the older node falls silent
+    assert registry.up() == counted() == 2 and registry.gate()
+    registry.on_record(record_of(peer, seq=2, heartbeat=1.0, version="0.1.0"))  # back, still older
+    assert registry.up() == counted() == 3 and not registry.gate()
+    registry.on_record(record_of(peer, seq=3, heartbeat=1.0, version="0.2.0"))  # upgraded
+    assert registry.gate()
+    registry.on_drain(sign_drain(me, me.node_id, True, time.time()))  # draining is up
+    assert registry.up() == counted() == 3
+
+
 async def test_draining_follows_the_latest_order(me: Identity, peer: Identity, stranger: Identity) -> None:
     registry = registry_of(me, may_order=lambda by: by == me.node_id)
     registry.on_record(record_of(peer))
