@@ -9,6 +9,11 @@ Each round, for every active allocation this node holds:
   and a holder is down longer than ``reschedule_after``, draining, or its copy ended failed, lost or rejected,
   or the allocation is short and room appeared, it writes the next version (``scheduler.revise``).
 
+The store is read again only after a commit (``Store.commits``): a round with nothing new reuses what the last
+one read, and with nothing allocated the next round waits for a commit rather than the next tick (an idle node
+read its store every 2 s for nothing). Replicas jobs' allocations only change by a commit; the views of nodes,
+which change by themselves (``down_for``), are read every round while something is allocated.
+
 Two nodes with briefly different views may both revise: the greater (version, writer) wins everywhere, and the
 loser's choice is released where it started. docs/scheduling.md has the argument for why this converges.
 """
@@ -60,11 +65,18 @@ class Rescheduler:
         self.interval = interval
         self.reschedule_after = reschedule_after
         self.revisions = 0
+        self.reads = 0
+        """Store reads the rounds made (a round with no commit since the last makes none)."""
         self._here = Load()
+        self._active: list[tuple[Job, Allocation, list[Execution]]] = []
+        self._read_at: int | None = None
+        """``store.commits`` before the last read (None: never read)."""
 
     async def run(self) -> NoReturn:
         while True:
             await trio.sleep(self.pause())
+            if self._read_at is not None and not self._active:  # nothing allocated: only a commit changes that
+                await self.store.committed_since(self._read_at)
             try:
                 await self.round()
             except Exception as exc:  # a bad round costs this round, never the node
@@ -77,14 +89,22 @@ class Rescheduler:
         before the death; without this the wait for the round would have made a kill -9 to replicas elsewhere
         about a second slower on average."""
         pause = self.interval
-        for info in self.nodes.nodes():
+        for info in self.nodes.nodes() if self._active or self._read_at is None else ():  # none: no job to move
             if info.state is NodeState.DOWN and info.down_for < self.reschedule_after:
                 pause = min(pause, self.reschedule_after - info.down_for + 0.01)
         return pause
 
     async def round(self) -> int:
         """One pass over the active allocations; returns how many new versions this node wrote."""
-        active = await self.store.active_allocations()
+        commits = self.store.commits  # before the read: a commit during it makes the next round read again
+        if commits != self._read_at:
+            self._active = await self.store.active_allocations()
+            self._read_at = commits
+            self.reads += 1
+        active = self._active
+        if not active:
+            self._here = Load()
+            return 0
         nodes = self.nodes.nodes()
         loads = loads_of((job.spec, allocation.nodes) for job, allocation, _ in active)
         written = 0

@@ -93,6 +93,9 @@ class Commits:
     _send: trio.MemorySendChannel[Pending]
     _recv: trio.MemoryReceiveChannel[Pending]
     commits: int
+    """Commits made so far (each a batch of writes, whatever they wrote): a reader that keeps what it read may
+    read again only once this moved (``Rescheduler``), and wait for it to (``committed_since``)."""
+    _commit_came: trio.Event
     _chg: int
     _fsync: bool
     _synchronous: str
@@ -169,6 +172,8 @@ class Commits:
         """After a batch's commit: tell the listeners, and each write that it is committed, and durable (a
         durable one once the syncer has synced it)."""
         self.commits += 1
+        self._commit_came.set()
+        self._commit_came = trio.Event()
         committed, self._committed = self._committed, []
         for listener in self._listeners if committed else ():
             try:
@@ -181,6 +186,11 @@ class Commits:
                 syncing.send_nowait(item)
             else:
                 item.done.set()
+
+    async def committed_since(self, commits: int) -> None:
+        """Return once ``commits`` is above ``commits`` (at once if it is)."""
+        while self.commits <= commits:
+            await self._commit_came.wait()
 
     def _commit_here(self, item: Pending) -> bool:
         """Commit ``item`` at once in the calling task, as the writer task would inline, if the writer is idle:

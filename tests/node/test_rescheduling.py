@@ -385,3 +385,31 @@ def test_the_round_after_a_node_reaches_reschedule_after_is_not_a_whole_interval
     assert rescheduler.pause() == pytest.approx(0.51)
     view.down = {"b": AFTER + 5}  # due long ago: rounds as usual
     assert rescheduler.pause() == 2.0
+
+
+async def test_a_round_reads_the_store_only_after_a_commit_and_waits_for_one_with_nothing_allocated(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An idle node read its store every round (2 s) for nothing: now a round with no commit since the last read
+    reads nothing, and with nothing allocated the next round waits for a commit."""
+    async with cluster_of(tmp_path, 2) as c:
+        sim = c.sims[0]
+        rescheduler = sim.rescheduler
+        assert await rescheduler.round() == 0 and rescheduler.reads == 1
+        assert await rescheduler.round() == 0 and rescheduler.reads == 1  # no commit since
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rescheduler.run)
+            await trio.sleep(60)
+            assert rescheduler.reads == 1  # nothing allocated: no round in a minute
+            await sim.create("j", 2)
+            await trio.sleep(0.01)
+            assert rescheduler.reads == 2  # the commit woke it at once
+            await trio.sleep(2.1)  # the round after reads the commits the create made after the first one
+            await c.assert_settled("j", 2)
+            reads = rescheduler.reads
+            await trio.sleep(20)  # rounds every 2 s while something is allocated, with nothing new to read
+            assert rescheduler.reads == reads
+            await sim.release("j")  # a commit: read again by the next round
+            await trio.sleep(2.1)
+            assert rescheduler.reads == reads + 1 and "j" in sim.running  # and placed back
+            nursery.cancel_scope.cancel()
