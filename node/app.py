@@ -29,7 +29,7 @@ from .docker_runtime import DockerRuntime
 from .errors import ConfigError
 from .events import EventHub
 from .executor import Executor
-from .heartbeat import Heartbeat, vitals_of
+from .heartbeat import Addresses, Heartbeat, vitals_of
 from .identity import load_or_create
 from .jobqueue import JobQueue
 from .link import InboundGate, MeshLink
@@ -120,7 +120,8 @@ async def run_node(
                 services.start_soon(node.purge.run)  # finished jobs older than --job-retention
             heartbeat = Heartbeat(
                 identity=identity, registry=registry, publish=link.publish_node,
-                vitals=partial(vitals_of, node, node.rescheduler.allocated), capacity=runtime.capacity,
+                vitals=partial(vitals_of, node, node.rescheduler.allocated, Addresses(mesh.addresses)),
+                capacity=runtime.capacity,
                 interval=config.heartbeat, name=registry.name, labels=registry.labels, cpus=config.node_cpus or None,
                 memory=memory_bytes(config.node_memory) if config.node_memory else None,
             )  # fmt: skip

@@ -13,7 +13,8 @@ record says the interval it keeps (``heartbeat``), and peers judge a node down a
 A record also goes out at once when the registry asks (``Registry.beat_by``): this node was reported lost (the
 refutation), or answers a roll call.
 
-A beat is cheap: it reads what the node holds in memory (``Vitals``), signs, and queues one message that the
+A beat is cheap: it reads what the node holds in memory (``Vitals``; its own listen addresses at most every
+ADDRESSES_EVERY, so a change of them reaches its record up to that much later), signs, and queues one message that the
 mesh's publisher sends (dropped if the outbox is full: the next beat follows); nothing is written to disk
 unless the registry sees the name, labels, capacity or draining change. The engine's capacity is read once
 (through a worker thread), again later while the engine does not answer; ``--node-cpus`` and
@@ -23,6 +24,7 @@ unless the registry sees the name, labels, capacity or draining change. The engi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,16 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .core import Node
 
-__all__ = ["CAPACITY_RETRY", "NODES_PER_BEAT", "REFRESH", "Heartbeat", "Vitals", "vitals_of"]
+__all__ = [
+    "ADDRESSES_EVERY",
+    "CAPACITY_RETRY",
+    "NODES_PER_BEAT",
+    "REFRESH",
+    "Addresses",
+    "Heartbeat",
+    "Vitals",
+    "vitals_of",
+]
 
 log = logging.getLogger("cmnode.registry")
 
@@ -50,6 +61,8 @@ NODES_PER_BEAT = 10
 mesh carries about this many records per ``--heartbeat`` (or per REFRESH, once lost notices are on)."""
 REFRESH = 60.0
 """Seconds between two unchanged records up to NODES_PER_BEAT nodes, once every node knows lost notices."""
+ADDRESSES_EVERY = 10.0
+"""Seconds between two reads of this node's listen addresses (``Addresses``)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +77,37 @@ class Vitals:
     allocated: Allocated = field(default_factory=Allocated)
 
 
-def vitals_of(node: Node, allocated: Callable[[], Allocated] | None = None) -> Vitals:
-    """``node``'s vitals; ``allocated`` is what placement gave this node (none: nothing counted yet)."""
+class Addresses:
+    """This node's listen addresses as its record says them, read again at most every ``every`` seconds (trio
+    time): the vitals are read at every tick (``Heartbeat._due``), and asking the host for its addresses and
+    formatting each multiaddr was half of an idle beat's CPU. A change of address (rare: an interface came or
+    went) thus reaches the record up to ``every`` seconds later. None read yet (the host not listening): asked
+    again at the next call."""
+
+    def __init__(self, read: Callable[[], list[str]], every: float = ADDRESSES_EVERY) -> None:
+        self._read = read
+        self._every = every
+        self._said: tuple[str, ...] = ()
+        self._at = -math.inf
+
+    def __call__(self) -> tuple[str, ...]:
+        now = trio.current_time()
+        if not self._said or now - self._at >= self._every:
+            self._said, self._at = tuple(self._read()), now
+        return self._said
+
+
+def vitals_of(
+    node: Node, allocated: Callable[[], Allocated] | None = None, addresses: Callable[[], tuple[str, ...]] | None = None
+) -> Vitals:
+    """``node``'s vitals; ``allocated`` is what placement gave this node (none: nothing counted yet); ``addresses``
+    its listen addresses (an ``Addresses``; none: read from the mesh every time)."""
     load = node.executor.load()
     return Vitals(
         running=len(node.executor.executions.running()),
         queue_depth=load.queue_depth,
         docker_ok=load.docker_error is None,
-        addresses=tuple(node.mesh.addresses()),
+        addresses=addresses() if addresses is not None else tuple(node.mesh.addresses()),
         rpc_url=node.rpc_url,
         allocated=allocated() if allocated is not None else Allocated(),
     )

@@ -20,7 +20,7 @@ from node.errors import NotFoundError, ValidationError
 from node.executor import Executor
 from node.fake_runtime import FakeRuntime
 from node.gossip import Gossip
-from node.heartbeat import Heartbeat, Vitals
+from node.heartbeat import ADDRESSES_EVERY, Addresses, Heartbeat, Vitals
 from node.identity import Identity, load_or_create, verify
 from node.jobqueue import JobQueue
 from node.link import MeshLink
@@ -223,6 +223,41 @@ async def test_heartbeat_reflects_a_drain_of_this_node_at_once(
         assert sent[1].draining and sent[1].seq > sent[0].seq
         assert sent[1].capacity == Capacity(cpus=8.0, memory=1 << 30)  # the engine's CPUs, the override's memory
         assert registry.get(me.node_id).state is NodeState.DRAINING  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_heartbeat_reads_its_own_addresses_at_most_every_ten_seconds(
+    me: Identity, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The vitals are read at every tick (2 s); the listen addresses in them only every ADDRESSES_EVERY, so a
+    new address reaches the record up to that much later (none read yet: asked again at once)."""
+    registry = registry_of(me)
+    listening: list[str] = []
+    reads = 0
+
+    def read() -> list[str]:
+        nonlocal reads
+        reads += 1
+        return list(listening)
+
+    sent: list[NodeRecord] = []
+
+    async def publish(record: NodeRecord) -> None:
+        sent.append(record)
+
+    addresses = Addresses(read)
+    beat = Heartbeat(identity=me, registry=registry, publish=publish, vitals=lambda: Vitals(addresses=addresses()),
+                     interval=2.0, name="me")  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(beat.run)
+        listening.append("/ip4/127.0.0.1/tcp/4001/p2p/" + me.node_id)
+        await trio.sleep(2.5)  # not listening at the first beat: read again at the next tick
+        assert sent[-1].addresses == tuple(listening) and reads == 2
+        listening[0] = "/ip4/127.0.0.1/tcp/4002/p2p/" + me.node_id
+        await trio.sleep(ADDRESSES_EVERY - 1)
+        assert reads == 2 and sent[-1].addresses != tuple(listening)  # four ticks, no read
+        await trio.sleep(2.0)
+        assert reads == 3 and sent[-1].addresses == tuple(listening)  # the next read: a changed record goes out
         nursery.cancel_scope.cancel()
 
 
