@@ -29,6 +29,7 @@ __all__ = [
     "MAINTAIN_EVERY",
     "MAX_EXCHANGED",
     "MAX_KNOWN",
+    "MAX_PARSED",
     "PEER_MAX",
     "PEER_MIN",
     "PEER_TARGET",
@@ -60,6 +61,8 @@ HOLD = 60.0
 peer we lost is not chosen to top up for as long (its own redial covers it)."""
 MAX_KNOWN = 1000
 MAX_EXCHANGED = 200
+MAX_PARSED = 2000
+"""Address texts whose parse ``Topology.remember`` keeps (the least recently told forgotten first)."""
 
 
 def target(members: int) -> int:
@@ -115,6 +118,8 @@ class Topology:
         self._trimmed: dict[ID, float] = {}
         """Peers we trimmed, until when they are refused while we are above the ceiling (pruned likewise)."""
         self.bootstrap: set[ID] = set()
+        self._parsed: OrderedDict[str, tuple[ID, multiaddr.Multiaddr] | None] = OrderedDict()
+        """Each address text told, parsed: its peer and the address without /p2p/ (None: not one to dial)."""
 
     # -- the numbers ---------------------------------------------------------------------------------
 
@@ -164,23 +169,35 @@ class Topology:
         """Peer exchange: remember the peers at ``addresses`` (multiaddrs with /p2p/); returns their IDs."""
         candidates: dict[ID, PeerInfo] = {}
         for address in addresses[:MAX_EXCHANGED]:
-            try:
-                info = info_from_p2p_addr(multiaddr.Multiaddr(str(address)))
-            except Exception:
+            parsed = self._parse(str(address))
+            if parsed is None or parsed[0] == me:
                 continue
-            peer_id = info.peer_id
-            if peer_id == me:
-                continue
+            peer_id, addr = parsed
             if peer_id in candidates:
-                candidates[peer_id].addrs.extend(info.addrs)
+                candidates[peer_id].addrs.append(addr)
             else:
-                candidates[peer_id] = info
+                candidates[peer_id] = PeerInfo(peer_id, [addr])
         for peer_id, info in candidates.items():
             self.known.pop(peer_id, None)
             self.known[peer_id] = info
         while len(self.known) > MAX_KNOWN:
             self.known.popitem(last=False)
         return list(candidates)
+
+    def _parse(self, text: str) -> tuple[ID, multiaddr.Multiaddr] | None:
+        """``text`` as a peer and its address, parsed once (a multiaddr's parse took about 0.15 ms, and the same
+        few dozen addresses are told again and again: by peer exchange, and the registry's members while short)."""
+        if text in self._parsed:
+            self._parsed.move_to_end(text)
+            return self._parsed[text]
+        parsed = None
+        with contextlib.suppress(Exception):
+            info = info_from_p2p_addr(multiaddr.Multiaddr(text))
+            parsed = (info.peer_id, info.addrs[0])
+        self._parsed[text] = parsed
+        while len(self._parsed) > MAX_PARSED:
+            self._parsed.popitem(last=False)
+        return parsed
 
     # -- deciding --------------------------------------------------------------------------------------
 
