@@ -32,6 +32,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.request_response import JSONCodec, RequestResponse, RequestResponseConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux import yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import senderrecord, windowcredit
@@ -41,7 +42,15 @@ from .identity import Identity
 from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
-__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host", "LazyGossipSub", "free_inbound_slots", "release"]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "RTT_PING_INTERVAL",
+    "DirectPubsub",
+    "Host",
+    "LazyGossipSub",
+    "free_inbound_slots",
+    "release",
+]
 
 REQUEST_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -146,6 +155,9 @@ soon as its mesh falls below 3, so a copy lost on one link still arrives on two 
 10 jobs/s p99 888 -> 179-484 ms."""
 GOSSIP_PEERS = 3
 """IHAVE goes to this many peers outside the mesh at each heartbeat (``LazyGossipSub``)."""
+RTT_PING_INTERVAL = 300
+"""Seconds between yamux's RTT pings on each connection, 30 in py-libp2p ("Yamux pings every connection every
+30 s"): the RTT only paces a stream's receive-window growth, and liveness has pings of its own."""
 
 
 GRAFT_SLACK = 3.0
@@ -278,6 +290,7 @@ class Host:
         free_inbound_slots(self.host.get_network())  # "Every inbound connection holds a slot until the node stops"
         senderrecord.install()  # "Every pubsub RPC carries a signed peer record": made and checked once
         windowcredit.install()  # "Every read sends a window update": credit goes back in batches
+        yamux.RTT_MEASURE_INTERVAL = RTT_PING_INTERVAL  # "Yamux pings every connection every 30 s"
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)
