@@ -162,13 +162,34 @@ RTT_PING_INTERVAL = 300
 
 GRAFT_SLACK = 3.0
 """Seconds past a prune backoff's end before this node grafts that peer (go-libp2p: two heartbeats)."""
+FLAT = 0.05
+"""A peer's decayed invalid-message count below which it counts as none (``LazyGossipSub.scores_flat``): 30 s
+after a single rejection at SCORE_PARAMS' 10 % a second, and half the 0.1 a mesh peer replacement needs."""
 
 
 class LazyGossipSub(GossipSub):
     """GossipSub whose heartbeat announces (IHAVE) recent messages to GOSSIP_PEERS peers outside the mesh, not
     py-libp2p's ``max(6, 25 %)`` of them (docs/py-libp2p.md, "IHAVE goes to every peer outside the mesh"): with
     records flowing every second, that was an RPC each second to every such peer, which they nearly always
-    already had. IHAVE is the lazy repair of a lost copy; catch-up is the backstop."""
+    already had. IHAVE is the lazy repair of a lost copy; catch-up is the backstop. Its score passes run only
+    while scores differ (``scores_flat``)."""
+
+    def scores_flat(self) -> bool:
+        """Whether every peer's score is the same, so that the heartbeat's score passes are skipped
+        (docs/py-libp2p.md, "Opportunistic grafting on equal scores churns the mesh"): SCORE_PARAMS weighs
+        only invalid messages, so scores differ only while some peer's count is FLAT or more."""
+        scorer = self.scorer
+        return scorer is None or all(n < FLAT for counts in scorer.invalid_messages.values() for n in counts.values())
+
+    def _perform_opportunistic_grafting(self, topic: str, peers_to_graft: defaultdict[ID, list[str]]) -> int:
+        """Grafts beyond D only to replace low scorers, as go-libp2p does: py-libp2p grafts the first two peers
+        whose score reaches half the mesh's median, so with equal scores any two, at every heartbeat."""
+        return 0 if self.scores_flat() else super()._perform_opportunistic_grafting(topic, peers_to_graft)
+
+    async def _maintain_mesh_quality(self, topic: str) -> None:
+        """Replaces the worst mesh peer with one scoring 0.1 more: none while scores are flat."""
+        if not self.scores_flat():
+            await super()._maintain_mesh_quality(topic)
 
     def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
         if self.adaptive_gossip_enabled:
