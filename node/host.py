@@ -39,6 +39,7 @@ from . import senderrecord, windowcredit
 from .config import Config
 from .gossip import SCORE_PARAMS
 from .identity import Identity
+from .keptrequests import KEPT, KeptRequests
 from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
@@ -316,6 +317,8 @@ class Host:
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)
         self.rr_config = RequestResponseConfig(timeout=REQUEST_TIMEOUT, max_response_size=MAX_RESPONSE_BYTES)
+        self.kept = KeptRequests(self.host, fallback=self._request_once, timeout=REQUEST_TIMEOUT,
+                                 max_answer=MAX_RESPONSE_BYTES)  # fmt: skip
         self.port = 0
 
     @property
@@ -323,11 +326,21 @@ class Host:
         return self.host.get_id()
 
     def serve(self, protocol: str, handler: Handler) -> None:
-        """Answer JSON requests on ``protocol`` (same size and time limits as our own requests)."""
+        """Answer JSON requests on ``protocol`` (same size and time limits as our own requests), and on its kept
+        twin if it has one (``node/keptrequests.py``)."""
         self.rr.set_handler(TProtocol(protocol), handler, JSONCodec(), self.rr_config)
+        if protocol in KEPT:
+            self.host.set_stream_handler(TProtocol(KEPT[protocol]), self.kept.handler(protocol, handler))
 
     async def request(self, peer_id: ID, protocol: str, body: dict[str, Any]) -> Any:
-        """One JSON request; raises ``RequestResponseError`` when the peer does not answer in time."""
+        """One JSON request, on the peer's kept stream if ``protocol`` has a kept twin ("A request opens a
+        stream, and both ends negotiate it"); raises ``RequestResponseError`` when the peer does not answer in
+        time."""
+        if protocol in KEPT:
+            return await self.kept.request(peer_id, protocol, body)
+        return await self._request_once(peer_id, protocol, body)
+
+    async def _request_once(self, peer_id: ID, protocol: str, body: dict[str, Any]) -> Any:
         return await self.rr.send_request(peer_id, [TProtocol(protocol)], body, JSONCodec(), self.rr_config)
 
     def connected(self, peer_id: ID) -> bool:
