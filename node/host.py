@@ -32,16 +32,26 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.request_response import JSONCodec, RequestResponse, RequestResponseConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux import yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import senderrecord, windowcredit
 from .config import Config
 from .gossip import SCORE_PARAMS
 from .identity import Identity
+from .keptrequests import KEPT, KeptRequests
 from .swarmkey import load_swarm_key
 from .wire import TOPIC
 
-__all__ = ["REQUEST_TIMEOUT", "DirectPubsub", "Host", "LazyGossipSub", "free_inbound_slots", "release"]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "RTT_PING_INTERVAL",
+    "DirectPubsub",
+    "Host",
+    "LazyGossipSub",
+    "free_inbound_slots",
+    "release",
+]
 
 REQUEST_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -146,17 +156,41 @@ soon as its mesh falls below 3, so a copy lost on one link still arrives on two 
 10 jobs/s p99 888 -> 179-484 ms."""
 GOSSIP_PEERS = 3
 """IHAVE goes to this many peers outside the mesh at each heartbeat (``LazyGossipSub``)."""
+RTT_PING_INTERVAL = 300
+"""Seconds between yamux's RTT pings on each connection, 30 in py-libp2p ("Yamux pings every connection every
+30 s"): the RTT only paces a stream's receive-window growth, and liveness has pings of its own."""
 
 
 GRAFT_SLACK = 3.0
 """Seconds past a prune backoff's end before this node grafts that peer (go-libp2p: two heartbeats)."""
+FLAT = 0.05
+"""A peer's decayed invalid-message count below which it counts as none (``LazyGossipSub.scores_flat``): 30 s
+after a single rejection at SCORE_PARAMS' 10 % a second, and half the 0.1 a mesh peer replacement needs."""
 
 
 class LazyGossipSub(GossipSub):
     """GossipSub whose heartbeat announces (IHAVE) recent messages to GOSSIP_PEERS peers outside the mesh, not
     py-libp2p's ``max(6, 25 %)`` of them (docs/py-libp2p.md, "IHAVE goes to every peer outside the mesh"): with
     records flowing every second, that was an RPC each second to every such peer, which they nearly always
-    already had. IHAVE is the lazy repair of a lost copy; catch-up is the backstop."""
+    already had. IHAVE is the lazy repair of a lost copy; catch-up is the backstop. Its score passes run only
+    while scores differ (``scores_flat``)."""
+
+    def scores_flat(self) -> bool:
+        """Whether every peer's score is the same, so that the heartbeat's score passes are skipped
+        (docs/py-libp2p.md, "Opportunistic grafting on equal scores churns the mesh"): SCORE_PARAMS weighs
+        only invalid messages, so scores differ only while some peer's count is FLAT or more."""
+        scorer = self.scorer
+        return scorer is None or all(n < FLAT for counts in scorer.invalid_messages.values() for n in counts.values())
+
+    def _perform_opportunistic_grafting(self, topic: str, peers_to_graft: defaultdict[ID, list[str]]) -> int:
+        """Grafts beyond D only to replace low scorers, as go-libp2p does: py-libp2p grafts the first two peers
+        whose score reaches half the mesh's median, so with equal scores any two, at every heartbeat."""
+        return 0 if self.scores_flat() else super()._perform_opportunistic_grafting(topic, peers_to_graft)
+
+    async def _maintain_mesh_quality(self, topic: str) -> None:
+        """Replaces the worst mesh peer with one scoring 0.1 more: none while scores are flat."""
+        if not self.scores_flat():
+            await super()._maintain_mesh_quality(topic)
 
     def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
         if self.adaptive_gossip_enabled:
@@ -278,10 +312,13 @@ class Host:
         free_inbound_slots(self.host.get_network())  # "Every inbound connection holds a slot until the node stops"
         senderrecord.install()  # "Every pubsub RPC carries a signed peer record": made and checked once
         windowcredit.install()  # "Every read sends a window update": credit goes back in batches
+        yamux.RTT_MEASURE_INTERVAL = RTT_PING_INTERVAL  # "Yamux pings every connection every 30 s"
         self.pubsub = DirectPubsub(self.host, self.router, max_inbound_rpc_size=MAX_INBOUND_RPC_BYTES)
         self.pubsub.counter = time.time_ns()  # "Message IDs repeat after a restart": seed seqno from ns
         self.rr = RequestResponse(self.host)
         self.rr_config = RequestResponseConfig(timeout=REQUEST_TIMEOUT, max_response_size=MAX_RESPONSE_BYTES)
+        self.kept = KeptRequests(self.host, fallback=self._request_once, timeout=REQUEST_TIMEOUT,
+                                 max_answer=MAX_RESPONSE_BYTES)  # fmt: skip
         self.port = 0
 
     @property
@@ -289,11 +326,21 @@ class Host:
         return self.host.get_id()
 
     def serve(self, protocol: str, handler: Handler) -> None:
-        """Answer JSON requests on ``protocol`` (same size and time limits as our own requests)."""
+        """Answer JSON requests on ``protocol`` (same size and time limits as our own requests), and on its kept
+        twin if it has one (``node/keptrequests.py``)."""
         self.rr.set_handler(TProtocol(protocol), handler, JSONCodec(), self.rr_config)
+        if protocol in KEPT:
+            self.host.set_stream_handler(TProtocol(KEPT[protocol]), self.kept.handler(protocol, handler))
 
     async def request(self, peer_id: ID, protocol: str, body: dict[str, Any]) -> Any:
-        """One JSON request; raises ``RequestResponseError`` when the peer does not answer in time."""
+        """One JSON request, on the peer's kept stream if ``protocol`` has a kept twin ("A request opens a
+        stream, and both ends negotiate it"); raises ``RequestResponseError`` when the peer does not answer in
+        time."""
+        if protocol in KEPT:
+            return await self.kept.request(peer_id, protocol, body)
+        return await self._request_once(peer_id, protocol, body)
+
+    async def _request_once(self, peer_id: ID, protocol: str, body: dict[str, Any]) -> Any:
         return await self.rr.send_request(peer_id, [TProtocol(protocol)], body, JSONCodec(), self.rr_config)
 
     def connected(self, peer_id: ID) -> bool:

@@ -40,6 +40,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from .host import Host
+from .keptrequests import KeptStreams, reset
 
 __all__ = [
     "INTERVAL",
@@ -117,51 +118,13 @@ class Pinger:
     """
 
     def __init__(self, host: Host) -> None:
-        self._host = host
-        self._streams: dict[ID, Any] = {}
-        self._turns: dict[ID, trio.Lock] = {}
+        self.kept = KeptStreams(host.host, PING_PROTOCOL)
 
     async def __call__(self, peer_id: ID) -> None:
         """One ping of ``peer_id``; raises on any failure (the caller bounds the time). A kept stream that fails at
         once was closed while idle (an older node's handler closes it after 10 s without a ping): the ping is made
         again on a new stream."""
-        self._forget_gone()
-        turn = self._turns.setdefault(peer_id, trio.Lock())
-        async with turn:
-            stream = self._streams.pop(peer_id, None)
-            if stream is not None:
-                try:
-                    await _round_trip(stream)
-                except Exception:
-                    await _reset(stream)
-                except BaseException:
-                    await _reset(stream)
-                    raise
-                else:
-                    self._streams[peer_id] = stream
-                    return
-            stream = await self._host.host.new_stream(peer_id, [PING_PROTOCOL])
-            try:
-                await _round_trip(stream)
-            except BaseException:
-                await _reset(stream)
-                raise
-            self._streams[peer_id] = stream
-
-    def _forget_gone(self) -> None:
-        """Drop the streams of peers no longer connected (their connection took the stream with it)."""
-        if len(self._turns) <= 2 * len(self._streams) + 16:
-            return
-        connected = set(self._host.host.get_connected_peers())
-        for peer_id in [p for p in self._turns if p not in connected and not self._turns[p].locked()]:
-            self._turns.pop(peer_id, None)
-            self._streams.pop(peer_id, None)
-
-
-async def _reset(stream: Any) -> None:
-    """Drop a stream in an unknown state (bounded, whatever cancels the caller)."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-        await stream.reset()
+        await self.kept.exchange(peer_id, _round_trip)
 
 
 async def _read_ping(stream: Any) -> bytes:
@@ -316,7 +279,7 @@ class Liveness:
         one idle for ``ANSWER_IDLE`` s is closed; a broken one is reset, and nothing raises from here."""
         peer_id = stream.muxed_conn.peer_id
         if self._answering.get(peer_id, 0) >= MAX_ANSWERING:
-            await _reset(stream)
+            await reset(stream)
             return
         self._answering[peer_id] = self._answering.get(peer_id, 0) + 1
         try:
@@ -334,7 +297,7 @@ class Liveness:
                     await stream.write(payload)
         except Exception as exc:  # a reset stream, a closed connection, a write that timed out
             log.debug("answering pings of %s failed: %r", peer_id, exc)
-            await _reset(stream)
+            await reset(stream)
         finally:
             left = self._answering.get(peer_id, 1) - 1
             if left > 0:

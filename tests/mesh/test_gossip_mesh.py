@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from node.config import Config
-from node.host import DEGREE, GOSSIP_PEERS, GRAFT_SLACK, Host, LazyGossipSub
+from node.gossip import SCORE_PARAMS
+from node.host import DEGREE, FLAT, GOSSIP_PEERS, GRAFT_SLACK, Host, LazyGossipSub
 from node.identity import Identity
 from node.wire import TOPIC
 
@@ -77,3 +79,52 @@ def test_the_slack_leaves_peers_without_backoff_to_graft(tmp_path: Path) -> None
     router.back_off[TOPIC] = dict.fromkeys(peers[:8], int(time.time()))
     graft, _ = router.mesh_heartbeat()
     assert set(graft) == set(peers[8:])
+
+
+def test_equal_scores_graft_nobody_beyond_the_mesh(tmp_path: Path) -> None:
+    """docs/py-libp2p.md, "Opportunistic grafting on equal scores churns the mesh": with no invalid message
+    every score is 0, and py-libp2p grafted two more peers at every heartbeat (then pruned down to D past
+    D_high, with a 60 s backoff each); the score passes now wait for scores that differ."""
+    p = SCORE_PARAMS  # the lean scorer ``scores_flat`` relies on: only invalid messages (P4) weigh
+    assert p.p4_invalid_messages.weight > 0 and p.p5_behavior_penalty_weight == p.p7_ip_colocation_weight == 0
+    assert p.p1_time_in_mesh.weight == p.p2_first_message_deliveries.weight == p.p3_mesh_message_deliveries.weight == 0
+    assert p.app_specific_score_fn is None
+    peers = [new_identity().peer_id for _ in range(10)]
+    router = router_with(tmp_path, peers, peers[:DEGREE])
+    assert router.scorer is not None
+    router.scorer.invalid_messages[peers[0]][TOPIC] = FLAT / 2  # a rejection decayed for 40 s: no longer counts
+    for _ in range(3):
+        graft, prune = router.mesh_heartbeat()
+        assert not graft and not prune
+    assert router.mesh[TOPIC] == set(peers[:DEGREE])
+    assert router.scores_flat()
+
+
+async def test_a_peer_with_invalid_messages_is_handled_as_before(tmp_path: Path) -> None:
+    """Once a peer's count reaches FLAT, the library's passes run as they did: opportunistic grafting, and the
+    mesh peer that sent invalid messages is replaced by one that sent none (PRUNE to it, GRAFT to the other)."""
+    peers = [new_identity().peer_id for _ in range(10)]
+    router = router_with(tmp_path, peers, peers[:DEGREE])
+    assert router.scorer is not None
+    router.scorer.on_invalid_message(peers[0], TOPIC)
+    assert not router.scores_flat()
+    graft, _ = router.mesh_heartbeat()
+    assert len(graft) == 2 and not set(graft) & set(peers[:DEGREE])  # the library's opportunistic grafts
+
+    router = router_with(tmp_path, peers, peers[:DEGREE])
+    assert router.scorer is not None
+    router.scorer.on_invalid_message(peers[0], TOPIC)
+    sent: list[tuple[str, ID]] = []
+
+    async def emit_prune(topic: str, peer: ID, *args: Any) -> None:
+        sent.append(("prune", peer))
+
+    async def emit_graft(topic: str, peer: ID) -> None:
+        sent.append(("graft", peer))
+
+    router.emit_prune = emit_prune  # type: ignore[method-assign]
+    router.emit_graft = emit_graft  # type: ignore[method-assign]
+    await router._maintain_mesh_quality(TOPIC)
+    assert peers[0] not in router.mesh[TOPIC] and len(router.mesh[TOPIC]) == DEGREE
+    (replacement,) = router.mesh[TOPIC] - set(peers[:DEGREE])
+    assert sent == [("prune", peers[0]), ("graft", replacement)]

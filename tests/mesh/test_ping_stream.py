@@ -45,7 +45,7 @@ async def test_pings_share_one_stream_and_a_broken_one_is_replaced(tmp_path: Pat
                 await pinger(info.peer_id)
         assert opened == 1
 
-        await pinger._streams[info.peer_id].reset()  # the stream breaks (as on a dying connection)
+        await pinger.kept.streams[info.peer_id].reset()  # the stream breaks (as on a dying connection)
         with trio.fail_after(5):
             await pinger(info.peer_id)  # made again on a new stream, on the same connection
             await pinger(info.peer_id)
@@ -65,7 +65,7 @@ async def test_a_kept_stream_the_peer_closed_is_replaced_within_the_same_ping(tm
         pinger = Pinger(host)
         with trio.fail_after(5):
             await pinger(info.peer_id)
-        await pinger._streams[info.peer_id].close()  # what a handler's idle close leaves: a stream that cannot ping
+        await pinger.kept.streams[info.peer_id].close()  # what a handler's idle close leaves: a stream that cannot ping
         with trio.fail_after(5):
             await pinger(info.peer_id)  # no exception: made again on a new stream
             await pinger(info.peer_id)

@@ -1,7 +1,8 @@
 """Yamux credit goes back in batches (node/windowcredit.py; docs/py-libp2p.md "Every read sends a window
 update"): py-libp2p sent a WINDOW_UPDATE frame after nearly every read, so every pubsub RPC and every ping made
 the receiver write one to three more frames, about a third of an idle 10-node cluster's CPU. A real ``Host``
-talks to a plain py-libp2p host over real yamux streams."""
+talks to a plain py-libp2p host over real yamux streams. Also its RTT pings, spaced out (docs/py-libp2p.md, "Yamux
+pings every connection every 30 s")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux import yamux
 
-from node.host import Host
+from node.host import RTT_PING_INTERVAL, Host
 from node.identity import load_or_create
 from node.liveness import Pinger
 from tests.support import base_config
@@ -75,3 +76,39 @@ async def test_small_reads_send_no_window_update_and_bulk_still_flows(
         assert int(answer) == BULK_BYTES
         # Credit came back in batches of at least half the 256 KiB window, not per read.
         assert updates and min(updates) >= 128 * 1024 and len(updates) <= BULK_BYTES // (128 * 1024)
+
+
+class _RecordingTrio:
+    """trio as yamux's module sees it, but every ``move_on_after`` delay is noted (the RTT loop's waits)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+    def move_on_after(self, seconds: float) -> trio.CancelScope:
+        self.delays.append(seconds)
+        return trio.move_on_after(seconds)
+
+
+async def test_yamux_pings_every_connection_only_every_rtt_ping_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/py-libp2p.md, "Yamux pings every connection every 30 s": the library's RTT loop pings once in the
+    connection's first second, then waits RTT_PING_INTERVAL, not 30 s, before the next."""
+    recording = _RecordingTrio()
+    monkeypatch.setattr(yamux, "trio", recording)
+    host = Host(config=base_config(tmp_path / "data"), identity=load_or_create(tmp_path / "me"))
+    assert yamux.RTT_MEASURE_INTERVAL == RTT_PING_INTERVAL == 300
+    peer = new_host(key_pair=create_new_key_pair())
+    async with host.running(), peer.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(peer.get_addrs()[0].encapsulate(multiaddr.Multiaddr(f"/p2p/{peer.get_id()}")))
+        with trio.fail_after(10):
+            await host.host.connect(info)
+            muxers = [conn.muxed_conn for conn in host.host.get_network().get_connections(info.peer_id)]
+            while not all(m.rtt() > 0 for m in muxers):  # the first ping was answered: the loop waits next
+                await trio.sleep(0.05)
+            while recording.delays.count(RTT_PING_INTERVAL) < 2:  # both ends' loops
+                await trio.sleep(0.05)
+    assert 30 not in recording.delays, recording.delays
