@@ -10,7 +10,7 @@ forwards the message, and then, in the same task, ``forwarded`` applies it throu
 store is written there and then when nothing holds it up), or queues it into a large inbox that ``consumer``
 applies, one lane per job. Validation is on the path of every hop, so it does nothing more; the apply follows the
 forward without yielding to the node's other tasks (see ``forwarded``). ``deliver`` is the library's plain
-delivery (``node/host.py``'s ``DirectPubsub`` without ``forwarded``): it queues into the inbox. Nothing a peer
+delivery (``node/pubsub.py``'s ``DirectPubsub`` without ``forwarded``): it queues into the inbox. Nothing a peer
 sends may raise out of these: an unexpected exception costs that one message, counted in ``MeshStats.dropped``
 under ``error`` (and logged once with its stack), never the node.
 

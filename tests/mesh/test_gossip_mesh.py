@@ -14,8 +14,9 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from node.config import Config
 from node.gossip import SCORE_PARAMS
-from node.host import DEGREE, FLAT, GOSSIP_PEERS, GRAFT_SLACK, Host, LazyGossipSub
+from node.host import Host
 from node.identity import Identity
+from node.pubsub import DEGREE, FLAT, GOSSIP_PEERS, GRAFT_SLACK, LazyGossipSub
 from node.wire import TOPIC
 
 

@@ -16,10 +16,10 @@ from libp2p.pubsub.pubsub import Pubsub
 
 import node.gossip
 from node.gossip import Gossip
-from node.host import DirectPubsub
 from node.identity import Identity
 from node.link import MeshLink
 from node.model import Cancel, Job
+from node.pubsub import DirectPubsub
 from node.wire import CancelMsg, ExecutionMsg, JobMsg, encode
 
 from .fakes import FakeInbound, pubsub_message, receive, signed_cancel, signed_execution, signed_job

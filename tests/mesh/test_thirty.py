@@ -19,11 +19,12 @@ from node import senderrecord, topology
 from node.config import Config
 from node.gossip import MeshStats
 from node.heartbeat import Heartbeat, Vitals
-from node.host import GOSSIP_PEERS, Host
+from node.host import Host
 from node.identity import Identity
 from node.mesh import REPAIR_EVERY, UNSUBSCRIBED_FOR, cut_unsubscribed
 from node.noderecord import NodeRecord, sign_record
 from node.peering import Peering
+from node.pubsub import GOSSIP_PEERS
 from node.registry import Registry
 from node.topology import SETTLE
 from node.wire import TOPIC
