@@ -25,8 +25,9 @@ from .link import NoMesh, Outbound
 from .logfollow import Follow, LocalLogs, LogFollowers
 from .model import Cancel, Execution, Job, JobSpec, State, derive_status
 from .noderecord import sign_drain
+from .nodeview import NodeState, NodesView
 from .purge import JobPurge
-from .registry import NodeState, NodesView, Registry
+from .registry import Registry
 from .replica import Replica
 from .replicas import Replicas, allocation_view
 from .rescheduler import Rescheduler

@@ -28,7 +28,7 @@ from .model import Execution, Job
 from .store import Change, Store
 
 if TYPE_CHECKING:
-    from .registry import NodeInfo, NodesView
+    from .nodeview import NodeInfo, NodesView
 
 __all__ = ["EVENT_TYPES", "Event", "EventFilter", "EventHub", "event_of"]
 

@@ -21,21 +21,20 @@ only), written at most every ``PERSIST_EVERY`` seconds. A node loaded from there
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from .errors import StorageFullError, ValidationError
 from .lost import LostNotice, speaks_lost
-from .noderecord import Allocated, DrainOrder, NodeRecord, default_name, parse_labels
+from .noderecord import DrainOrder, NodeRecord, default_name, parse_labels
+from .nodeview import NodeInfo, NodeState
 from .trust import Refused, Trust
 from .verdicts import DOWN_AFTER, ROLL_JITTER, Allowance, Heard, RollCall
 
@@ -45,10 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_NODES",
-    "LoneNode",
-    "NodeInfo",
-    "NodeState",
-    "NodesView",
     "Registry",
 ]
 
@@ -58,61 +53,6 @@ MAX_NODES = 10_000
 PERSIST_EVERY = 2.0
 """Seconds between two writes of the registry to the store (a burst of first-seen nodes is one write)."""
 META_KEY = "registry"
-
-
-class NodeState(enum.StrEnum):
-    """``down``: unseen for 3 heartbeats. ``draining``: takes no new allocations, its replicas move away."""
-
-    READY = "ready"
-    DOWN = "down"
-    DRAINING = "draining"
-
-
-@dataclass(frozen=True, kw_only=True)
-class NodeInfo:
-    """One node as placement sees it: identity, labels, capacity and liveness (load is counted by placement
-    itself from the allocations it knows, so every node computes it the same way)."""
-
-    node_id: str
-    name: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    state: NodeState = NodeState.READY
-    cpus: float | None = None
-    """Capacity in CPUs; None: not known (yet), so requests are not counted against it."""
-    memory: int | None = None
-    """Capacity in bytes; None: not known (yet)."""
-    down_for: float = 0.0
-    """Seconds this node has been down (``trio.current_time()`` based), counted from the earliest of: its last
-    record, when silent for 3 of its intervals; the arrival of a notice that it was lost; the start of a roll
-    call it missed. So ``--reschedule-after`` is measured from when it fell silent or was found gone; 0.0 unless
-    ``state`` is DOWN."""
-    last_seen: float = 0.0
-    """Unix time of the last record heard from it (now, for this node). Records that say nothing new are rare
-    (a minute or more apart), so a ready node's may be that old."""
-    allocated: Allocated = field(default_factory=Allocated)
-    """What its last record says placement gave it, as it counts it: placement counts at least that, so an
-    allocation of another origin's not heard here yet still counts once its holder's heartbeat is."""
-
-
-class NodesView(Protocol):
-    """What placement and rescheduling read: every node ever seen, with its state now."""
-
-    def nodes(self) -> list[NodeInfo]: ...
-
-    def get(self, node_id: str) -> NodeInfo | None: ...
-
-
-class LoneNode:
-    """The ``NodesView`` of a node that knows no registry (tests, a node alone): only itself, ready."""
-
-    def __init__(self, node_id: str, labels: Mapping[str, str] | None = None) -> None:
-        self._me = NodeInfo(node_id=node_id, labels=dict(labels or {}))
-
-    def nodes(self) -> list[NodeInfo]:
-        return [self._me]
-
-    def get(self, node_id: str) -> NodeInfo | None:
-        return self._me if node_id == self._me.node_id else None
 
 
 class Registry:

@@ -21,7 +21,7 @@ from .executor import Executor
 from .identity import Identity
 from .link import Outbound
 from .model import Execution, Job
-from .registry import NodesView
+from .nodeview import NodesView
 from .replica import Replica
 from .scheduler import allocate, loads_of, revise
 from .store import JobRecord, Store

@@ -30,7 +30,7 @@ import trio
 from .allocation import Allocation
 from .model import Execution, Job, State
 from .noderecord import Allocated
-from .registry import NodeState, NodesView
+from .nodeview import NodeState, NodesView
 from .scheduler import Load, loads_of, move, revise, reviser
 from .store import Store
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .allocation import Allocation
 from .model import Job, JobSpec, State
-from .registry import NodeInfo, NodeState
+from .nodeview import NodeInfo, NodeState
 
 __all__ = [
     "AVOIDED",

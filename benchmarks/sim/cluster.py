@@ -25,7 +25,7 @@ from node.fake_runtime import FakeRuntime
 from node.identity import Identity
 from node.jobqueue import JobQueue
 from node.model import Execution, Job, JobSpec, Placement
-from node.registry import NodeInfo
+from node.nodeview import NodeInfo
 from node.replica import Replica
 from node.scheduler import allocate, loads_of
 from node.store import Store

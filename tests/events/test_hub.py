@@ -17,7 +17,7 @@ import trio
 from node.allocation import Allocation
 from node.events import NODES_EVERY, NODES_UNREAD_EVERY, Event, EventFilter, EventHub
 from node.model import Execution, Job, JobSpec, State
-from node.registry import NodeInfo, NodeState
+from node.nodeview import NodeInfo, NodeState
 from node.store import Store
 from tests.support import run_threads_inline
 

@@ -26,7 +26,8 @@ from node.jobqueue import JobQueue
 from node.link import MeshLink
 from node.model import State
 from node.noderecord import Allocated, Capacity, DrainOrder, NodeRecord, parse_labels, sign_drain, sign_record
-from node.registry import META_KEY, NodeState, Registry
+from node.nodeview import NodeState
+from node.registry import META_KEY, Registry
 from node.store import Store
 from node.sync import Sync
 from node.trust import Refused

@@ -10,7 +10,7 @@ import pytest
 
 from node.allocation import Allocation
 from node.model import Job, JobSpec, Placement, Resources, State
-from node.registry import NodeInfo, NodeState
+from node.nodeview import NodeInfo, NodeState
 from node.scheduler import Load, allocate, choose, loads_of, move, ranking, revise, reviser
 
 GIB = 1024**3

@@ -20,7 +20,7 @@ import trio.testing
 from node.allocation import Allocation, sign_allocation
 from node.identity import Identity, load_or_create
 from node.model import Execution, Job, JobSpec, Placement, State
-from node.registry import NodeInfo, NodeState
+from node.nodeview import NodeInfo, NodeState
 from node.replica import Replica
 from node.rescheduler import Rescheduler
 from node.scheduler import allocate, loads_of, ranking, reviser
