@@ -28,9 +28,10 @@ from .gossip import MeshStats
 from .host import Host
 from .liveness import keepalive
 from .mdns import Discovery
+from .reach import PROBE_TIMEOUT, REACH_TIMEOUT, handshake_failed, tcp_reaches, tcp_targets
 from .topology import MAINTAIN_EVERY, MAX_EXCHANGED, PEER_MAX, PEER_TARGET, Topology, hold_off
 
-__all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering", "no_auto_connect", "tcp_reaches"]
+__all__ = ["MAX_EXCHANGED", "PEER_MAX", "PEER_TARGET", "Peering", "no_auto_connect"]
 
 log = logging.getLogger("cmnode.p2p")
 
@@ -51,11 +52,6 @@ FLAPPING = 10.0
 FLAPPING_DELAY = 5.0
 MAX_REDIALS = 200
 DIAL_QUEUE = 1000
-PROBE_TIMEOUT = 1.0
-"""A dial that timed out: a bare TCP connection tells an unreachable peer from one that would not handshake."""
-REACH_TIMEOUT = 1.2
-"""A lost peer's probe (``probe``, ``reaches``): its kernel accepts a TCP connection within this, or it is not
-reachable. On a LAN a SYN is answered in milliseconds; 1.2 s also covers one lost SYN (resent after 1 s)."""
 
 
 class ConnectionWatch(INotifee):
@@ -359,7 +355,7 @@ class Peering:
             return False
         except Exception as exc:
             self.stats.dial_failures += 1
-            if _handshake_failed(exc) and not known:  # it hung up on what we said: with a swarm key, another key
+            if handshake_failed(exc) and not known:  # it hung up on what we said: with a swarm key, another key
                 await self._no_handshake(info, timed_out=False)
             log.debug("dial %s failed: %s", info.peer_id, exc or type(exc).__name__)
             return False
@@ -373,7 +369,7 @@ class Peering:
             log.debug("dial %s at %s: no connection within %gs", info.peer_id, addrs, DIAL_TIMEOUT)
             return
         self._told.add(info.peer_id)
-        if timed_out and not await _answers_tcp(info):
+        if timed_out and not (tcp_targets(info.addrs) and await tcp_reaches(info.addrs, PROBE_TIMEOUT)):
             log.warning(
                 "peer %s at %s is not reachable: no TCP connection within %g s (down, a partition or a "
                 "firewall); retrying quietly", info.peer_id, addrs, DIAL_TIMEOUT + PROBE_TIMEOUT,
@@ -432,65 +428,3 @@ def no_auto_connect(network: INetwork) -> None:
 async def _disconnect(host: Host, peer_id: ID) -> None:
     with contextlib.suppress(Exception):
         await host.host.disconnect(peer_id)
-
-
-async def _answers_tcp(info: PeerInfo) -> bool:
-    """Whether any of the peer's TCP addresses accepts a connection within PROBE_TIMEOUT."""
-    for addr in info.addrs:
-        try:
-            ip = addr.value_for_protocol("ip4") or addr.value_for_protocol("ip6")
-            port = int(addr.value_for_protocol("tcp"))
-        except Exception:
-            continue
-        with trio.move_on_after(PROBE_TIMEOUT):
-            try:
-                stream = await trio.open_tcp_stream(ip, port)
-            except OSError:
-                continue
-            await stream.aclose()
-            return True
-    return False
-
-
-async def tcp_reaches(addrs: list[Any], timeout: float) -> bool:
-    """Whether any of the TCP addresses ``addrs`` (multiaddrs) accepts a connection within ``timeout``, all tried
-    at once (an address that does not answer, such as another host's bridge, must not hold up one that does)."""
-    targets = []
-    for addr in addrs:
-        try:
-            ip = addr.value_for_protocol("ip4") or addr.value_for_protocol("ip6")
-            targets.append((ip, int(addr.value_for_protocol("tcp"))))
-        except Exception:
-            continue
-    reached = False
-
-    async def attempt(ip: str, port: int, scope: trio.CancelScope) -> None:
-        nonlocal reached
-        try:
-            stream = await trio.open_tcp_stream(ip, port)
-        except OSError:
-            return
-        reached = True
-        scope.cancel()
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-    with trio.move_on_after(timeout) as scope:
-        async with trio.open_nursery() as nursery:
-            for ip, port in set(targets):
-                nursery.start_soon(attempt, ip, port, scope)
-    return reached or not targets
-
-
-def _handshake_failed(exc: BaseException) -> bool:
-    """Whether a dial reached the peer and then failed to agree on security (rather than not reaching it)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if type(current).__name__ in ("SecurityUpgradeFailure", "MultiselectClientError") or (
-            "upgrade security" in str(current)
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False

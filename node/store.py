@@ -44,7 +44,7 @@ class Store(Writes, Reads):
         self._read_lock = trio.CapacityLimiter(1)
         self._send, self._recv = trio.open_memory_channel[Pending](10_000)
         self.commits = 0
-        self._commit_came = trio.Event()
+        self._commit_came = None
         # The local change sequence: every job or execution row written gets the next number, so a peer can
         # ask "what changed after N" (catch-up). Only the writer thread advances it.
         self._chg = 0

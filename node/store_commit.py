@@ -95,7 +95,8 @@ class Commits:
     commits: int
     """Commits made so far (each a batch of writes, whatever they wrote): a reader that keeps what it read may
     read again only once this moved (``Rescheduler``), and wait for it to (``committed_since``)."""
-    _commit_came: trio.Event
+    _commit_came: trio.Event | None
+    """Set by the next commit; made only while a task waits for one (``committed_since``), not for every commit."""
     _chg: int
     _fsync: bool
     _synchronous: str
@@ -172,8 +173,9 @@ class Commits:
         """After a batch's commit: tell the listeners, and each write that it is committed, and durable (a
         durable one once the syncer has synced it)."""
         self.commits += 1
-        self._commit_came.set()
-        self._commit_came = trio.Event()
+        if self._commit_came is not None:
+            self._commit_came.set()
+            self._commit_came = None
         committed, self._committed = self._committed, []
         for listener in self._listeners if committed else ():
             try:
@@ -190,6 +192,8 @@ class Commits:
     async def committed_since(self, commits: int) -> None:
         """Return once ``commits`` is above ``commits`` (at once if it is)."""
         while self.commits <= commits:
+            if self._commit_came is None:
+                self._commit_came = trio.Event()
             await self._commit_came.wait()
 
     def _commit_here(self, item: Pending) -> bool:

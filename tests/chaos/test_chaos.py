@@ -17,7 +17,7 @@ from typing import NoReturn
 import pytest
 
 from node.liveness import INTERVAL, QUIET, TIMEOUT
-from node.peering import REACH_TIMEOUT
+from node.reach import REACH_TIMEOUT
 from tests.support import missing
 
 from . import scenarios

@@ -24,7 +24,7 @@ from node.losswatch import ANSWERED_FOR, LIVED_FOR, PROBE_TIMEOUT, LossWatch
 from node.lost import LostNotice, sign_lost, speaks_lost
 from node.noderecord import NodeRecord, sign_record
 from node.nodeview import NodeState
-from node.peering import tcp_reaches
+from node.reach import tcp_reaches
 from node.registry import Registry
 from node.verdicts import NOTICE_BURST, ROLL_JITTER, ROLL_WINDOW
 from node.wire import LostMsg, WireError, decode, encode, parse_lost
