@@ -18,8 +18,10 @@ sees the same load. Jobs are created on each side in turn, round robin over its 
 side. Time until all others have a job: cmnode, from the job's ``created_at`` to the last receiver's "job from
 peer" log line (as benchmarks/mesh.py); bare, from just before the publish to the last arrival. Also printed: the
 time until the first receiver has it, which holds the origin's part (Create's durable write, signing, publish),
-and the CPU each side's processes used while the jobs ran (in % of one core, all of them together): the sides
-share two cores, so a side that uses more, its jobs included, waits longer for a core at every hop.
+and the CPU each side's processes used while the jobs ran (in % of one core, all of them together, and per job
+and node): the sides share two cores, so a side that uses more, its jobs included, waits longer for a core at
+every hop. Each job keeps ten processes busy at once, so the time until the last has it follows the CPU the
+cluster spends on it: the ratio of the two sides' CPU is close to the ratio of their times.
 """
 
 from __future__ import annotations
@@ -174,9 +176,11 @@ def run(n: int, samples: int, rate: float, code: Path, baseline: Path | None, pl
             peers[origin].send(f"pub {k}")
             time.sleep(step)
         time.sleep(3)
-        cpu = {name: (sum(cpu_seconds(pid) for pid in group) - cpu_before[name]) / (time.monotonic() - began)
+        elapsed = time.monotonic() - began
+        cpu = {name: (sum(cpu_seconds(pid) for pid in group) - cpu_before[name]) / elapsed
                for name, group in pids.items()}  # fmt: skip
-        out: dict[str, Any] = {"nodes": n, "samples": samples, "rate": rate, "connections": len(edges)}
+        out: dict[str, Any] = {"nodes": n, "samples": samples, "rate": rate, "connections": len(edges),
+                               "elapsed": elapsed}  # fmt: skip
         for name, side in sides.items():
             created = {
                 job_id: call(http, side[origin].url, "ContainerService.Status", {"job_id": job_id})["created_at"]
@@ -231,7 +235,9 @@ def main() -> None:
                 f"  (first receiver p50 {r['first']['p50_ms']:6.1f} ms)")  # fmt: skip
         if "ratio_p50" in r:
             line += f"  ratio p50 {r['ratio_p50']:5.2f}x p99 {r['ratio_p99']:5.2f}x (target <= 1.3x)"
-        line += f"\n            CPU of its {args.nodes} processes while the jobs ran: {r['cpu'] * 100:.0f} % of a core"
+        per_job = r["cpu"] * out["elapsed"] / (args.samples * args.nodes) * 1000
+        line += (f"\n            CPU of its {args.nodes} processes while the jobs ran: {r['cpu'] * 100:.0f} % of a core"
+                 f" ({per_job:.2f} ms per job and node, idle upkeep included)")  # fmt: skip
         if "mesh" in r:
             line += "\n            " + ", ".join(f"{key} {value}" for key, value in r["mesh"].items())
         print(line, flush=True)

@@ -1,9 +1,10 @@
 """The client commands of ``cmnode`` (create, status, jobs, logs, stop, peers, info, nodes, drain...): JSON-RPC.
 
 They must start fast, so this module imports only the standard library, cyclopts and ``rpc.client``
-(itself on ``http.client``); how an answer is shown (tables, short IDs) is ``node/client_tables.py``, which
-imports rich only where a table is printed. Every failure ends as one line on stderr and an exit code of its
-own kind (``Exit``), never a traceback. Its size is the commands' flags, each declared once with its help.
+(itself on ``http.client``); what create's flags make of a job spec is ``node/client_spec.py``, and how an
+answer is shown (tables, short IDs) ``node/client_tables.py``, which imports rich only where a table is
+printed. Every failure ends as one line on stderr and an exit code of its own kind (``Exit``), never a
+traceback. Its size is the commands' flags, each declared once with its help.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cyclopts import Group, Parameter
 
 from rpc.client import DEFAULT_URL, BadResponseError, Client, NodeUnreachableError
 
+from .client_spec import UsageError, build_spec, pairs, resolve_nodes
 from .client_tables import (
-    SHORT_ID,
     console,
     print_info,
     print_jobs,
@@ -63,10 +64,6 @@ class Exit(enum.IntEnum):
     BAD_RESPONSE = 9
     """The answer was not JSON-RPC: the URL does not point at a cmnode node."""
     INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A flag's value is malformed (caught before any request is sent)."""
 
 
 _EXIT_OF: tuple[tuple[type[Exception], Exit], ...] = (
@@ -134,16 +131,6 @@ def _one_line(exc: Exception) -> str:
     return " ".join(message.split())
 
 
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values or ():
-        key, eq, val = value.partition("=")
-        if not eq or not key:
-            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
-        out[key] = val
-    return out
-
-
 def _print_json(value: Any) -> int:
     print(json.dumps(value, indent=2))
     return Exit.OK
@@ -208,28 +195,12 @@ def create(
         The command and its arguments.
     """
     conn = conn or Conn()
-    spec: dict[str, Any] = {"image": image, "arguments": list(arguments), "env": _pairs(env, "--env")}
-    if name is not None:
-        spec["name"] = name
-    if label:
-        spec["labels"] = _pairs(label, "--label")
-    if retries is not None:
-        spec["retries"] = retries
-    if timeout is not None:
-        spec["timeout"] = timeout
-    placement = _placement(replicas, selector, node)
-    if placement is not None:
-        spec["placement"] = placement
-    spec.update(_service_fields(publish, volume, restart, entrypoint, pull))
-    resources = {k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None}
-    if resources:
-        spec["resources"] = resources
-    if health_cmd is not None:
-        check = {"command": health_cmd, "interval": health_interval, "timeout": health_timeout}
-        check["retries"] = health_retries
-        spec["healthcheck"] = {k: v for k, v in check.items() if v is not None}
-    elif any(v is not None for v in (health_interval, health_timeout, health_retries)):
-        raise UsageError("--health-interval, --health-timeout and --health-retries need --health-cmd")
+    spec = build_spec(image, arguments, env=env, name=name, label=label, retries=retries, timeout=timeout,
+                      replicas=replicas, selector=selector, node=node, publish=publish, volume=volume,
+                      restart=restart, health_cmd=health_cmd, health_interval=health_interval,
+                      health_timeout=health_timeout, health_retries=health_retries, cpus=cpus, memory=memory,
+                      entrypoint=entrypoint, pull=pull)  # fmt: skip
+    placement = spec.get("placement")
     with conn.client() as client:
         if placement is not None and placement.get("nodes"):
             placement["nodes"] = resolve_nodes(client.call("NodeService.List")["nodes"], placement["nodes"])
@@ -243,67 +214,6 @@ def create(
         if not conn.json:
             print(result["job_id"])
         return _follow(client, result["job_id"], as_json=conn.json)
-
-
-def _service_fields(
-    publish: list[str] | None, volume: list[str] | None, restart: str | None, entrypoint: str | None, pull: str | None
-) -> dict[str, Any]:
-    """The spec fields the flags of the same names set; the node checks them (one checker for every client)."""
-    out: dict[str, Any] = {}
-    if publish:
-        out["ports"] = list(publish)
-    if volume:
-        out["volumes"] = list(volume)
-    if restart is not None:
-        out["restart"] = restart
-    if entrypoint is not None:
-        out["entrypoint"] = [entrypoint] if entrypoint else []
-    if pull is not None:
-        out["pull"] = pull
-    return out
-
-
-FULL_ID = 46
-"""A libp2p peer ID is at least this long: ``--node`` passes an unknown one on (a node not heard of yet)."""
-
-
-def resolve_nodes(known: list[dict[str, Any]], given: list[str]) -> list[str]:
-    """The node IDs ``given`` name (``--node``): an ID, a node's name, or a unique prefix of an ID, looked up
-    in NodeService.List's ``known`` nodes. Raises UsageError: ambiguous, or unknown and too short to be an ID."""
-    ids = [n["node_id"] for n in known]
-    out = []
-    for text in given:
-        if text in ids:
-            out.append(text)
-            continue
-        for what, found in (
-            ("named", [n["node_id"] for n in known if n.get("name") == text]),
-            ("with the ID prefix", [i for i in ids if i.startswith(text)]),
-        ):
-            if len(found) == 1:
-                out.append(found[0])
-                break
-            if found:
-                raise UsageError(f"--node {text!r} is ambiguous: {len(found)} nodes {what} {text!r} "
-                                 f"({', '.join(f[:SHORT_ID] for f in found[:5])}); give more of an ID")  # fmt: skip
-        else:
-            if len(text) < FULL_ID:
-                raise UsageError(f"--node {text!r}: no node known by that ID, name or ID prefix (see cmnode nodes)")
-            out.append(text)  # a full ID of a node not heard of yet
-    return out
-
-
-def _placement(replicas: int | None, selector: list[str] | None, nodes: list[str] | None) -> dict[str, Any] | None:
-    if replicas is not None and nodes:
-        raise UsageError("--replicas and --node cannot be combined")
-    placement: dict[str, Any] = {}
-    if replicas is not None:
-        placement["replicas"] = replicas
-    if nodes:
-        placement["nodes"] = list(nodes)
-    if selector:
-        placement["selector"] = _pairs(selector, "--selector")
-    return placement or None
 
 
 @_guarded
@@ -345,7 +255,7 @@ def jobs(
     if status is not None:
         params["status"] = status
     if label:
-        params["labels"] = _pairs(label, "--label")
+        params["labels"] = pairs(label, "--label")
     result = _fetch(conn, "ContainerService.List", params)
     if conn.json:
         return _print_json(result)

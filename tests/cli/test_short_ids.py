@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from node import client_cli
-from node.client_cli import UsageError, hoist, resolve_nodes
+from node.client_cli import hoist
+from node.client_spec import UsageError, resolve_nodes
 from node.client_tables import print_status, short_ids
 from tests.support import NodeProcess
 
