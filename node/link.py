@@ -88,6 +88,10 @@ class Directory(Protocol):
         """Keep a newer record; ``age``: seconds since the peer that relayed it heard it. True if kept."""
         ...
 
+    def holds(self, node_id: str, seq: int) -> bool:
+        """Whether a record of ``node_id`` at ``seq`` or later is held: ``on_record`` would drop one at ``seq``."""
+        ...
+
     def on_drain(self, order: DrainOrder) -> bool:
         """Keep a later drain order; True if kept. Raises Refused when its giver may not drain that node."""
         ...

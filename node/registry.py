@@ -136,6 +136,14 @@ class Registry:
             self._ask(now)  # back after an outage: its side may hold this node down too
         return True
 
+    def holds(self, node_id: str, seq: int) -> bool:
+        """Whether a record of ``node_id`` at ``seq`` or later is held, so that ``on_record`` would drop one at
+        ``seq`` unread (this node's own: its seq floor, which no earlier record moves)."""
+        if node_id == self.node_id:
+            return seq <= self._seq_floor
+        known = self._known.get(node_id)
+        return known is not None and seq <= known.record.seq
+
     def own(self, record: NodeRecord) -> None:
         """This node's record as the heartbeat just made it."""
         known = self._known.get(self.node_id)

@@ -165,7 +165,9 @@ def parse_cancel(data: Any) -> Cancel:
     return _parse(Cancel, data, "cancel of job {0.job_id}")
 
 
-def parse_node_record(data: Any, *, sender: str | None = None, by_sender: bool = False) -> NodeRecord:
+def parse_node_record(
+    data: Any, *, sender: str | None = None, by_sender: bool = False, check_signature: bool = True
+) -> NodeRecord:
     """A node record from its JSON form, verified against the key of the node it describes, which must be
     ``sender`` when known (gossip).
 
@@ -173,9 +175,11 @@ def parse_node_record(data: Any, *, sender: str | None = None, by_sender: bool =
     once the record is found to be the sender's own, its signature is not checked again. Each record reached
     every node once per gossip neighbour, and was verified twice: by pubsub and here. A record whose own
     signature is bad can then only come from its node itself; it is refused wherever it is relayed (catch-up
-    checks every record it receives, ``by_sender`` False), so only that node's standing suffers.
+    verifies every record it would keep, ``by_sender`` False), so only that node's standing suffers.
+    ``check_signature``: False only to read what a record is about before deciding whether to verify it.
     """
-    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender, by_sender=by_sender)
+    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender, by_sender=by_sender,
+                  check_signature=check_signature)  # fmt: skip
 
 
 def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False) -> DrainOrder:

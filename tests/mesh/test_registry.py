@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from node import wire
 from node.config import Config
 from node.core import Node
 from node.errors import NotFoundError, ValidationError
@@ -400,7 +401,7 @@ async def test_catch_up_brings_every_node_and_drops_bad_entries(
         assert client.stats.nodes == 2 and "nodes" in pages[0]
 
         good = pages[0]
-        forged = {**good["nodes"][0]["record"], "name": "forged"}
+        forged = {**good["nodes"][0]["record"], "name": "forged", "seq": 10}  # newer than held: verified
         page = {
             **good,
             "nodes": [
@@ -418,6 +419,41 @@ async def test_catch_up_brings_every_node_and_drops_bad_entries(
         assert client.stats.dropped == {"unverified": 1, "malformed": 4, "unauthorized": 1}
         with pytest.raises(WireError):
             await client.apply_page({**good, "nodes": "all of them"}, 0)
+
+
+async def test_catch_up_verifies_only_the_records_it_would_keep(
+    tmp_path: Path, me: Identity, peer: Identity, stranger: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every round's first page carries all the peer's records: one no newer than the record held here is dropped
+    unread, its signature unchecked (a stale one with a bad signature changes nothing either); a newer one is
+    verified, and kept only if it passes."""
+    joining = registry_of(me)
+    joining.on_record(record_of(stranger, seq=3, name="held"))
+    verified: list[str] = []
+    real = wire.verify
+
+    def counting(origin: str, data: bytes, signature: str) -> bool:
+        verified.append(origin)
+        return real(origin, data, signature)
+
+    monkeypatch.setattr(wire, "verify", counting)
+    async with Store.open(tmp_path / "b.db") as b:
+        client = Sync(store=b, inbound=FakeInbound(), identity=me, directory=joining)  # type: ignore[arg-type]
+        stale_forged = {**record_of(stranger, seq=2, name="forged").to_json(), "name": "changed"}
+        page = {
+            "jobs": [], "executions": [], "head": 0, "upto": 0, "more": False,
+            "nodes": [
+                {"record": record_of(stranger, seq=3, name="held").to_json(), "age": 0},  # the one held
+                {"record": stale_forged, "age": 0},
+                {"record": {**record_of(stranger, seq=7).to_json(), "name": "changed"}, "age": 0},  # newer, forged
+                {"record": record_of(peer, seq=1, name="new").to_json(), "age": 0},  # unknown node
+            ],
+        }  # fmt: skip
+        await client.apply_page(page, 0)
+    assert verified == [stranger.node_id, peer.node_id]  # the newer forgery and the new node's record
+    assert client.stats.dropped == {"unverified": 1}
+    assert joining.get(stranger.node_id).name == "held"  # type: ignore[union-attr]
+    assert joining.get(peer.node_id).name == "new"  # type: ignore[union-attr]
 
 
 # -- Status of a down node's executions ------------------------------------------------------------------
