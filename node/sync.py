@@ -5,7 +5,7 @@ would never hear of earlier jobs. Every job and execution row in the store carri
 (``Store.changes_since``); a node asks each peer it connects to for the changes after the last number it
 saw from that peer (kept in the store's ``meta`` table), page by page, and merges them through the node's
 ``Inbound`` exactly as gossip is merged. This module is the protocol only (no libp2p): ``catchup.py`` decides
-when to run it and carries the requests; ``syncpage.py`` reads the pages.
+when to run it and carries the requests; ``syncpage.py`` reads the pages and ``syncserve.py`` serves them.
 
 A page is bounded in bytes as well as in entries (``PAGE_BYTES``), and each job comes with its executions. The
 receiver skips what it holds already, checks the rest off the trio thread (in two threads: verifying signatures
@@ -33,14 +33,12 @@ Served to every connected peer: with a swarm key, only members can connect (node
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 import trio
 
@@ -49,11 +47,11 @@ from .errors import NodeError
 from .identity import Identity
 from .link import Directory, Inbound
 from .model import Execution
-from .replica import cancel_key
 from .store import Store
 from .synccheck import Checked, check_in_threads
-from .syncpage import Held, RawPage, held, read_page
-from .trust import Refused, sign_execution
+from .syncpage import Held, held
+from .syncserve import PAGE_BYTES, PAGE_LIMIT, PAGE_SIZE, Echoes, PageServer, is_count
+from .trust import Refused
 from .wire import WireError, parse_drain, parse_node_record
 
 __all__ = ["PAGE_BYTES", "PAGE_LIMIT", "PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
@@ -61,22 +59,6 @@ __all__ = ["PAGE_BYTES", "PAGE_LIMIT", "PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "Sy
 log = logging.getLogger("cmnode.sync")
 
 SYNC_PROTOCOL = "/cmnode/sync/1"
-PAGE_SIZE = 200
-"""The entries a node of the previous version asks for (and served, at most) when it sends no ``max_bytes``."""
-PAGE_LIMIT = 10_000
-"""Entries of each kind in one page at most, as this node asks: in practice ``PAGE_BYTES`` ends a page first."""
-PAGE_BYTES = 500_000
-"""The stored JSON of one page at most (about 650 small jobs with an execution each): what bounds the memory
-of both ends (the receiver holds at most three pages of a round, see ``Sync.catch_up``; the sender builds one
-page at a time), and how long encoding or decoding one page holds either node's trio thread (JSON encoding is
-on it, in the request/response codec: ~5 ms a page, where 1 MB pages kept the sender's RPC p99 above 100 ms)."""
-MAX_ECHO_STORES = 64
-"""Peers' stores whose rows this node remembers (``Sync._echo``); a round with one forgotten sends them back."""
-MAX_ECHO_SPANS = 1000
-"""Ranges of change numbers remembered per peer store (contiguous writes merge into one)."""
-MAX_NODE_RECORDS = 1000
-"""Node records (and drain orders) in one answer at most: the most recently heard. They come with the first
-page of a round only (``"nodes": true`` in the request), so a node that joins learns every node at once."""
 WATERMARKS_KEPT = 4096
 """Peers whose catch-up watermark ``Sync`` keeps in memory (the others are read from the store again)."""
 
@@ -118,7 +100,6 @@ class Sync:
         self.directory = directory
         self.stats = SyncStats()
         self._warned: set[str] = set()
-        self._serving = trio.Lock()
         self._turn = trio.Semaphore(1, max_value=1)
         """Held by one round at a time from its read of what the store holds of a page (``held``) to the end of
         that page's merge, and kept while the next page of the same round is already being checked (``catch_up``
@@ -126,74 +107,18 @@ class Sync:
         self.run_id = f"{identity.node_id}/{secrets.token_hex(8)}"
         """This node's store as it is while this process runs: sent with every request and page, so that a peer
         sends back none of the rows it took from it (a restarted node, its store possibly replaced, is new)."""
-        self._echo: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
-        """A peer's ``run_id`` -> the change numbers of this store's rows that hold exactly what it sent."""
+        self._echoes = Echoes()
+        self.pages = PageServer(store=store, identity=identity, run_id=self.run_id, echoes=self._echoes,
+                                directory=directory)  # fmt: skip
+        """The serving end (``node/syncserve.py``)."""
         self._watermarks: OrderedDict[str, str | None] = OrderedDict()
         """A peer's watermark key -> its value as this process last read or wrote it (this is its one writer):
         an idle round, every 15 s, no longer reads it from the store in a worker thread (started anew each time,
         trio's idle threads being gone after 10 s)."""
 
     async def serve(self, request: Any) -> dict[str, Any]:
-        """Answer a peer's ``{"since": N, "limit": L, "max_bytes": B}`` with a page of the changes after N (and,
-        asked with ``"nodes": true``, the node records and drain orders this node knows). ``max_bytes`` is new:
-        a node of the previous version asks without it, for 200 entries, and is answered as before."""
-        if not isinstance(request, dict):
-            return {"error": "request must be an object"}
-        since, limit = request.get("since"), request.get("limit", PAGE_SIZE)
-        max_bytes = request.get("max_bytes", PAGE_BYTES)
-        if not _is_count(since) or not _is_count(limit) or not _is_count(max_bytes):
-            return {"error": "since, limit and max_bytes must be non-negative integers"}
-        limit, max_bytes = max(1, min(limit, PAGE_LIMIT)), max(1, min(max_bytes, PAGE_BYTES))
-        asker = request.get("store")
-        skip = tuple(self._echo.get(asker, ())) if isinstance(asker, str) else ()  # what it gave us: it holds it
-        async with self._serving:  # a page at a time per node: bounded memory, however many peers ask
-            head = self.store.head
-            if since >= head:  # nothing after it was handed out: the empty page read_page would build, unread
-                answer = self._answer(RawPage(jobs=[], executions=[], allocations=[], upto=since, head=head,
-                                              more=False), {})  # fmt: skip
-            else:
-                raw = await self.store.query(
-                    lambda conn: read_page(conn, since, limit=limit, max_bytes=max_bytes, head=head, skip=skip)
-                )
-                cancelled = [job_id for job_id, _, flag in raw.jobs if flag]
-                cancels = (
-                    await self.store.query(lambda conn: _metas(conn, [cancel_key(j) for j in cancelled]))
-                    if cancelled
-                    else {}
-                )
-                # JSON and this node's signatures off the trio thread: RPC keeps answering while a page is built
-                answer = await trio.to_thread.run_sync(self._answer, raw, cancels)
-        answer["store"] = self.run_id
-        if request.get("nodes") is True and self.directory is not None:
-            records, drains = self.directory.known(MAX_NODE_RECORDS)
-            answer["nodes"] = [{"record": r.to_json(), "age": round(age, 3)} for r, age in records]
-            answer["drains"] = [order.to_json() for order in drains]
-        return answer
-
-    def _answer(self, raw: RawPage, cancels: dict[str, str]) -> dict[str, Any]:
-        """The page as sent: stored bodies as they are, this node's own executions signed (it keeps them
-        unsigned), each cancelled job with the signed cancel this node kept."""
-        me = self.identity.node_id
-        executions = []
-        for body in raw.executions:
-            data = json.loads(body)
-            if data.get("node_id") == me:
-                data = sign_execution(self.identity, Execution.from_valid(data)).to_json()
-            executions.append(data)
-        jobs = []
-        for job_id, body, cancelled in raw.jobs:
-            cancel = cancels.get(cancel_key(job_id)) if cancelled else None
-            jobs.append(
-                {"job": json.loads(body), "cancelled": cancelled, "cancel": json.loads(cancel) if cancel else None}
-            )
-        return {
-            "jobs": jobs,
-            "executions": executions,
-            "allocations": [json.loads(body) for body in raw.allocations],
-            "upto": raw.upto,
-            "head": raw.head,
-            "more": raw.more,
-        }
+        """A peer's request answered (``PageServer.serve``)."""
+        return await self.pages.serve(request)
 
     async def apply_page(self, page: Any, since: int) -> tuple[int, bool]:
         """Merge one page of a peer's answer; returns the watermark to keep and whether more pages follow.
@@ -287,7 +212,7 @@ class Sync:
         if node_id == self.identity.node_id:
             return True
         stored = known.version(job_id, node_id)
-        return stored is not None and _is_count(version) and version <= stored
+        return stored is not None and is_count(version) and version <= stored
 
     async def _merge_allocations(self, allocations: list[Allocation]) -> int:
         """Each verified allocation through the node (an older peer sends none); refused ones dropped and counted.
@@ -417,7 +342,7 @@ class Sync:
                         if isinstance(item, Exception):
                             raise item
                         try:
-                            since, more = await self._merge(item, self._echo_of(peer_id, item.store), merged)
+                            since, more = await self._merge(item, self._echoes.of(peer_id, item.store), merged)
                         finally:
                             give_back()
                         # No fsync of its own: the WAL keeps commits in order (each frame's checksum covers those
@@ -446,25 +371,6 @@ class Sync:
         self.stats.rounds += 1
         merged.pages = pages
         return merged
-
-    def _echo_of(self, peer_id: str, store: str | None) -> list[tuple[int, int]] | None:
-        """Where to collect the rows written from ``peer_id``'s page (its ``store`` as it says; one claiming
-        another node's store is not believed), merged into ranges; bounded in stores and ranges."""
-        if store is None or not store.startswith(f"{peer_id}/"):
-            return None
-        spans = self._echo.pop(store, [])
-        self._echo[store] = spans
-        while len(self._echo) > MAX_ECHO_STORES:
-            self._echo.popitem(last=False)
-        spans.sort()
-        merged: list[tuple[int, int]] = []
-        for first, last in spans:
-            if merged and first <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
-            else:
-                merged.append((first, last))
-        spans[:] = merged[-MAX_ECHO_SPANS:]  # the newest: older ones lie below the peer's watermark by now
-        return spans
 
     def _merge_nodes(self, records: Any, drains: Any) -> None:
         """Each verified record and drain order into the registry (an older peer sends none; nor does a page
@@ -533,7 +439,7 @@ def _next(page: Any, since: int) -> tuple[int, bool]:
     if not isinstance(page, dict) or "error" in page:
         raise WireError("malformed", f"sync answer: {page.get('error') if isinstance(page, dict) else page!r}")
     upto, head, more = page.get("upto"), page.get("head"), page.get("more")
-    if not _is_count(upto) or not _is_count(head) or not isinstance(more, bool):
+    if not is_count(upto) or not is_count(head) or not isinstance(more, bool):
         raise WireError("malformed", "sync answer without upto/head/more")
     if not isinstance(page.get("jobs"), list) or not isinstance(page.get("executions"), list):
         raise WireError("malformed", "sync answer without jobs/executions lists")
@@ -549,19 +455,5 @@ def _job_ids(jobs: list[Any], executions: list[Any]) -> list[str]:
     return [i for i in ids if isinstance(i, str)]
 
 
-def _metas(conn: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
-    """The ``meta`` values of ``keys`` that exist, in one query."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        "SELECT key, value FROM meta WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)
-    )
-    return dict(rows.fetchall())
-
-
 def _is_age(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1e9
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63  # SQLite binds it

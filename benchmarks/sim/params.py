@@ -10,7 +10,7 @@ from functools import partial
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node import catchup, heartbeat, noderecord, sync, topology
+from node import catchup, heartbeat, noderecord, syncserve, topology
 from node.config import Config
 from node.host import Host
 from node.identity import Identity
@@ -98,7 +98,7 @@ def current() -> Params:
         sync_interval=catchup.SYNC_INTERVAL,
         sync_peers=int(sync_peers) if isinstance(sync_peers, int) else None,
         records_every=float(records_every) if isinstance(records_every, int | float) else None,
-        max_node_records=sync.MAX_NODE_RECORDS,
+        max_node_records=syncserve.MAX_NODE_RECORDS,
         inbound_cap=int(host.host.get_network()._inbound_limiter.total_tokens),  # type: ignore[attr-defined]
         record_refresh=max(float(refresh), config.heartbeat) if isinstance(refresh, int | float) else None,
     )

@@ -1,4 +1,5 @@
-"""A node does not send back to a peer what that peer just gave it (node/sync.py, ``run_id`` and ``Sync._echo``).
+"""A node does not send back to a peer what that peer just gave it (``run_id`` in node/sync.py, ``Echoes`` in
+node/syncserve.py).
 
 Defect (found by py-spy on benchmarks/catchup.py: a fifth of the joiner's time): the rows a joiner writes from a
 peer's pages get new change numbers in its store, so the peer's own round with the joiner fetched every one of

@@ -65,7 +65,7 @@ async def test_an_idle_round_reads_and_writes_nothing(
         monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
         served = await sender.sync.serve({"since": head})
         raw = await sender.store.query(lambda c: read_page(c, head, limit=200, max_bytes=1 << 20, head=head))
-        assert {k: v for k, v in served.items() if k != "store"} == sender.sync._answer(raw, {})
+        assert {k: v for k, v in served.items() if k != "store"} == sender.sync.pages.answer(raw, {})
 
         # and a change after it is served and taken as before
         late = job_of(ids["sender"], "late")
