@@ -119,9 +119,9 @@ class Registry:
         if record.node_id == self.node_id:
             self._seq_floor = max(self._seq_floor, record.seq)  # ours from before a restart: beat above it
             return False
-        known = self._known.get(record.node_id)
-        if known is not None and record.seq <= known.record.seq:
+        if self.holds(record.node_id, record.seq):
             return False
+        known = self._known.get(record.node_id)
         now = trio.current_time()
         back = known is not None and known.down_since(now) is not None
         age = min(max(age, 0.0), 1e9)

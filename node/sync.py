@@ -52,7 +52,7 @@ from .synccheck import Checked, check_in_threads
 from .syncpage import Held, held
 from .syncserve import PAGE_BYTES, PAGE_LIMIT, PAGE_SIZE, Echoes, PageServer, is_count
 from .trust import Refused
-from .wire import WireError, parse_drain, parse_node_record
+from .wire import WireError, parse_drain, parse_node_record, verify_node_record
 
 __all__ = ["PAGE_BYTES", "PAGE_LIMIT", "PAGE_SIZE", "SYNC_PROTOCOL", "Sync", "SyncStats", "watermark_key"]
 
@@ -393,8 +393,7 @@ class Sync:
                 record = parse_node_record(entry.get("record"), check_signature=False)
                 if self.directory is None or self.directory.holds(record.node_id, record.seq):
                     continue
-                record = parse_node_record(entry.get("record"))
-                if self.directory.on_record(record, age=float(entry["age"])):
+                if self.directory.on_record(verify_node_record(record), age=float(entry["age"])):
                     self.stats.nodes += 1
             except WireError as exc:
                 self._drop(exc.reason, exc)

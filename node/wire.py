@@ -165,6 +165,9 @@ def parse_cancel(data: Any) -> Cancel:
     return _parse(Cancel, data, "cancel of job {0.job_id}")
 
 
+_NODE_RECORD = "record of node {0.node_id}"
+
+
 def parse_node_record(
     data: Any, *, sender: str | None = None, by_sender: bool = False, check_signature: bool = True
 ) -> NodeRecord:
@@ -178,8 +181,16 @@ def parse_node_record(
     verifies every record it would keep, ``by_sender`` False), so only that node's standing suffers.
     ``check_signature``: False only to read what a record is about before deciding whether to verify it.
     """
-    return _parse(NodeRecord, data, "record of node {0.node_id}", sender=sender, by_sender=by_sender,
-                  check_signature=check_signature)  # fmt: skip
+    return _parse(NodeRecord, data, _NODE_RECORD, sender=sender, by_sender=by_sender, check_signature=check_signature)
+
+
+def verify_node_record(record: NodeRecord) -> NodeRecord:
+    """``record`` (read with ``check_signature=False``) once verified against its node's key.
+
+    Raises:
+        WireError: ``unverified``.
+    """
+    return _verified(record, _NODE_RECORD)
 
 
 def parse_drain(data: Any, *, sender: str | None = None, by_sender: bool = False) -> DrainOrder:
@@ -237,8 +248,12 @@ def _parse(
         raise WireError("spoofed", f"{what.format(record)} by {signer} sent by {sender}")
     if by_sender and sender is not None:  # the sender's own record, and pubsub verified the sender's signature
         check_signature = False
-    if check_signature and not verify(signer, record.canonical_bytes(), record.signature):
-        raise WireError("unverified", f"{what.format(record)} is not signed by {signer}")
+    return _verified(record, what) if check_signature else record
+
+
+def _verified(record: _R, what: str) -> _R:
+    if not verify(record.signer, record.canonical_bytes(), record.signature):
+        raise WireError("unverified", f"{what.format(record)} is not signed by {record.signer}")
     return record
 
 
